@@ -1,0 +1,59 @@
+"""`fake`: a deterministic in-process responder for tests and the offline smoke profile.
+
+It never looks at pixels. It answers by the request's `purpose` marker (the prompt it was built
+from) with text derived from the request itself, and every answer starts with `[fake model]` and
+carries `Reply.fake = True`, so nothing it writes can pass for model output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from taskmem_lab.backends.base import Reply, Request, TextPart, VideoPart, all_text
+
+FAKE_MARK = "[fake model]"
+_SPAN = re.compile(r"NEW SPAN: (\S+)-(\S+)")
+
+
+class FakeModel:
+    backend = "fake"
+    video_mode = "frames"
+
+    def __init__(self, name: str = "fake") -> None:
+        self.model_id = f"fake:{name}"
+        self.calls = 0
+
+    def generate(self, request: Request) -> Reply:
+        self.calls += 1
+        user = request.messages[-1]
+        text = all_text(user.parts)
+        frames = sum(
+            len(p.frames) for m in request.messages for p in m.parts if isinstance(p, VideoPart)
+        )
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        span = _SPAN.search(
+            all_text([p for m in request.messages for p in m.parts if isinstance(p, TextPart)])
+        )
+        where = f"{span.group(1)}-{span.group(2)}" if span else "?"
+        purpose = request.purpose
+        if purpose == "semantic":
+            body = {"knowledge": [f"{FAKE_MARK} statement about {where} ({digest})"]}
+        elif purpose in ("episodic", "reask"):
+            body = {
+                "description": f"{FAKE_MARK} {frames} frames of {where} seen; request {digest}."
+            }
+        else:
+            body = {"answer": f"{FAKE_MARK} no answer for purpose {purpose!r}"}
+        return Reply(
+            text=json.dumps(body),
+            usage={"prompt_tokens": len(text.split()) + 85 * frames, "completion_tokens": 20},
+            model=self.model_id,
+            backend=self.backend,
+            fake=True,
+        )
+
+
+def from_spec(name: str) -> FakeModel:
+    return FakeModel(name or "fake")

@@ -1,0 +1,399 @@
+"""The streaming loop: clip by clip, a VLM writes episodic (and optionally semantic) memory.
+
+Floor 4. For clip k the model sees the window's frames, the entries already written inside the
+window (as "preceding description", with local face ids), up to `max_tasks` tasks that arrived
+before the clip's end, and an optional supplement. Nothing at or after the clip's end reaches its
+request. Each finished clip is stored before the next starts; a restarted run skips finished
+clips; a clip whose model call fails is stored as failed and stops the stream, so the next run
+retries it before writing anything that would depend on it.
+
+Perception plugs in through `Perceiver`: it receives the clip and its new-span frames and
+returns the transcript and the global face ids it saw. With no perceiver the loop sends frames
+and text only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from tqdm.auto import tqdm
+
+import taskmem_lab
+from taskmem_lab.backends.base import (
+    ChatModel,
+    Message,
+    Reply,
+    Request,
+    Sampling,
+    TextPart,
+    VideoPart,
+)
+from taskmem_lab.errors import ModelError, ParseError
+from taskmem_lab.ids import IdMap, globals_in
+from taskmem_lab.params import MemorizeParams
+from taskmem_lab.prompts import prompt_hash, render
+from taskmem_lab.replies import parse_description, parse_knowledge
+from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
+from taskmem_lab.store import RunDir, open_run
+from taskmem_lab.stream import file_digest, segments
+from taskmem_lab.tasks import arrived_before, tasks_digest
+from taskmem_lab.timefmt import hms, span
+from taskmem_lab.video import Frame, StreamFrames, clip_schedule, sample_times, thin
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+PROMPTS = ("episodic_system", "episodic_user", "episodic_instruction", "reask")
+SEMANTIC_PROMPTS = ("semantic_system", "semantic_user")
+
+
+@dataclass
+class Perception:
+    """What perception found in a clip's new span (empty when perception is off)."""
+
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    identities: list[str] = field(default_factory=list)
+
+
+class Perceiver(Protocol):
+    def perceive(self, clip: ClipSpec, frames: Sequence[Frame]) -> Perception: ...
+
+
+@dataclass
+class PreparedClip:
+    """A clip's frames, ready before its model call starts."""
+
+    clip: ClipSpec
+    frames: list[Frame]
+    new_frames: list[Frame]
+    perception: Perception
+    timings: dict[str, float]
+
+
+def schedule_for(stream: Stream, params: MemorizeParams) -> list[ClipSpec]:
+    return clip_schedule(
+        segments(stream), params.interval, params.context_duration, params.start, params.end
+    )
+
+
+# --------------------------------------------------------------------------- request building
+
+
+def _preceding_text(entries: Sequence[ClipRecord], ids: IdMap) -> str:
+    if not entries:
+        return "(none yet: this is the start of the window)"
+    return "\n".join(f"[{span(e.start, e.end, True)}] {ids.to_local(e.episodic)}" for e in entries)
+
+
+def _tasks_text(tasks: Sequence[Task]) -> str:
+    if not tasks:
+        return ""
+    lines = ["", "Questions the agent was asked recently (examples of what it will be asked):"]
+    for t in tasks:
+        opts = f" Options: {' | '.join(t.options)}" if t.options else ""
+        lines.append(f"- [{hms(t.time)}] {t.question}{opts}")
+    return "\n".join(lines) + "\n"
+
+
+def episodic_request(
+    clip: ClipSpec,
+    frames: Sequence[Frame],
+    preceding: Sequence[ClipRecord],
+    tasks: Sequence[Task],
+    ids: IdMap,
+    params: MemorizeParams,
+) -> Request:
+    """The episodic request for one clip; a pure function of its inputs (byte-identical re-runs)."""
+    times = dict(
+        window_start=hms(clip.window_start, True),
+        window_end=hms(clip.end, True),
+        new_start=hms(clip.start, True),
+        new_end=hms(clip.end, True),
+    )
+    supplement = (
+        f"\nAdditional instructions:\n{params.supplement_prompt}\n"
+        if params.supplement_prompt
+        else ""
+    )
+    user = render(
+        "episodic_user",
+        preceding=_preceding_text(preceding, ids),
+        tasks=_tasks_text(tasks),
+        supplement=supplement,
+        **times,
+    )
+    parts = (
+        TextPart(user),
+        VideoPart(tuple(frames), params.frame_fps, params.jpeg_quality),
+        TextPart(
+            render("episodic_instruction", new_start=times["new_start"], new_end=times["new_end"])
+        ),
+    )
+    return Request(
+        messages=(Message.text("system", render("episodic_system")), Message("user", parts)),
+        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
+        purpose="episodic",
+    )
+
+
+def semantic_request(
+    clip: ClipSpec, frames: Sequence[Frame], description: str, params: MemorizeParams
+) -> Request:
+    user = render(
+        "semantic_user",
+        new_start=hms(clip.start, True),
+        new_end=hms(clip.end, True),
+        description=description,
+    )
+    parts = (VideoPart(tuple(frames), params.frame_fps, params.jpeg_quality), TextPart(user))
+    return Request(
+        messages=(Message.text("system", render("semantic_system")), Message("user", parts)),
+        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
+        purpose="semantic",
+    )
+
+
+@dataclass
+class Asked:
+    """The outcome of asking with re-asks: the parsed value and every reply on the way."""
+
+    value: Any
+    replies: list[Reply]
+    problems: list[str]
+
+
+def ask(
+    model: ChatModel,
+    request: Request,
+    parse: Callable[[str], T],
+    shape: str,
+    reasks: int,
+) -> Asked:
+    """Ask, parse, and when the reply cannot be parsed, show it back and ask again."""
+    replies: list[Reply] = []
+    problems: list[str] = []
+    for attempt in range(reasks + 1):
+        reply = model.generate(request)
+        replies.append(reply)
+        try:
+            return Asked(parse(reply.text), replies, problems)
+        except ParseError as exc:
+            problems.append(str(exc))
+            if attempt == reasks:
+                break
+            follow = Message.text("user", render("reask", problem=str(exc), shape=shape))
+            request = Request(
+                messages=(*request.messages, Message.text("assistant", reply.text), follow),
+                sampling=request.sampling,
+                purpose="reask",
+            )
+    raise ParseError(f"unparseable reply after {reasks + 1} attempts: {'; '.join(problems)}")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _sum_usage(replies: Sequence[Reply]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in replies:
+        for k, v in r.usage.items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
+
+
+def _prepare(
+    frames: StreamFrames,
+    clip: ClipSpec,
+    params: MemorizeParams,
+    perceiver: Perceiver | None,
+) -> PreparedClip:
+    t0 = time.perf_counter()
+    frames.evict_before(clip.window_start)
+    times = sample_times(clip.window_start, clip.end, params.frame_fps) or [clip.start]
+    window = frames.window(thin(times, params.max_frames))
+    t1 = time.perf_counter()
+    for f in window:
+        f.jpeg(params.jpeg_quality)
+    t2 = time.perf_counter()
+    new = [f for f in window if f.time >= clip.start]
+    perception = perceiver.perceive(clip, new) if perceiver is not None else Perception()
+    t3 = time.perf_counter()
+    timings = {"decode_s": t1 - t0, "encode_s": t2 - t1}
+    if perceiver is not None:
+        timings["perception_s"] = t3 - t2
+    return PreparedClip(clip, window, new, perception, timings)
+
+
+def memorize_clip(
+    model: ChatModel,
+    prepared: PreparedClip,
+    done: dict[int, ClipRecord],
+    tasks: Sequence[Task],
+    params: MemorizeParams,
+) -> ClipRecord:
+    """Write one clip's memory; never raises for a model failure, returns a failed record."""
+    clip = prepared.clip
+    timings = dict(prepared.timings)
+    t0 = time.perf_counter()
+    preceding = [
+        r for i, r in sorted(done.items()) if i < clip.index and r.start >= clip.window_start - 1e-6
+    ]
+    shown = arrived_before(tasks, clip.end, params.max_tasks)
+    order = [g for r in preceding for g in globals_in(r.episodic)] + prepared.perception.identities
+    ids = IdMap.from_order(order)
+    request = episodic_request(clip, prepared.frames, preceding, shown, ids, params)
+    base = ClipRecord(
+        clip=clip.index,
+        start=clip.start,
+        end=clip.end,
+        window=(clip.window_start, clip.end),
+        status="failed",
+        transcript=prepared.perception.transcript,
+        identities=list(prepared.perception.identities),
+        tasks=[t.task_id for t in shown],
+        model=model.model_id,
+        request_hash=request.fingerprint(model.model_id)[:16],
+    )
+    timings["build_s"] = time.perf_counter() - t0
+    replies: list[Reply] = []
+    try:
+        t1 = time.perf_counter()
+        asked = ask(model, request, parse_description, '{"description": "..."}', params.reasks)
+        replies += asked.replies
+        episodic, unknown = ids.to_global(asked.value)
+        base.warnings += [f"re-asked: {p}" for p in asked.problems]
+        base.warnings += [f"unknown face id {u} in reply" for u in unknown]
+        if params.semantic:
+            sem = ask(
+                model,
+                semantic_request(clip, prepared.new_frames, ids.to_local(episodic), params),
+                parse_knowledge,
+                '{"knowledge": ["..."]}',
+                params.reasks,
+            )
+            replies += sem.replies
+            base.semantic = [ids.to_global(s)[0] for s in sem.value]
+        timings["model_s"] = time.perf_counter() - t1
+        base.status = "ok"
+        base.episodic = episodic
+    except (ModelError, ParseError) as exc:
+        base.error = f"{type(exc).__name__}: {exc}"
+    last = replies[-1] if replies else None
+    base.raw_reply = last.text if last else ""
+    base.reasoning = "\n".join(r.reasoning for r in replies if r.reasoning)
+    base.usage = _sum_usage(replies)
+    base.latency_s = round(sum(r.latency_s for r in replies), 4)
+    base.attempts = len(replies)
+    base.fake = any(r.fake for r in replies)
+    base.timings = {k: round(v, 5) for k, v in timings.items()}
+    return base
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_manifest(
+    stream: Stream, model_id: str, params: MemorizeParams, tasks: Sequence[Task], tag: str
+) -> dict[str, Any]:
+    import openai
+
+    prompts = PROMPTS + (SEMANTIC_PROMPTS if params.semantic else ())
+    return {
+        "kind": "memory",
+        "tag": tag,
+        "stream_id": stream.stream_id,
+        "model": model_id,
+        "params": params.to_json(),
+        "source": [
+            {
+                "path": f.path,
+                "start": f.start,
+                "duration": round(f.duration, 6),
+                "size": Path(f.path).stat().st_size,
+                "sha256": file_digest(f.path),
+            }
+            for f in stream.files
+        ],
+        "prompts": {name: prompt_hash(name) for name in prompts},
+        "tasks": tasks_digest(tasks),
+        "perception": None,
+        "versions": {
+            "taskmem_lab": taskmem_lab.__version__,
+            "python": platform.python_version(),
+            "openai": openai.__version__,
+        },
+        "created": _now(),
+        "updated": _now(),
+    }
+
+
+def memorize(
+    stream: Stream,
+    model: ChatModel,
+    params: MemorizeParams,
+    run_path: str,
+    tasks: Sequence[Task] = (),
+    tag: str = "default",
+    perceiver: Perceiver | None = None,
+    progress: bool = True,
+) -> RunDir:
+    """Memorize a stream into `run_path`, resuming a run made with the same inputs.
+
+    Raises `ModelError`/`ParseError` after storing the failed clip; re-running resumes there.
+    """
+    run = open_run(run_path, run_manifest(stream, model.model_id, params, tasks, tag))
+    schedule = schedule_for(stream, params)
+    done = run.finished()
+    todo = [c for c in schedule if c.index not in done]
+    run.update_manifest(clips_total=len(schedule), clips_done=len(done), updated=_now())
+    frames = StreamFrames(stream, params.max_side)
+    bar = tqdm(
+        total=len(schedule),
+        initial=len(done),
+        unit="clip",
+        disable=not progress,
+        desc=stream.stream_id,
+    )
+    failure: ClipRecord | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmem-decode") as pool:
+        nxt: Future[PreparedClip] | None = (
+            pool.submit(_prepare, frames, todo[0], params, perceiver) if todo else None
+        )
+        for i, clip in enumerate(todo):
+            assert nxt is not None
+            prepared = nxt.result()
+            # Decode the next clip while this one waits for the model.
+            nxt = (
+                pool.submit(_prepare, frames, todo[i + 1], params, perceiver)
+                if i + 1 < len(todo)
+                else None
+            )
+            record = memorize_clip(model, prepared, done, tasks, params)
+            run.append(record)
+            if not record.ok:
+                failure = record
+                break
+            done[clip.index] = record
+            bar.update(1)
+        if nxt is not None:
+            nxt.cancel()
+    bar.close()
+    frames.close()
+    status = "failed" if failure else "complete"
+    run.update_manifest(status=status, clips_done=len(done), updated=_now())
+    if not run.path.joinpath("identities.json").exists():
+        run.write_json("identities.json", {"schema": 1, "characters": {}})
+    if failure is not None:
+        raise ModelError(
+            f"clip {failure.clip} ({span(failure.start, failure.end)}) failed: {failure.error}. "
+            f"{len(done)}/{len(schedule)} clips are stored in {run.path}; run again to resume."
+        )
+    return run

@@ -1,0 +1,77 @@
+"""Stage parameters: one frozen, validated dataclass per stage.
+
+Notebook parameter cells mirror these fields one to one; the manifest of a run stores them so a
+restarted run can check it continues the same experiment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from taskmem_lab.errors import ConfigError
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"parameter {name!r}: {message}")
+
+
+@dataclass(frozen=True)
+class MemorizeParams:
+    """Parameters of the streaming memorization stage.
+
+    Attributes:
+        interval: seconds of new video per clip.
+        context_duration: seconds the VLM sees per clip (new span included).
+        start: stream time to start at (None: the stream's start).
+        end: stream time to stop at (None: the stream's end).
+        frame_fps: frames per second sampled from the window for the VLM.
+        max_frames: cap on frames per window; more are thinned uniformly.
+        max_side: longest side in pixels of a frame sent to the VLM.
+        jpeg_quality: JPEG quality of frames sent to the VLM.
+        semantic: also write atomic knowledge statements per clip.
+        supplement_prompt: extra instructions appended to the episodic prompt.
+        max_tasks: most recent arrived tasks shown per clip.
+        temperature: sampling temperature of the memorizer.
+        max_tokens: completion budget per call.
+        reasks: how often a reply that cannot be parsed is asked again.
+    """
+
+    interval: float = 10.0
+    context_duration: float = 50.0
+    start: float | None = None
+    end: float | None = None
+    frame_fps: float = 1.0
+    max_frames: int = 32
+    max_side: int = 640
+    jpeg_quality: int = 85
+    semantic: bool = False
+    supplement_prompt: str = ""
+    max_tasks: int = 5
+    temperature: float = 0.0
+    max_tokens: int = 2048
+    reasks: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.interval > 0, "interval", f"must be > 0 seconds, got {self.interval}")
+        _require(
+            self.context_duration >= self.interval,
+            "context_duration",
+            f"must be >= interval ({self.interval}), got {self.context_duration}",
+        )
+        if self.start is not None and self.end is not None:
+            _require(
+                self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}"
+            )
+        _require(self.frame_fps > 0, "frame_fps", f"must be > 0, got {self.frame_fps}")
+        _require(self.max_frames >= 1, "max_frames", f"must be >= 1, got {self.max_frames}")
+        _require(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
+        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
+        _require(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")
+        _require(self.temperature >= 0, "temperature", "must be >= 0")
+        _require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+        _require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

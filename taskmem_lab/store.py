@@ -1,0 +1,157 @@
+"""Run directories: `runs/<video_id>/memory/<tag>/` with manifest, clip records and identities.
+
+Floor 2. JSONL is written append + flush + fsync, one record per finished clip; everything else
+is written to a temporary file and renamed over the target, so a killed process leaves either the
+old or the new file, never half of one. A torn last JSONL line (a kill mid-write) is cut off when
+the run is reopened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskmem_lab.errors import StoreError
+from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
+
+MANIFEST = "manifest.json"
+CLIPS = "clips.jsonl"
+IDENTITIES = "identities.json"
+# Manifest fields that must match for a run to be resumed rather than started anew.
+IDENTITY_FIELDS = ("stream_id", "model", "params", "source", "prompts", "tasks")
+
+
+def memory_dir(root: str | Path, video_id: str, tag: str) -> Path:
+    return Path(root) / video_id / "memory" / tag
+
+
+def perception_dir(root: str | Path, video_id: str, settings_hash: str) -> Path:
+    return Path(root) / video_id / "perception" / settings_hash
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, fsync it, and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop an unterminated last line left by a process killed mid-write."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = []
+    with open(p, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                break  # torn tail: not a finished record
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise StoreError(f"{p}:{n} is not valid JSON: {exc}") from exc
+    return rows
+
+
+@dataclass
+class RunDir:
+    """One memory run on disk."""
+
+    path: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def clips_path(self) -> Path:
+        return self.path / CLIPS
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.exists():
+            raise StoreError(f"not a run directory (no {MANIFEST}): {self.path}")
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        atomic_write_json(self.manifest_path, data)
+
+    def update_manifest(self, **changes: Any) -> dict[str, Any]:
+        data = {**self.manifest(), **changes}
+        self.write_manifest(data)
+        return data
+
+    def records(self) -> list[ClipRecord]:
+        """Every stored record, in write order (a retried clip appears more than once)."""
+        return [ClipRecord.from_json(r) for r in read_jsonl(self.clips_path)]
+
+    def clips(self) -> dict[int, ClipRecord]:
+        """The latest record of each clip: an `ok` record wins over earlier failures."""
+        latest: dict[int, ClipRecord] = {}
+        for rec in self.records():
+            if rec.ok or not latest.get(rec.clip, rec).ok:
+                latest[rec.clip] = rec
+        return dict(sorted(latest.items()))
+
+    def finished(self) -> dict[int, ClipRecord]:
+        return {k: r for k, r in self.clips().items() if r.ok}
+
+    def append(self, record: ClipRecord) -> None:
+        append_jsonl(self.clips_path, record.to_json())
+
+    def write_json(self, name: str, data: Any) -> None:
+        atomic_write_json(self.path / name, data)
+
+
+def open_run(path: str | Path, manifest: dict[str, Any]) -> RunDir:
+    """Create a run, or reopen one made with the same inputs (resume); refuse a mismatch."""
+    run = RunDir(Path(path))
+    if run.exists():
+        old = run.manifest()
+        for key in IDENTITY_FIELDS:
+            if old.get(key) != manifest.get(key):
+                raise StoreError(
+                    f"{run.path} already holds a run with a different {key!r}; "
+                    "use another --tag, or delete the directory to start over"
+                )
+        _cut_torn_tail(run.clips_path)
+        run.update_manifest(status="running", updated=manifest.get("updated"))
+        return run
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_manifest({"schema": SCHEMA_VERSION, **manifest, "status": "running"})
+    return run

@@ -1,0 +1,51 @@
+"""Shared fixtures: generated media, a real local OpenAI-compatible server and its config."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from taskmem_lab.testing.fake_openai_server import FakeOpenAIServer, write_config
+from taskmem_lab.testing.media import index_video, test_video
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH")
+    d = tmp_path_factory.mktemp("media")
+    corrupt = d / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    return {
+        "tone_27_3": test_video(d / "tone_27_3.mp4", 27.3),
+        "silent": test_video(d / "silent.mp4", 12, audio=False),
+        "rotated": test_video(d / "rotated.mp4", 4, rotate=90),
+        "three_min": test_video(d / "three_min.mp4", 180, size="96x64", fps=5),
+        "index": index_video(d / "index.mp4", [i * 0.1 for i in range(100)]),
+        "vfr": index_video(d / "vfr.mp4", [0, 0.5, 0.6, 0.7, 2.0, 2.1, 3.5, 5.0]),
+        "corrupt": corrupt,
+    }
+
+
+@pytest.fixture()
+def server():
+    with FakeOpenAIServer(hang_s=2.0) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def api_config(tmp_path: Path, server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points `openai:local-vlm` at the local server, with fast retries and a short timeout."""
+    path = tmp_path / "endpoints.yaml"
+    write_config(str(path), server, timeout=1.0, max_retries=3, backoff_s=0.01)
+    monkeypatch.setenv("TASKMEM_API_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMEM_CACHE", str(tmp_path / "cache.sqlite"))

@@ -1,0 +1,172 @@
+import json
+
+import pytest
+
+from taskmem_lab.backends.base import Reply, Request, VideoPart, all_text
+from taskmem_lab.backends.fake import FakeModel
+from taskmem_lab.errors import ModelError
+from taskmem_lab.memorize import memorize, schedule_for
+from taskmem_lab.memory import Memory
+from taskmem_lab.params import MemorizeParams
+from taskmem_lab.schema import Task
+from taskmem_lab.store import RunDir
+from taskmem_lab.stream import load_stream
+
+
+class RecordingModel(FakeModel):
+    """The fake model, keeping every request it saw."""
+
+    def __init__(self, fail_at: set[int] | None = None, malformed: int = 0) -> None:
+        super().__init__("recording")
+        self.requests: list[Request] = []
+        self.fail_at = fail_at or set()
+        self.malformed = malformed
+
+    def generate(self, request: Request) -> Reply:
+        self.requests.append(request)
+        if len(self.requests) in self.fail_at:
+            raise ModelError("server unreachable (scripted)")
+        if self.malformed:
+            self.malformed -= 1
+            return Reply(text="not json at all", model=self.model_id, fake=True)
+        return super().generate(request)
+
+
+def episodic(requests):
+    return [r for r in requests if r.purpose == "episodic"]
+
+
+def test_no_leakage_frames_entries_and_tasks(media, tmp_path):
+    stream = load_stream(media["tone_27_3"])
+    tasks = [
+        Task(f"q{i}", f"question {i}?", t)
+        for i, t in enumerate([0.0, 5, 9.99, 10.0, 15, 19, 21, 22, 23, 24])
+    ]
+    model = RecordingModel()
+    params = MemorizeParams(interval=5, context_duration=12, frame_fps=2)
+    run = memorize(stream, model, params, str(tmp_path / "run"), tasks=tasks, progress=False)
+    clips = schedule_for(stream, params)
+    reqs = episodic(model.requests)
+    assert len(reqs) == len(clips) == 6
+    records = run.finished()
+    for clip, req in zip(clips, reqs, strict=True):
+        video = [p for p in req.messages[1].parts if isinstance(p, VideoPart)][0]
+        times = [f.time for f in video.frames]
+        assert times and max(times) < clip.end and min(times) >= clip.window_start
+        text = all_text(req.messages[1].parts)
+        # preceding entries: only clips that ended by this clip's start and lie in its window
+        for other in records.values():
+            inside = other.clip < clip.index and other.start >= clip.window_start
+            assert (other.episodic in text) == inside
+        shown = [t for t in tasks if t.question in text]
+        assert all(t.time < clip.end for t in shown)
+        expected = [t for t in tasks if t.time < clip.end][-5:]
+        assert shown == expected
+        assert records[clip.index].tasks == [t.task_id for t in expected]
+    assert "question 3?" not in all_text(
+        reqs[1].messages[1].parts
+    )  # arrives exactly at clip 1's end
+
+
+def test_without_tasks_there_is_no_task_block(media, tmp_path):
+    model = RecordingModel()
+    memorize(
+        load_stream(media["silent"]), model, MemorizeParams(), str(tmp_path / "r"), progress=False
+    )
+    assert all("Questions the agent" not in all_text(r.messages[1].parts) for r in model.requests)
+
+
+def test_rerun_sends_byte_identical_prompts(media, tmp_path):
+    stream = load_stream(media["tone_27_3"])
+    tasks = [Task("a", "where is the cup?", 3.0)]
+    runs = []
+    for name in ("a", "b"):
+        model = RecordingModel()
+        memorize(
+            stream,
+            model,
+            MemorizeParams(supplement_prompt="Note colours."),
+            str(tmp_path / name),
+            tasks=tasks,
+            progress=False,
+        )
+        runs.append([r.fingerprint("m") for r in model.requests])
+    assert runs[0] == runs[1] and len(set(runs[0])) == len(runs[0])
+
+
+def test_reask_recovers_an_unparseable_reply(media, tmp_path):
+    model = RecordingModel(malformed=1)
+    run = memorize(
+        load_stream(media["silent"]), model, MemorizeParams(), str(tmp_path / "r"), progress=False
+    )
+    first = run.finished()[0]
+    assert first.attempts == 2 and first.warnings and "re-asked" in first.warnings[0]
+    reask = model.requests[1]
+    assert reask.purpose == "reask" and reask.messages[-2].role == "assistant"
+    assert reask.messages[-2].parts[0].text == "not json at all"
+
+
+def test_failed_clip_is_recorded_and_retried_on_resume(media, tmp_path):
+    stream = load_stream(media["tone_27_3"])
+    out = str(tmp_path / "r")
+    with pytest.raises(ModelError, match="clip 1 .* failed.*run again to resume"):
+        memorize(stream, RecordingModel(fail_at={2}), MemorizeParams(), out, progress=False)
+    run = RunDir(tmp_path / "r")
+    recs = run.records()
+    assert [(r.clip, r.status) for r in recs] == [(0, "ok"), (1, "failed")]
+    assert recs[1].episodic == "" and "unreachable" in recs[1].error
+    assert run.manifest()["status"] == "failed"
+    assert len(Memory.load(run)) == 1  # a failed clip is never an (empty) memory entry
+    again = RecordingModel()
+    memorize(stream, again, MemorizeParams(), out, progress=False)
+    assert len(again.requests) == 2  # clips 1 and 2 only
+    assert [r.clip for r in run.finished().values()] == [0, 1, 2]
+    assert run.manifest()["status"] == "complete"
+
+
+def test_resume_refuses_different_params(media, tmp_path):
+    from taskmem_lab.errors import StoreError
+
+    stream = load_stream(media["silent"])
+    memorize(stream, FakeModel(), MemorizeParams(), str(tmp_path / "r"), progress=False)
+    with pytest.raises(StoreError, match="different 'params'"):
+        memorize(
+            stream, FakeModel(), MemorizeParams(interval=5), str(tmp_path / "r"), progress=False
+        )
+
+
+def test_semantic_memory_and_text(media, tmp_path):
+    run = memorize(
+        load_stream(media["silent"]),
+        FakeModel(),
+        MemorizeParams(semantic=True),
+        str(tmp_path / "r"),
+        progress=False,
+    )
+    mem = Memory.load(run)
+    assert all(e.knowledge for e in mem.entries)
+    both = mem.to_text("both")
+    assert (
+        both.startswith("[00:00:00-00:00:10]\n[fake model]")
+        and "\n- [fake model] statement" in both
+    )
+    assert "- " not in mem.to_text("episodic")
+    manifest = run.manifest()
+    assert manifest["source"][0]["sha256"] and manifest["params"]["semantic"] is True
+    line = json.loads(run.clips_path.read_text().splitlines()[0])
+    assert line["fake"] is True and line["schema"] == 1
+
+
+def test_memorize_through_the_http_backend(media, tmp_path, api_config, server):
+    from taskmem_lab.backends import make_model
+
+    run = memorize(
+        load_stream(media["tone_27_3"]),
+        make_model("openai:local-vlm"),
+        MemorizeParams(),
+        str(tmp_path / "r"),
+        progress=False,
+    )
+    texts = [r.episodic for r in run.finished().values()]
+    assert len(texts) == 3 and all(t.startswith("[fake server] entry for") for t in texts)
+    assert len(server.requests) == 3
