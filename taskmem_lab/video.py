@@ -199,11 +199,13 @@ class _DecordReader:
     """Exact frames by timestamp: the frame displayed at time t is the last one starting <= t."""
 
     def __init__(self, path: Path, max_side: int) -> None:
-        probe_reader = _open_decord(path)
-        h, w = probe_reader[0].shape[:2]
+        reader = _open_decord(path)
+        h, w = reader[0].shape[:2]
         self.size = _target_size(w, h, max_side)
-        del probe_reader
-        self._reader = _open_decord(path, width=self.size[0], height=self.size[1])
+        if self.size != (w, h):
+            # decord's scaler costs memory per reader, so it is used only when frames shrink.
+            reader = _open_decord(path, width=self.size[0], height=self.size[1])
+        self._reader = reader
         n = len(self._reader)
         self._starts = self._reader.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64)
 
