@@ -56,14 +56,27 @@ SEMANTIC_PROMPTS = ("semantic_system", "semantic_user")
 
 @dataclass
 class Perception:
-    """What perception found in a clip's new span (empty when perception is off)."""
+    """What perception found for a clip (empty when perception is off).
+
+    `transcript` holds the new span's segments (`{start, end, text, speaker}`, speakers as global
+    ids); `identities` the global face ids seen in the new span in order of first appearance;
+    `frames`, when given, replaces the window's frames in the request (annotated copies with
+    boxes, ids and subtitles).
+    """
 
     transcript: list[dict[str, Any]] = field(default_factory=list)
     identities: list[str] = field(default_factory=list)
+    frames: list[Frame] | None = None
 
 
 class Perceiver(Protocol):
-    def perceive(self, clip: ClipSpec, frames: Sequence[Frame]) -> Perception: ...
+    """Perception of one clip, given the window frames the VLM will see (in stream order).
+
+    Called once per clip, in clip order, from the decoding thread; it must use nothing at or
+    after `clip.end`.
+    """
+
+    def perceive(self, clip: ClipSpec, window: Sequence[Frame]) -> Perception: ...
 
 
 @dataclass
@@ -222,8 +235,10 @@ def _prepare(
     for f in window:
         f.jpeg(params.jpeg_quality)
     t2 = time.perf_counter()
+    perception = perceiver.perceive(clip, window) if perceiver is not None else Perception()
+    if perception.frames is not None:
+        window = perception.frames
     new = [f for f in window if f.time >= clip.start]
-    perception = perceiver.perceive(clip, new) if perceiver is not None else Perception()
     t3 = time.perf_counter()
     timings = {"decode_s": t1 - t0, "encode_s": t2 - t1}
     if perceiver is not None:
