@@ -209,7 +209,8 @@ def _entries_from_pickle(data: Any, interval: float, where: str) -> list[Entry]:
         text = next((item[k] for k in _TEXT_KEYS if isinstance(item.get(k), str)), None)
         if text is None:
             raise StoreError(f"{where}: entry {n} has no text field (one of {_TEXT_KEYS})")
-        clip = int(item.get("clip", item.get("clip_id", item.get("index", n))))
+        clip_value = next((item[k] for k in ("clip", "clip_id", "index") if k in item), n)
+        clip = int(clip_value)
         start = float(item.get("start", clip * interval))
         end = float(item.get("end", start + interval))
         knowledge = item.get("semantic") or item.get("knowledge") or ()

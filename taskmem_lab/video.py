@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -186,13 +187,22 @@ def _pyav_frame_times(path: Path) -> list[float]:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
+            base = stream.time_base or 1
             return [
-                float(pkt.pts * stream.time_base)
+                float(pkt.pts * base)
                 for pkt in container.demux(stream)
                 if pkt.pts is not None and pkt.size > 0
             ]
     except av.FFmpegError as exc:
         raise VideoError(f"cannot decode video {path}: {exc}") from exc
+
+
+class FrameReader(Protocol):
+    """Frames of one file by local timestamp (seconds)."""
+
+    def frames_at(self, times: Sequence[float]) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
 
 
 class _DecordReader:
@@ -270,7 +280,7 @@ class _PyAVReader:
         pass
 
 
-def open_reader(path: str | Path, max_side: int, backend: str = "auto"):  # noqa: ANN201
+def open_reader(path: str | Path, max_side: int, backend: str = "auto") -> FrameReader:
     """A frame reader for one file: decord when available, PyAV otherwise or when asked."""
     p = _check_file(path)
     if backend in ("auto", "decord"):
@@ -329,7 +339,7 @@ class StreamFrames:
         self.max_side = max_side
         self.backend = backend
         self._frames: OrderedDict[float, Frame] = OrderedDict()
-        self._readers: dict[int, object] = {}
+        self._readers: dict[int, FrameReader] = {}
         self.decoded = 0
 
     def _file_for(self, t: float) -> int:
@@ -372,14 +382,14 @@ class StreamFrames:
         for i in list(self._readers):
             f = self.stream.files[i]
             if f.start + f.duration <= t:
-                self._readers.pop(i).close()  # type: ignore[attr-defined]
+                self._readers.pop(i).close()
 
     def __len__(self) -> int:
         return len(self._frames)
 
     def close(self) -> None:
         for reader in self._readers.values():
-            reader.close()  # type: ignore[attr-defined]
+            reader.close()
         self._readers.clear()
         self._frames.clear()
 

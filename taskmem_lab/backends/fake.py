@@ -38,6 +38,7 @@ class FakeModel:
         )
         where = f"{span.group(1)}-{span.group(2)}" if span else "?"
         purpose = request.purpose
+        body: dict[str, object]
         if purpose == "semantic":
             body = {"knowledge": [f"{FAKE_MARK} statement about {where} ({digest})"]}
         elif purpose in ("episodic", "reask"):

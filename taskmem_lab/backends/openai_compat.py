@@ -125,19 +125,21 @@ class OpenAICompatModel:
         key = id(endpoint)
         with self._lock:
             if key not in self._clients:
-                common = {
-                    "api_key": endpoint.api_key,
-                    "timeout": endpoint.timeout,
-                    "max_retries": 0,
-                }
                 if endpoint.api_type == "azure":
                     self._clients[key] = openai.AzureOpenAI(
-                        azure_endpoint=endpoint.azure_endpoint,
+                        azure_endpoint=endpoint.azure_endpoint or "",
                         api_version=endpoint.api_version,
-                        **common,
+                        api_key=endpoint.api_key,
+                        timeout=endpoint.timeout,
+                        max_retries=0,
                     )
                 else:
-                    self._clients[key] = openai.OpenAI(base_url=endpoint.base_url, **common)
+                    self._clients[key] = openai.OpenAI(
+                        base_url=endpoint.base_url,
+                        api_key=endpoint.api_key,
+                        timeout=endpoint.timeout,
+                        max_retries=0,
+                    )
             return self._clients[key]
 
     def _kwargs(self, endpoint: Endpoint, request: Request) -> dict[str, Any]:

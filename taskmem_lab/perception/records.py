@@ -1,7 +1,7 @@
 """Records that perception modules exchange (floor 3): speech segments and face detections.
 
-Times are stream seconds; boxes are pixel coordinates `(x1, y1, x2, y2)` in the frame the VLM
-sees (the sampled, possibly downscaled `video.Frame.image`).
+Times are stream seconds; boxes are `(x1, y1, x2, y2)` normalized to the frame's width and height
+(0..1), so detections made on frames of one size can be drawn on frames of another.
 """
 
 from __future__ import annotations
