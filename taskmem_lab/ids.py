@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 GLOBAL_ID = re.compile(r"\[face_(\d+)\]")
 LOCAL_ID = re.compile(r"<face_(\d+)>")
 UNKNOWN = "[face_unknown]"
+UNKNOWN_WORDS = "an unidentified person"
 
 
 def globals_in(text: str) -> list[str]:
@@ -43,7 +44,8 @@ class IdMap:
         return {v: k for k, v in self.to_local_ids.items()}
 
     def to_local(self, text: str) -> str:
-        """Stored text -> prompt text."""
+        """Stored text -> prompt text (an id the model invented reads as plain words)."""
+        text = text.replace(UNKNOWN, UNKNOWN_WORDS)
         return GLOBAL_ID.sub(lambda m: self.to_local_ids.get(m.group(0), m.group(0)), text)
 
     def to_global(self, text: str) -> tuple[str, list[str]]:

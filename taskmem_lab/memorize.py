@@ -59,13 +59,17 @@ class Perception:
     """What perception found for a clip (empty when perception is off).
 
     `transcript` holds the new span's segments (`{start, end, text, speaker}`, speakers as global
-    ids); `identities` the global face ids seen in the new span in order of first appearance;
-    `frames`, when given, replaces the window's frames in the request (annotated copies with
-    boxes, ids and subtitles).
+    ids); `window_transcript` those of the whole window (what the prompt shows); `identities` the
+    global face ids seen in the new span; `window_ids` the ids seen in the window in order of
+    first appearance, which fixes the local `<face_N>` numbering shared by the annotated frames
+    and the prompt; `frames`, when given, replaces the window's frames in the request (annotated
+    copies with boxes, ids and subtitles).
     """
 
     transcript: list[dict[str, Any]] = field(default_factory=list)
     identities: list[str] = field(default_factory=list)
+    window_ids: list[str] = field(default_factory=list)
+    window_transcript: list[dict[str, Any]] = field(default_factory=list)
     frames: list[Frame] | None = None
 
 
@@ -105,6 +109,16 @@ def _preceding_text(entries: Sequence[ClipRecord], ids: IdMap) -> str:
     return "\n".join(f"[{span(e.start, e.end, True)}] {ids.to_local(e.episodic)}" for e in entries)
 
 
+def _transcript_text(segments: Sequence[dict[str, Any]], ids: IdMap) -> str:
+    if not segments:
+        return ""
+    lines = ["", "Speech in the window (speaker: words; the subtitles on the frames):"]
+    for seg in segments:
+        who = ids.to_local(str(seg.get("speaker") or "unknown"))
+        lines.append(f"[{span(float(seg['start']), float(seg['end']), True)}] {who}: {seg['text']}")
+    return "\n".join(lines) + "\n"
+
+
 def _tasks_text(tasks: Sequence[Task]) -> str:
     if not tasks:
         return ""
@@ -122,6 +136,7 @@ def episodic_request(
     tasks: Sequence[Task],
     ids: IdMap,
     params: MemorizeParams,
+    transcript: Sequence[dict[str, Any]] = (),
 ) -> Request:
     """The episodic request for one clip; a pure function of its inputs (byte-identical re-runs)."""
     times = dict(
@@ -138,7 +153,7 @@ def episodic_request(
     user = render(
         "episodic_user",
         preceding=_preceding_text(preceding, ids),
-        tasks=_tasks_text(tasks),
+        tasks=_transcript_text(transcript, ids) + _tasks_text(tasks),
         supplement=supplement,
         **times,
     )
@@ -261,9 +276,12 @@ def memorize_clip(
         r for i, r in sorted(done.items()) if i < clip.index and r.start >= clip.window_start - 1e-6
     ]
     shown = arrived_before(tasks, clip.end, params.max_tasks)
-    order = [g for r in preceding for g in globals_in(r.episodic)] + prepared.perception.identities
+    # Perception's window order first: the annotated frames were numbered with it.
+    order = prepared.perception.window_ids + [g for r in preceding for g in globals_in(r.episodic)]
     ids = IdMap.from_order(order)
-    request = episodic_request(clip, prepared.frames, preceding, shown, ids, params)
+    request = episodic_request(
+        clip, prepared.frames, preceding, shown, ids, params, prepared.perception.window_transcript
+    )
     base = ClipRecord(
         clip=clip.index,
         start=clip.start,
