@@ -18,13 +18,8 @@ from taskmem_lab.errors import ModelError, ParseError, TaskmemError
 
 
 def _memorize(args: argparse.Namespace) -> int:
-    from taskmem_lab.backends import ResponseCache, make_model
-    from taskmem_lab.memorize import memorize
     from taskmem_lab.params import MemorizeParams
-    from taskmem_lab.paths import cache_path, runs_root
-    from taskmem_lab.store import memory_dir
-    from taskmem_lab.stream import load_stream
-    from taskmem_lab.tasks import load_tasks
+    from taskmem_lab.pipeline import build_memory
 
     params = MemorizeParams(
         interval=args.interval,
@@ -37,15 +32,17 @@ def _memorize(args: argparse.Namespace) -> int:
         supplement_prompt=_read_supplement(args.supplement_prompt),
         temperature=args.temperature,
     )
-    cache = None if args.no_cache else ResponseCache(args.cache or cache_path())
-    model = make_model(args.model, cache)
-    stream = load_stream(args.video)
-    tasks = load_tasks(args.tasks) if args.tasks else []
-    tag = args.tag or args.model.replace(":", "_").replace("/", "_").replace("#", "_")
-    out = memory_dir(args.out or runs_root(), stream.stream_id, tag)
-    run = memorize(stream, model, params, str(out), tasks=tasks, tag=tag, progress=not args.quiet)
-    done = len(run.finished())
-    print(f"memory: {run.path} ({done} clips)")
+    run = build_memory(
+        args.video,
+        args.model,
+        params,
+        tag=args.tag,
+        out=args.out,
+        tasks=args.tasks,
+        cache=False if args.no_cache else (args.cache or True),
+        progress=not args.quiet,
+    )
+    print(f"memory: {run.path} ({len(run.finished())} clips)")
     return 0
 
 
