@@ -24,7 +24,14 @@ class ModelError(TaskmemError):
 
 
 class ParseError(TaskmemError):
-    """A model reply could not be parsed into the expected JSON object."""
+    """A model reply could not be parsed into the expected JSON object.
+
+    `replies` holds the model replies that led to it (so their usage and text are recorded).
+    """
+
+    def __init__(self, message: str, replies: list | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.replies = list(replies or [])
 
 
 class StoreError(TaskmemError):
@@ -33,3 +40,19 @@ class StoreError(TaskmemError):
 
 class UnsafePickleError(TaskmemError):
     """A pickle tried to load a class outside the allow-list."""
+
+
+class BenchmarkError(TaskmemError):
+    """A benchmark source or converted dataset is missing, malformed or of the wrong schema."""
+
+
+class NoAudioError(VideoError):
+    """A stream window has no audio track at all (as opposed to silence); callers may skip ASR."""
+
+
+class PluginError(TaskmemError):
+    """A user plug-in module (TASKMEM_*_BACKEND) is missing, failed, or returned the wrong shape."""
+
+
+class ReplayError(StoreError):
+    """A stored run cannot be replayed exactly (missing source, changed prompt, hash mismatch)."""

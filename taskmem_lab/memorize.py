@@ -18,15 +18,16 @@ import datetime as dt
 import logging
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from tqdm.auto import tqdm
 
 import taskmem_lab
+from taskmem_lab.asking import Asked, ask  # noqa: F401 - re-exported for callers
 from taskmem_lab.backends.base import (
     ChatModel,
     Message,
@@ -39,6 +40,7 @@ from taskmem_lab.backends.base import (
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.ids import IdMap, globals_in
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
@@ -49,38 +51,9 @@ from taskmem_lab.timefmt import hms, span
 from taskmem_lab.video import Frame, StreamFrames, clip_schedule, sample_times, thin
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 PROMPTS = ("episodic_system", "episodic_user", "episodic_instruction", "reask")
 SEMANTIC_PROMPTS = ("semantic_system", "semantic_user")
-
-
-@dataclass
-class Perception:
-    """What perception found for a clip (empty when perception is off).
-
-    `transcript` holds the new span's segments (`{start, end, text, speaker}`, speakers as global
-    ids); `window_transcript` those of the whole window (what the prompt shows); `identities` the
-    global face ids seen in the new span; `window_ids` the ids seen in the window in order of
-    first appearance, which fixes the local `<face_N>` numbering shared by the annotated frames
-    and the prompt; `frames`, when given, replaces the window's frames in the request (annotated
-    copies with boxes, ids and subtitles).
-    """
-
-    transcript: list[dict[str, Any]] = field(default_factory=list)
-    identities: list[str] = field(default_factory=list)
-    window_ids: list[str] = field(default_factory=list)
-    window_transcript: list[dict[str, Any]] = field(default_factory=list)
-    frames: list[Frame] | None = None
-
-
-class Perceiver(Protocol):
-    """Perception of one clip, given the window frames the VLM will see (in stream order).
-
-    Called once per clip, in clip order, from the decoding thread; it must use nothing at or
-    after `clip.end`.
-    """
-
-    def perceive(self, clip: ClipSpec, window: Sequence[Frame]) -> Perception: ...
+TASKS_FILE = "tasks.json"  # the run's task stream, written beside the manifest
 
 
 @dataclass
@@ -103,7 +76,8 @@ def schedule_for(stream: Stream, params: MemorizeParams) -> list[ClipSpec]:
 # --------------------------------------------------------------------------- request building
 
 
-def _preceding_text(entries: Sequence[ClipRecord], ids: IdMap) -> str:
+def preceding_text(entries: Sequence[ClipRecord], ids: IdMap) -> str:
+    """The prompt's "preceding description" slot (training export and judges reuse it)."""
     if not entries:
         return "(none yet: this is the start of the window)"
     return "\n".join(f"[{span(e.start, e.end, True)}] {ids.to_local(e.episodic)}" for e in entries)
@@ -152,7 +126,7 @@ def episodic_request(
     )
     user = render(
         "episodic_user",
-        preceding=_preceding_text(preceding, ids),
+        preceding=preceding_text(preceding, ids),
         tasks=_transcript_text(transcript, ids) + _tasks_text(tasks),
         supplement=supplement,
         **times,
@@ -188,43 +162,6 @@ def semantic_request(
     )
 
 
-@dataclass
-class Asked:
-    """The outcome of asking with re-asks: the parsed value and every reply on the way."""
-
-    value: Any
-    replies: list[Reply]
-    problems: list[str]
-
-
-def ask(
-    model: ChatModel,
-    request: Request,
-    parse: Callable[[str], T],
-    shape: str,
-    reasks: int,
-) -> Asked:
-    """Ask, parse, and when the reply cannot be parsed, show it back and ask again."""
-    replies: list[Reply] = []
-    problems: list[str] = []
-    for attempt in range(reasks + 1):
-        reply = model.generate(request)
-        replies.append(reply)
-        try:
-            return Asked(parse(reply.text), replies, problems)
-        except ParseError as exc:
-            problems.append(str(exc))
-            if attempt == reasks:
-                break
-            follow = Message.text("user", render("reask", problem=str(exc), shape=shape))
-            request = Request(
-                messages=(*request.messages, Message.text("assistant", reply.text), follow),
-                sampling=request.sampling,
-                purpose="reask",
-            )
-    raise ParseError(f"unparseable reply after {reasks + 1} attempts: {'; '.join(problems)}")
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -236,12 +173,13 @@ def _sum_usage(replies: Sequence[Reply]) -> dict[str, int]:
     return total
 
 
-def _prepare(
+def prepare_clip(
     frames: StreamFrames,
     clip: ClipSpec,
     params: MemorizeParams,
     perceiver: Perceiver | None,
 ) -> PreparedClip:
+    """Decode and encode the window's frames and run perception (clips in stream order)."""
     t0 = time.perf_counter()
     frames.evict_before(clip.window_start)
     times = sample_times(clip.window_start, clip.end, params.frame_fps) or [clip.start]
@@ -261,6 +199,41 @@ def _prepare(
     return PreparedClip(clip, window, new, perception, timings)
 
 
+@dataclass
+class ClipInputs:
+    """What clip k's episodic request is built from, and the request itself."""
+
+    preceding: list[ClipRecord]
+    tasks: list[Task]
+    ids: IdMap
+    request: Request
+
+
+def clip_inputs(
+    prepared: PreparedClip,
+    done: dict[int, ClipRecord],
+    tasks: Sequence[Task],
+    params: MemorizeParams,
+) -> ClipInputs:
+    """Preceding entries, shown tasks, local ids and the request for a prepared clip.
+
+    The one place that chooses them: the memorizer and the replay of a stored run
+    (`taskmem_lab.replay`) both call it, so a replayed request is the request that was sent.
+    """
+    clip = prepared.clip
+    preceding = [
+        r for i, r in sorted(done.items()) if i < clip.index and r.start >= clip.window_start - 1e-6
+    ]
+    shown = arrived_before(tasks, clip.end, params.max_tasks)
+    # Perception's window order first: the annotated frames were numbered with it.
+    order = prepared.perception.window_ids + [g for r in preceding for g in globals_in(r.episodic)]
+    ids = IdMap.from_order(order)
+    request = episodic_request(
+        clip, prepared.frames, preceding, shown, ids, params, prepared.perception.window_transcript
+    )
+    return ClipInputs(preceding, shown, ids, request)
+
+
 def memorize_clip(
     model: ChatModel,
     prepared: PreparedClip,
@@ -272,16 +245,8 @@ def memorize_clip(
     clip = prepared.clip
     timings = dict(prepared.timings)
     t0 = time.perf_counter()
-    preceding = [
-        r for i, r in sorted(done.items()) if i < clip.index and r.start >= clip.window_start - 1e-6
-    ]
-    shown = arrived_before(tasks, clip.end, params.max_tasks)
-    # Perception's window order first: the annotated frames were numbered with it.
-    order = prepared.perception.window_ids + [g for r in preceding for g in globals_in(r.episodic)]
-    ids = IdMap.from_order(order)
-    request = episodic_request(
-        clip, prepared.frames, preceding, shown, ids, params, prepared.perception.window_transcript
-    )
+    inputs = clip_inputs(prepared, done, tasks, params)
+    shown, ids, request = inputs.tasks, inputs.ids, inputs.request
     base = ClipRecord(
         clip=clip.index,
         start=clip.start,
@@ -318,6 +283,7 @@ def memorize_clip(
         base.episodic = episodic
     except (ModelError, ParseError) as exc:
         base.error = f"{type(exc).__name__}: {exc}"
+        replies += getattr(exc, "replies", [])
     last = replies[-1] if replies else None
     base.raw_reply = last.text if last else ""
     base.reasoning = "\n".join(r.reasoning for r in replies if r.reasoning)
@@ -382,7 +348,18 @@ def memorize(
 
     Raises `ModelError`/`ParseError` after storing the failed clip; re-running resumes there.
     """
-    run = open_run(run_path, run_manifest(stream, model.model_id, params, tasks, tag))
+    manifest = run_manifest(stream, model.model_id, params, tasks, tag)
+    manifest["perception"] = getattr(perceiver, "manifest_entry", None)
+    run = open_run(run_path, manifest)
+    if perceiver is not None and hasattr(perceiver, "path"):
+        run.update_manifest(perception_path=str(perceiver.path))
+    if tasks and not run.path.joinpath(TASKS_FILE).exists():
+        # The task stream as used, so a stored run can be replayed (`taskmem export-training`).
+        rows = [
+            {"id": t.task_id, "question": t.question, "time": t.time, "options": list(t.options)}
+            for t in tasks
+        ]
+        run.write_json(TASKS_FILE, rows)
     schedule = schedule_for(stream, params)
     done = run.finished()
     todo = [c for c in schedule if c.index not in done]
@@ -398,14 +375,14 @@ def memorize(
     failure: ClipRecord | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmem-decode") as pool:
         nxt: Future[PreparedClip] | None = (
-            pool.submit(_prepare, frames, todo[0], params, perceiver) if todo else None
+            pool.submit(prepare_clip, frames, todo[0], params, perceiver) if todo else None
         )
         for i, clip in enumerate(todo):
             assert nxt is not None
             prepared = nxt.result()
             # Decode the next clip while this one waits for the model.
             nxt = (
-                pool.submit(_prepare, frames, todo[i + 1], params, perceiver)
+                pool.submit(prepare_clip, frames, todo[i + 1], params, perceiver)
                 if i + 1 < len(todo)
                 else None
             )
@@ -422,7 +399,9 @@ def memorize(
     frames.close()
     status = "failed" if failure else "complete"
     run.update_manifest(status=status, clips_done=len(done), updated=_now())
-    if not run.path.joinpath("identities.json").exists():
+    if hasattr(perceiver, "identities_json"):
+        run.write_json("identities.json", perceiver.identities_json())  # type: ignore[union-attr]
+    elif not run.path.joinpath("identities.json").exists():
         run.write_json("identities.json", {"schema": 1, "characters": {}})
     if failure is not None:
         raise ModelError(

@@ -6,19 +6,26 @@ directory, then runs the streaming memorizer.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskmem_lab.backends import ChatModel, ResponseCache, make_model
-from taskmem_lab.memorize import Perceiver, memorize
+from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import cache_path, runs_root
 from taskmem_lab.store import RunDir, memory_dir
 from taskmem_lab.stream import load_stream
 from taskmem_lab.tasks import load_tasks
 
+if TYPE_CHECKING:
+    from taskmem_lab.perception.stage import PerceptionParams, StreamPerceiver
+    from taskmem_lab.schema import Stream
+
 
 def default_tag(model_spec: str) -> str:
-    return model_spec.replace(":", "_").replace("/", "_").replace("#", "_")
+    """A directory-safe tag from a model spec (`openai:gpt-4o#high` -> `openai_gpt-4o_high`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_spec).strip("_") or "model"
 
 
 def build_memory(
@@ -28,33 +35,56 @@ def build_memory(
     tag: str | None = None,
     out: str | Path | None = None,
     tasks: str | Path | None = None,
-    perceiver: Perceiver | None = None,
+    perception: PerceptionParams | None = None,
     cache: bool | str | Path = True,
     progress: bool = True,
 ) -> RunDir:
     """Memorize `video` (a file or stream manifest) with `model` into `out/<video>/memory/<tag>/`.
 
-    Resumes a run made with the same inputs; `cache` is True (default location), False, or a path.
+    With `perception`, faces and speech are perceived first (cached under
+    `out/<video>/perception/<hash>/`, shared by every memorizer with the same settings); speakers
+    are matched by `perception.speaker_model`, else by the memorizer's model. Resumes a run made
+    with the same inputs; `cache` is True (default location), False, or a path.
     """
+    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
     if isinstance(model, str):
-        store = None
-        if cache:
-            store = ResponseCache(cache_path() if cache is True else Path(cache))
-        spec = model
-        chat = make_model(model, store)
+        spec, chat = model, make_model(model, store)
     else:
         spec, chat = model.model_id, model
+    params = params or MemorizeParams()
     stream = load_stream(video)
     task_list = load_tasks(tasks) if tasks else []
     tag = tag or default_tag(spec)
-    run_path = memory_dir(out or runs_root(), stream.stream_id, tag)
-    return memorize(
-        stream,
-        chat,
-        params or MemorizeParams(),
-        str(run_path),
-        tasks=task_list,
-        tag=tag,
-        perceiver=perceiver,
-        progress=progress,
-    )
+    root = Path(out) if out is not None else runs_root()
+    perceiver = make_perceiver(stream, perception, params, root, chat, store)
+    try:
+        return memorize(
+            stream,
+            chat,
+            params,
+            str(memory_dir(root, stream.stream_id, tag)),
+            tasks=task_list,
+            tag=tag,
+            perceiver=perceiver,
+            progress=progress,
+        )
+    finally:
+        if perceiver is not None:
+            perceiver.close()
+
+
+def make_perceiver(
+    stream: Stream,
+    perception: PerceptionParams | None,
+    params: MemorizeParams,
+    root: Path,
+    model: ChatModel,
+    store: ResponseCache | None,
+) -> StreamPerceiver | None:
+    """The stream's perceiver, or None when perception is off."""
+    if perception is None or not perception.enabled:
+        return None
+    from taskmem_lab.perception.stage import StreamPerceiver
+
+    speaker = make_model(perception.speaker_model, store) if perception.speaker_model else model
+    return StreamPerceiver(stream, perception, params, root, speaker)

@@ -22,7 +22,7 @@ MANIFEST = "manifest.json"
 CLIPS = "clips.jsonl"
 IDENTITIES = "identities.json"
 # Manifest fields that must match for a run to be resumed rather than started anew.
-IDENTITY_FIELDS = ("stream_id", "model", "params", "source", "prompts", "tasks")
+IDENTITY_FIELDS = ("stream_id", "model", "params", "source", "prompts", "tasks", "perception")
 
 
 def memory_dir(root: str | Path, video_id: str, tag: str) -> Path:

@@ -31,6 +31,18 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="session")
+def group_photo_path() -> Path:
+    """insightface's six-person group photo (t1.jpg), fetched once from PyPI into the cache."""
+    from taskmem_lab.errors import VideoError
+    from taskmem_lab.testing.media import group_photo
+
+    try:
+        return group_photo()
+    except VideoError as exc:
+        pytest.skip(f"group photo unavailable: {exc}")
+
+
 @pytest.fixture()
 def server():
     with FakeOpenAIServer(hang_s=2.0) as srv:

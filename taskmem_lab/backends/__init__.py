@@ -25,9 +25,23 @@ def _fake(name: str) -> ChatModel:
     return fake.from_spec(name)
 
 
+def _hf(name: str) -> ChatModel:
+    from taskmem_lab.backends import hf
+
+    return hf.from_spec(name)
+
+
+def _vllm(name: str) -> ChatModel:
+    from taskmem_lab.backends import vllm
+
+    return vllm.from_spec(name)
+
+
 BACKENDS: dict[str, Callable[[str], ChatModel]] = {
     "openai": _openai,
     "fake": _fake,
+    "hf": _hf,
+    "vllm": _vllm,
 }
 
 

@@ -45,7 +45,15 @@ class VideoPart:
         return self._mp4[0]
 
 
-Part = TextPart | ImagePart | VideoPart
+@dataclass(frozen=True)
+class AudioPart:
+    """Mono audio as WAV bytes (16-bit PCM); sent as an `input_audio` part by HTTP backends."""
+
+    wav: bytes = field(repr=False)
+    sample_rate: int = 16000
+
+
+Part = TextPart | ImagePart | VideoPart | AudioPart
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,8 @@ def describe(request: Request) -> dict[str, Any]:
                 parts.append({"text": p.text})
             elif isinstance(p, ImagePart):
                 parts.append({"image": _digest(p.jpeg)})
+            elif isinstance(p, AudioPart):
+                parts.append({"audio": _digest(p.wav), "sample_rate": p.sample_rate})
             else:
                 parts.append(
                     {

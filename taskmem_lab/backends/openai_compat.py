@@ -20,6 +20,7 @@ import openai
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from taskmem_lab.backends.base import (
+    AudioPart,
     ImagePart,
     Message,
     Reply,
@@ -86,6 +87,9 @@ def to_openai_messages(request: Request, video: str, detail: str) -> list[dict[s
             elif isinstance(p, ImagePart):
                 url = _data_url("image/jpeg", p.jpeg)
                 content.append({"type": "image_url", "image_url": {"url": url, "detail": detail}})
+            elif isinstance(p, AudioPart):
+                audio = {"data": base64.b64encode(p.wav).decode(), "format": "wav"}
+                content.append({"type": "input_audio", "input_audio": audio})
             elif isinstance(p, VideoPart) and video == "mp4":
                 url = _data_url("video/mp4", p.mp4())
                 content.append({"type": "video_url", "video_url": {"url": url}})

@@ -1,0 +1,450 @@
+"""`hf`: small local vision-language models through transformers, on CPU or GPU.
+
+Floor 2. Spec `hf:<hub-id-or-directory>[?key=value&...]`, for example
+`hf:HuggingFaceTB/SmolVLM2-256M-Video-Instruct` (the default small model for CPU demos, also what
+`hf:?options` with no name loads) or `hf:/models/smol?max_new_tokens=256&dtype=float32`. The
+model is `AutoModelForImageTextToText` with the checkpoint's `AutoProcessor`; its chat template
+turns a `Request` into token ids and pixels. A video window goes to the processor's video input
+when the processor has one (`video=auto|native`), otherwise as one image per frame, each after a
+`Frame at HH:MM:SS` line, as `openai_compat` sends frames. Weights load on the first request (a
+response-cache hit never loads them); `<think>` reasoning is split from the answer; usage and
+latency are recorded like `openai_compat`.
+
+Needs the `hf` extra: `pip install taskmem_lab[hf]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskmem_lab.backends.base import (
+    AudioPart,
+    ImagePart,
+    Reply,
+    Request,
+    Sampling,
+    TextPart,
+    VideoPart,
+    split_reasoning,
+)
+from taskmem_lab.backends.options import (
+    canonical_options,
+    params_from_options,
+    require,
+    split_options,
+)
+from taskmem_lab.backends.visual import (
+    frame_images,
+    frame_offsets,
+    jpeg_image,
+    window_label,
+)
+from taskmem_lab.backends.weights import load_error, locate
+from taskmem_lab.errors import ConfigError, ModelError
+from taskmem_lab.timefmt import hms
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
+INSTALL_HINT = "pip install taskmem_lab[hf]"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+VIDEO_MODES = ("auto", "native", "images")
+
+
+@dataclass(frozen=True)
+class HFParams:
+    """Options of the `hf` backend, set in the spec after `?`.
+
+    Sampling options override what a request asks for; left unset (`none`) they follow it.
+
+    Attributes:
+        device: `auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`.
+        dtype: `auto` (bfloat16/float16 on GPU, float32 on CPU) or a torch dtype name.
+        max_new_tokens: completion budget per call (default: the request's `max_tokens`).
+        temperature: sampling temperature; 0 is greedy (default: the request's).
+        top_p: nucleus sampling mass (default: the request's, if any).
+        top_k: sample from the k most likely tokens (default: the model's generation config).
+        repetition_penalty: >1 discourages repeats (default: the model's generation config).
+        video: `auto` (the processor's video input when it has one), `native`, or `images`.
+        attn_implementation: e.g. `sdpa`, `eager`, `flash_attention_2` (default: transformers').
+        revision: hub branch, tag or commit to load.
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    video: str = "auto"
+    attn_implementation: str | None = None
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        require(
+            self.device in DEVICES or self.device.startswith("cuda:"),
+            name,
+            "device",
+            f"must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}",
+        )
+        require(
+            self.dtype in DTYPES,
+            name,
+            "dtype",
+            f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}",
+        )
+        require(
+            self.max_new_tokens is None or self.max_new_tokens >= 1,
+            name,
+            "max_new_tokens",
+            f"must be >= 1, got {self.max_new_tokens}",
+        )
+        require(
+            self.temperature is None or self.temperature >= 0,
+            name,
+            "temperature",
+            f"must be >= 0, got {self.temperature}",
+        )
+        require(
+            self.top_p is None or 0 < self.top_p <= 1,
+            name,
+            "top_p",
+            f"must be in (0, 1], got {self.top_p}",
+        )
+        require(
+            self.top_k is None or self.top_k >= 1, name, "top_k", f"must be >= 1, got {self.top_k}"
+        )
+        require(
+            self.repetition_penalty is None or self.repetition_penalty > 0,
+            name,
+            "repetition_penalty",
+            f"must be > 0, got {self.repetition_penalty}",
+        )
+        require(
+            self.video in VIDEO_MODES,
+            name,
+            "video",
+            f"must be one of {', '.join(VIDEO_MODES)}, got {self.video!r}",
+        )
+
+
+# --------------------------------------------------------------------------- pure conversion
+
+
+def video_metadata(part: VideoPart) -> dict[str, Any]:
+    """Timing of a window for a processor's video input: frame indices on the `part.fps` grid.
+
+    Frames are sampled on the stream's global `n / fps` grid (thinning keeps a subset), so the
+    offsets times `fps` are whole numbers and the processor's timestamps (`index / fps`) are exact,
+    relative to the window's first frame.
+    """
+    indices = [round(t * part.fps) for t in frame_offsets(part)]
+    total = (indices[-1] + 1) if indices else 0
+    return {
+        "total_num_frames": total,
+        "fps": part.fps,
+        "frames_indices": indices,
+        "duration": total / part.fps if part.fps > 0 else 0.0,
+    }
+
+
+def chat_messages(
+    request: Request, native_video: bool, audio_rate: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Transformers chat messages for a request, and the metadata of each native video.
+
+    Every role gets a list of typed blocks, as processor chat templates expect. With
+    `native_video` a window becomes a stream-time label and one `video` block (frames as PIL
+    images); without, one `image` block per frame after a `Frame at HH:MM:SS.s` text block.
+    Audio goes as float samples to processors that take audio (`audio_rate`, their sampling
+    rate); any other model gets a `ConfigError` instead of a request with the audio left out.
+    """
+    messages: list[dict[str, Any]] = []
+    metadata: list[dict[str, Any]] = []
+    for m in request.messages:
+        blocks: list[dict[str, Any]] = []
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                blocks.append({"type": "text", "text": p.text})
+            elif isinstance(p, ImagePart):
+                blocks.append({"type": "image", "image": jpeg_image(p.jpeg)})
+            elif isinstance(p, AudioPart):
+                blocks.append({"type": "audio", "audio": _audio_samples(p, audio_rate)})
+            elif isinstance(p, VideoPart) and native_video:
+                blocks.append({"type": "text", "text": window_label(p)})
+                blocks.append({"type": "video", "video": frame_images(p)})
+                metadata.append(video_metadata(p))
+            elif isinstance(p, VideoPart):
+                for frame, image in zip(p.frames, frame_images(p), strict=True):
+                    blocks.append({"type": "text", "text": f"Frame at {hms(frame.time, True)}"})
+                    blocks.append({"type": "image", "image": image})
+        messages.append({"role": m.role, "content": blocks})
+    return messages, metadata
+
+
+def _audio_samples(part: AudioPart, audio_rate: int | None) -> Any:
+    from taskmem_lab.audio import read_wav
+
+    if audio_rate is None:
+        raise ConfigError(
+            "this hf model's processor takes no audio; transcribe with the whisper ASR backend "
+            "or pick an audio-capable model"
+        )
+    samples, rate = read_wav(part.wav)
+    if rate != audio_rate:
+        raise ConfigError(
+            f"audio is {rate} Hz but the model's processor expects {audio_rate} Hz; "
+            "resample it before building the request"
+        )
+    return samples
+
+
+def generation_settings(sampling: Sampling, params: HFParams) -> tuple[dict[str, Any], int | None]:
+    """`model.generate` keyword arguments and the seed, from the request and the spec options."""
+    temperature = params.temperature if params.temperature is not None else sampling.temperature
+    top_p = params.top_p if params.top_p is not None else sampling.top_p
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens or sampling.max_tokens,
+        "do_sample": temperature > 0,
+    }
+    if temperature > 0:
+        kwargs["temperature"] = temperature
+        if top_p is not None:
+            kwargs["top_p"] = top_p
+        if params.top_k is not None:
+            kwargs["top_k"] = params.top_k
+    if params.repetition_penalty is not None:
+        kwargs["repetition_penalty"] = params.repetition_penalty
+    return kwargs, (sampling.seed if temperature > 0 else None)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _import_torch_transformers() -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ConfigError(
+            f"the hf backend needs torch and transformers ({exc.name} is missing): {INSTALL_HINT}"
+        ) from exc
+    return torch, transformers
+
+
+def pick_device(torch: Any, device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(torch: Any, dtype: str, device: str) -> Any:
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _missing_package(name: str, exc: ImportError) -> str:
+    """What to install when a checkpoint's processor or model needs an optional package."""
+    text = " ".join(str(exc).split())
+    if "torchvision" in text.lower():
+        return (
+            f"hf model {name!r}: its processor has a video part, and transformers' video "
+            "processors need torchvision: install the torchvision build matching your torch "
+            "(CPU wheels: pip install torchvision --index-url https://download.pytorch.org/whl/cpu)"
+        )
+    return f"hf model {name!r} needs a package that is missing ({text[:200]}); {INSTALL_HINT}"
+
+
+@dataclass
+class Loaded:
+    """Weights and processor in memory, shared by every `HFModel` with the same load settings."""
+
+    model: Any
+    processor: Any
+    torch: Any
+    device: str
+    native_video: bool
+    audio_rate: int | None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
+
+
+_loaded: dict[tuple[Any, ...], Loaded] = {}
+_loaded_lock = threading.Lock()
+
+
+class HFModel:
+    """A transformers image-text-to-text model; loads on first use, one generation at a time.
+
+    Instances that differ only in generation options (an answerer and a judge on one checkpoint)
+    share one copy of the weights.
+    """
+
+    backend = "hf"
+    video_mode = "frames"
+
+    def __init__(self, name: str, params: HFParams | None = None) -> None:
+        self.name = name
+        self.params = params or HFParams()
+        self._location = locate(name, "hf", self.params.revision)
+        # A directory is named by its absolute path, so `./model` in two projects never shares
+        # cached replies; the non-default options are part of the id for the same reason.
+        options = canonical_options(self.params)
+        self.model_id = f"hf:{self._location}" + (f"?{options}" if options else "")
+        self._loaded: Loaded | None = None
+
+    @property
+    def load_key(self) -> tuple[Any, ...]:
+        p = self.params
+        return (self._location, p.device, p.dtype, p.video, p.attn_implementation, p.revision)
+
+    @property
+    def native_video(self) -> bool:
+        return self.load().native_video
+
+    def load(self) -> Loaded:
+        """Load weights and processor now (otherwise the first request does)."""
+        if self._loaded is None:
+            with _loaded_lock:
+                key = self.load_key
+                if key not in _loaded:
+                    _loaded[key] = self._load()
+                self._loaded = _loaded[key]
+        return self._loaded
+
+    def close(self) -> None:
+        """Forget the weights (freed once no other instance holds them)."""
+        with _loaded_lock:
+            _loaded.pop(self.load_key, None)
+        self._loaded = None
+
+    def _load(self) -> Loaded:
+        torch, transformers = _import_torch_transformers()
+        device = pick_device(torch, self.params.device)
+        dtype = pick_dtype(torch, self.params.dtype, device)
+        major = int(transformers.__version__.split(".")[0])
+        kwargs: dict[str, Any] = {"dtype" if major >= 5 else "torch_dtype": dtype}
+        if self.params.revision:
+            kwargs["revision"] = self.params.revision
+        if self.params.attn_implementation:
+            kwargs["attn_implementation"] = self.params.attn_implementation
+        started = time.perf_counter()
+        try:
+            processor = transformers.AutoProcessor.from_pretrained(
+                self._location, revision=self.params.revision
+            )
+            model = transformers.AutoModelForImageTextToText.from_pretrained(
+                self._location, **kwargs
+            )
+        except ImportError as exc:
+            raise ConfigError(_missing_package(self.name, exc)) from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise load_error(self.name, "hf", exc) from exc
+        if getattr(processor, "chat_template", None) is None:
+            raise ConfigError(
+                f"hf model {self.name!r}: its processor has no chat template, so requests cannot "
+                "be formatted; use an instruction-tuned checkpoint"
+            )
+        has_video = getattr(processor, "video_processor", None) is not None
+        if self.params.video == "native" and not has_video:
+            raise ConfigError(
+                f"hf model {self.name!r}: video=native, but its processor "
+                f"({type(processor).__name__}) has no video input; use video=images"
+            )
+        extractor = getattr(processor, "feature_extractor", None)
+        loaded = Loaded(
+            model=model.to(device).eval(),
+            processor=processor,
+            torch=torch,
+            device=device,
+            native_video=has_video and self.params.video != "images",
+            audio_rate=getattr(extractor, "sampling_rate", None) if extractor else None,
+        )
+        log.info(
+            "hf: loaded %s on %s (%s) in %.1f s; video as %s",
+            self.name,
+            device,
+            dtype,
+            time.perf_counter() - started,
+            "native video" if loaded.native_video else "images",
+        )
+        return loaded
+
+    def _inputs(self, loaded: Loaded, request: Request) -> Any:
+        messages, metadata = chat_messages(request, loaded.native_video, loaded.audio_rate)
+        extra: dict[str, Any] = {}
+        if metadata:
+            # Frames are already sampled: the processor must not sample again, and it needs the
+            # timing to print frame timestamps.
+            extra = {"do_sample_frames": False, "video_metadata": metadata}
+        try:
+            inputs = loaded.processor.apply_chat_template(
+                messages,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                **extra,
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelError(
+                f"hf model {self.name!r}: its processor rejected the request ({exc})"
+            ) from exc
+        return inputs.to(loaded.device, dtype=loaded.model.dtype)
+
+    def generate(self, request: Request) -> Reply:
+        loaded = self.load()
+        with loaded.lock:
+            started = time.perf_counter()  # latency covers input processing, as a server's does
+            inputs = self._inputs(loaded, request)
+            kwargs, seed = generation_settings(request.sampling, self.params)
+            torch = loaded.torch
+            if seed is not None:
+                torch.manual_seed(seed)
+            prompt_len = int(inputs["input_ids"].shape[1])
+            try:
+                with torch.inference_mode():
+                    out = loaded.model.generate(**inputs, **kwargs)
+            except (RuntimeError, ValueError) as exc:  # e.g. out of memory, context too long
+                raise ModelError(f"hf model {self.name!r}: generation failed ({exc})") from exc
+            latency = time.perf_counter() - started
+            new = out[0, prompt_len:]
+            tokenizer = loaded.processor.tokenizer
+            if (
+                tokenizer.pad_token_id is not None
+                and tokenizer.pad_token_id != tokenizer.eos_token_id
+            ):
+                new = new[new != tokenizer.pad_token_id]
+            text = tokenizer.decode(new, skip_special_tokens=True)
+        answer, reasoning = split_reasoning(text)
+        return Reply(
+            text=answer,
+            reasoning=reasoning,
+            usage={"prompt_tokens": prompt_len, "completion_tokens": int(new.shape[0])},
+            latency_s=latency,
+            model=self.name,
+            backend=self.backend,
+        )
+
+
+def from_spec(name: str) -> HFModel:
+    """`hf:<hub-id-or-directory>[?options]`; no name before `?` means the default small model."""
+    base, options = split_options(name)
+    params = params_from_options(HFParams, options, f"hf:{name}")
+    return HFModel(base or DEFAULT_MODEL, params)

