@@ -91,38 +91,18 @@ def _perception_args(p: argparse.ArgumentParser) -> None:
 
 def _perception_params(args: argparse.Namespace, faces: bool, asr: bool):  # noqa: ANN202
     """PerceptionParams from the CLI, or None when neither faces nor ASR is on."""
-    if not faces and not asr:
-        return None
-    from taskmem_lab.perception.asr import AsrParams
-    from taskmem_lab.perception.faces import FaceParams
-    from taskmem_lab.perception.identities import IdentityParams
-    from taskmem_lab.perception.stage import PerceptionParams, default_asr_model
-    from taskmem_lab.perception.voices import VoiceParams
+    from taskmem_lab.perception.stage import perception_params
 
-    face = (
-        FaceParams(
-            backend=args.face_backend,
-            face_fps=args.face_fps,
-            min_cluster_size=args.min_cluster_size,
-        )
-        if faces
-        else None
-    )
-    speech = None
-    speaker_model = args.speaker_model
-    if asr:
-        if args.asr_backend == "vlm":
-            speech = AsrParams(backend="vlm", model=args.asr_model)
-            speaker_model = speaker_model or args.asr_model
-        else:
-            speech = AsrParams(backend="whisper", model=default_asr_model(args.asr_model))
-    voices = VoiceParams(embed=not args.no_voices, match_faces=faces) if asr else None
-    return PerceptionParams(
-        faces=face,
-        asr=speech,
-        voices=voices,
-        identities=IdentityParams(face_backend=args.face_backend),
-        speaker_model=speaker_model,
+    return perception_params(
+        faces,
+        asr,
+        face_backend=args.face_backend,
+        face_fps=args.face_fps,
+        min_cluster_size=args.min_cluster_size,
+        asr_backend=args.asr_backend,
+        asr_model=args.asr_model,
+        speaker_model=args.speaker_model,
+        voices=not args.no_voices,
     )
 
 
@@ -226,14 +206,8 @@ def _prices(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import hashlib
-    import json
-    from pathlib import Path
-
-    from taskmem_lab.backends import ResponseCache, make_model
-    from taskmem_lab.bench.hub import load_benchmark
-    from taskmem_lab.evaluate import EvalParams, MemoryLocator, evaluate
-    from taskmem_lab.paths import cache_path, runs_root
+    from taskmem_lab.evaluate import EvalParams
+    from taskmem_lab.pipeline import run_eval
     from taskmem_lab.qa import QAParams
 
     qa = QAParams(
@@ -247,28 +221,18 @@ def _eval(args: argparse.Namespace) -> int:
         max_context_chars=args.max_context_chars,
     )
     params = EvalParams(concurrency=args.concurrency, limit=args.limit, n_boot=args.bootstrap)
-    prices = _prices(args.price)
-    records = load_benchmark(args.benchmark, args.source)
-    cache = None if args.no_cache else ResponseCache(args.cache or cache_path())
-    answerer = make_model(args.answerer, cache)
-    judge = make_model(args.judge, cache) if args.judge else None
-    if args.out:
-        out = Path(args.out)
-    else:
-        digest = hashlib.sha256(
-            json.dumps([qa.to_json(), args.judge], sort_keys=True).encode()
-        ).hexdigest()[:6]
-        name = f"{args.tag or Path(args.memories).name}__{args.answerer}__{args.context}"
-        out = runs_root() / "eval" / args.benchmark / f"{_safe_name(name)}__{digest}"
-    result = evaluate(
-        records,
-        MemoryLocator(Path(args.memories), args.tag),
-        answerer,
-        judge,
+    result = run_eval(
+        args.benchmark,
+        args.source,
+        args.memories,
+        args.answerer,
         qa,
-        out,
-        params,
-        prices,
+        tag=args.tag,
+        judge=args.judge,
+        params=params,
+        out=args.out,
+        cache=False if args.no_cache else (args.cache or True),
+        prices=_prices(args.price),
         progress=not args.quiet,
     )
     print(result.markdown, end="")
@@ -328,7 +292,9 @@ def _publish(args: argparse.Namespace) -> int:
 def _export_training(args: argparse.Namespace) -> int:
     from taskmem_lab.training import ExportParams, export_training
 
-    params = ExportParams(args.media, not args.no_on_policy, args.absolute_paths)
+    params = ExportParams(
+        args.media, not args.no_on_policy, args.absolute_paths, not args.no_parquet
+    )
     s = export_training(
         args.runs, args.out, params, args.run_tasks, args.source_dir, progress=not args.quiet
     )
@@ -587,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--media", choices=["both", "frames", "mp4"], default="both")
     x.add_argument("--no-on-policy", action="store_true", help="skip the on-policy records")
     x.add_argument("--absolute-paths", action="store_true", help="absolute media paths")
+    x.add_argument("--no-parquet", action="store_true", help="JSONL only (no pyarrow needed)")
     x.add_argument("--run-tasks", help="the run's task file (for runs that do not store it)")
     x.add_argument("--source-dir", help="folder that now holds the runs' source videos")
     x.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -49,7 +49,7 @@ from taskmem_lab.qa import (
     prompt_hashes,
 )
 from taskmem_lab.schema import SCHEMA_VERSION
-from taskmem_lab.store import _cut_torn_tail, append_jsonl, atomic_write_json, read_jsonl
+from taskmem_lab.store import cut_torn_tail, append_jsonl, atomic_write_json, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def open_eval(out: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{out} already holds an evaluation with a different {key!r}; "
                     "use another --out, or delete the folder to start over"
                 )
-        _cut_torn_tail(out / RESULTS)
+        cut_torn_tail(out / RESULTS)
         atomic_write_json(run_path, {**old, "updated": _now(), "status": "running"})
         return read_jsonl(out / RESULTS)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,10 @@ class EpisodicNotebook:
     tag: str = "notebook"  # name of the memory
     interval: float = 10.0  # seconds of new video per clip
     context_duration: float = 50.0  # seconds of video the model sees per clip
-    end: float = 60.0  # stream time to stop at (0 = whole stream)
+    end: float = 60.0  # stream time to stop at, 0 for the whole stream
     faces: bool = False  # run face perception
     asr: bool = False  # run speech recognition
+    face_fps: float = 10.0  # frames per second searched for faces
     out: str = "runs"  # runs root
     figures: str = "figures"  # where figures and tables go
 

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
-from taskmem_lab.asking import ask
 from taskmem_lab.params import _require
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replay import RunReplay
@@ -44,6 +44,7 @@ from taskmem_lab.timefmt import hms
 from taskmem_lab.training import (
     MediaWriter,
     clip_record,
+    require_pyarrow,
     write_clip_media,
     write_jsonl,
     write_parquet,
@@ -211,6 +212,7 @@ def make_pairs(
     reward_params = reward_params or RewardParams()
     if not tasks:
         raise ConfigError("pairs need example questions: the task file holds no tasks")
+    require_pyarrow()
     rollouts = RolloutDir(replay.run.path / "rollouts" / rollout_tag)
     rollouts.manifest()
     samples = rollouts.by_clip()

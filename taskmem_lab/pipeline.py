@@ -19,7 +19,9 @@ from taskmem_lab.stream import load_stream
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
+    from taskmem_lab.evaluate import EvalParams, EvalResult
     from taskmem_lab.perception.stage import PerceptionParams, StreamPerceiver
+    from taskmem_lab.qa import QAParams
     from taskmem_lab.schema import Stream
 
 
@@ -88,3 +90,55 @@ def make_perceiver(
 
     speaker = make_model(perception.speaker_model, store) if perception.speaker_model else model
     return StreamPerceiver(stream, perception, params, root, speaker)
+
+
+def eval_dir(
+    benchmark: str,
+    tag: str | None,
+    memories: str | Path,
+    answerer: str,
+    qa: QAParams,
+    judge: str | None,
+) -> Path:
+    """Default results folder: `runs/eval/<benchmark>/<tag>__<answerer>__<context>__<hash>`."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([qa.to_json(), judge], sort_keys=True).encode()).hexdigest()[
+        :6
+    ]
+    name = f"{tag or Path(memories).name}__{answerer}__{qa.context}"
+    return runs_root() / "eval" / benchmark / f"{default_tag(name)}__{digest}"
+
+
+def run_eval(
+    benchmark: str,
+    source: str | Path | None,
+    memories: str | Path,
+    answerer: str,
+    qa: QAParams,
+    tag: str | None = None,
+    judge: str | None = None,
+    params: EvalParams | None = None,
+    out: str | Path | None = None,
+    cache: bool | str | Path = True,
+    prices: dict[str, tuple[float, float]] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Answer a benchmark's questions from the memories under `memories` and score them."""
+    from taskmem_lab.bench.hub import load_benchmark
+    from taskmem_lab.evaluate import EvalParams, MemoryLocator, evaluate
+
+    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    records = load_benchmark(benchmark, source)
+    return evaluate(
+        records,
+        MemoryLocator(Path(memories), tag),
+        make_model(answerer, store),
+        make_model(judge, store) if judge else None,
+        qa,
+        Path(out) if out else eval_dir(benchmark, tag, memories, answerer, qa, judge),
+        params or EvalParams(),
+        prices,
+        progress=progress,
+    )

@@ -5,7 +5,8 @@ function of the stream, its parameters, the clip schedule, the entries already w
 task stream, so a run directory holds everything needed to rebuild them. The selection of frames,
 preceding entries, tasks and local ids is `memorize.prepare_clip` + `memorize.clip_inputs`, the
 very functions the memorizer calls; every rebuilt request is checked against the `request_hash`
-stored with its clip, and a mismatch stops the replay with an error naming the clip.
+stored with its clip, and a mismatch stops the replay with an error naming the clip. A run made
+with perception is replayed from its stored perception (`stored_perceiver`), no model runs.
 
 Used by the training export (`training.py`), the reward judges (`rewards.py`) and the rollouts
 (`rollouts.py`).
@@ -115,6 +116,46 @@ def tasks_of(
     return tasks
 
 
+def stored_perceiver(
+    manifest: dict[str, Any], stream: Stream, params: MemorizeParams, run: Path
+) -> Any:
+    """The perception a run used, read back from its stored records (no model runs).
+
+    Rebuilds `perception.stage.StreamPerceiver` from the settings in the run's manifest and checks
+    that it points at the same stored perception (settings hash); its `perceive` then answers
+    every stored clip from disk, redrawing the same annotated frames.
+    """
+    from taskmem_lab.perception.asr import AsrParams
+    from taskmem_lab.perception.faces import FaceParams
+    from taskmem_lab.perception.identities import IdentityParams
+    from taskmem_lab.perception.stage import PerceptionParams, StreamPerceiver
+    from taskmem_lab.perception.voices import VoiceParams
+
+    entry = manifest["perception"]
+    where = manifest.get("perception_path")
+    if not where or not Path(where).is_dir():
+        raise ReplayError(f"the stored perception of {run} is missing ({where or 'no path'})")
+    try:
+        stored = entry["settings"]["perception"]
+        parts: dict[str, Any] = {
+            "faces": FaceParams(**stored["faces"]) if stored.get("faces") else None,
+            "asr": AsrParams(**stored["asr"]) if stored.get("asr") else None,
+            "voices": VoiceParams(**stored["voices"]) if stored.get("voices") else None,
+            "identities": IdentityParams(**stored["identities"]),
+            "speaker_model": stored.get("speaker_model"),
+        }
+    except (KeyError, TypeError) as exc:
+        raise ReplayError(f"cannot read the perception settings of {run}: {exc}") from exc
+    root = Path(where).parents[2]  # <root>/<stream>/perception/<hash>
+    perceiver = StreamPerceiver(stream, PerceptionParams(**parts), params, root)
+    if perceiver.key != entry.get("hash"):
+        raise ReplayError(
+            f"the perception settings of {run} hash to {perceiver.key}, the run used "
+            f"{entry.get('hash')}; the perception code changed since the run"
+        )
+    return perceiver
+
+
 class RunReplay:
     """A stored run opened for replay: its stream, parameters, tasks, schedule and records."""
 
@@ -129,20 +170,23 @@ class RunReplay:
         self.manifest = self.run.manifest()
         if self.manifest.get("kind", "memory") != "memory":
             raise ReplayError(f"{self.run.path} is not a memory run")
-        if self.manifest.get("perception") and perceiver is None:
-            raise ReplayError(
-                f"{self.run.path} was memorized with perception; replaying it needs a perceiver "
-                "that reproduces the stored perception (pass `perceiver=`)"
-            )
         self._check_prompts()
         self.params = MemorizeParams(**self.manifest["params"])
         self.stream = stream_of(self.manifest, self.run.path, source_dir)
         self.tasks = tasks_of(self.manifest, self.run.path, tasks_path)
         self.schedule = schedule_for(self.stream, self.params)
         self.records = self.run.finished()
-        self.perceiver = perceiver
         if not self.records:
             raise ReplayError(f"{self.run.path} has no finished clips")
+        if perceiver is None and self.manifest.get("perception"):
+            stored = stored_perceiver(self.manifest, self.stream, self.params, self.run.path)
+            missing = sorted(set(self.records) - set(stored.records))
+            if missing:
+                raise ReplayError(
+                    f"the stored perception of {self.run.path} lacks clips {missing[:5]}"
+                )
+            perceiver = stored
+        self.perceiver = perceiver
 
     @property
     def stream_id(self) -> str:

@@ -37,10 +37,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.ids import LOCAL_ID
-from taskmem_lab.asking import ask
 from taskmem_lab.memorize import preceding_text
 from taskmem_lab.params import _require
 from taskmem_lab.prompts import prompt_hash, render

@@ -50,7 +50,9 @@ def parameters_cell(path: str | Path) -> dict[str, tuple[str, Any]]:
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise ConfigError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+        raise ConfigError(
+            f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}"
+        )
     source = "".join(cells[0]["source"])
     out: dict[str, tuple[str, Any]] = {}
     for node in ast.parse(source).body:
@@ -77,20 +79,26 @@ def check_notebook(name: str, path: str | Path) -> None:
 
 
 def _smoke(work: Path) -> dict[str, dict[str, Any]]:
-    from taskmem_lab.testing.media import test_video
-
-    media = work / "media"
-    media.mkdir(parents=True, exist_ok=True)
-    video = media / "smoke.mp4"
-    if not video.exists():
-        test_video(video, 60, size="320x240", fps=10)
+    # Notebooks make their own generated sample media under `out/media` when `video` is "".
     common = {"out": str(work / "runs"), "figures": str(work / "figures")}
     return {
-        "01_audio": {"video": str(video), "end": 30.0, **common},
-        "02_faces": {"video": str(video), "end": 30.0, **common},
-        "03_episodic": {"video": str(video), "model": "fake", "end": 60.0, **common},
-        "04_qa": {"answerer": "fake", "judge": "fake", "memories": common["out"], "figures": common["figures"]},
-        "05_ablations": {"video": str(video), "models": "fake", "end": 30.0, **common},
+        "01_audio": {"end": 24.0, **common},
+        "02_faces": {"end": 24.0, "face_fps": 2.0, **common},
+        "03_episodic": {
+            "model": "fake",
+            "end": 24.0,
+            "faces": True,
+            "asr": True,
+            "face_fps": 2.0,
+            **common,
+        },
+        "04_qa": {
+            "answerer": "fake",
+            "judge": "fake",
+            "memories": common["out"],
+            "figures": common["figures"],
+        },
+        "05_ablations": {"models": "fake", "end": 24.0, **common},
         "06_paper": {"results": str(work / "runs" / "results"), "figures": common["figures"]},
     }
 
@@ -172,7 +180,9 @@ def reproduce(
     try:
         import papermill
     except ImportError as exc:
-        raise ConfigError("papermill is not installed: pip install 'taskmem_lab[notebooks]'") from exc
+        raise ConfigError(
+            "papermill is not installed: pip install 'taskmem_lab[notebooks]'"
+        ) from exc
     work_dir = Path(work) if work is not None else Path("runs") / "reproduce" / profile
     work_dir.mkdir(parents=True, exist_ok=True)
     steps = plan(profile, work_dir, only, overrides)

@@ -58,7 +58,7 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def _cut_torn_tail(path: Path) -> None:
+def cut_torn_tail(path: Path) -> None:
     """Drop an unterminated last line left by a process killed mid-write."""
     if not path.exists() or path.stat().st_size == 0:
         return
@@ -149,7 +149,7 @@ def open_run(path: str | Path, manifest: dict[str, Any]) -> RunDir:
                     f"{run.path} already holds a run with a different {key!r}; "
                     "use another --tag, or delete the directory to start over"
                 )
-        _cut_torn_tail(run.clips_path)
+        cut_torn_tail(run.clips_path)
         run.update_manifest(status="running", updated=manifest.get("updated"))
         return run
     run.path.mkdir(parents=True, exist_ok=True)

@@ -404,15 +404,22 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows as a parquet file (pyarrow infers nested list/struct columns); temp file + rename."""
+def require_pyarrow() -> None:
+    """Fail before any work when parquet output is asked for and pyarrow is missing."""
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
-            "parquet output needs pyarrow: pip install 'taskmem_lab[hf]' (or pip install pyarrow)"
+            "parquet output needs pyarrow: pip install 'taskmem_lab[train]' (or pass --no-parquet)"
         ) from exc
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as a parquet file (pyarrow infers nested list/struct columns); temp file + rename."""
+    require_pyarrow()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(pa.Table.from_pylist(rows), tmp)
@@ -453,6 +460,8 @@ def export_training(
 
     if not runs:
         raise ConfigError("export-training needs at least one run directory")
+    if params.parquet:
+        require_pyarrow()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     media = MediaWriter(root, params.media, params.absolute_paths)

@@ -350,6 +350,11 @@ def test_face_plugin_min_quality_applies(tmp_path):
             " 'face_emb': [], 'extra_data': {}}]\n",
             "face_emb",
         ),
+        (
+            "def extract_faces(frames):\n    return [{'frame_id': 0, 'bounding_box': ['a', 0, 1],"
+            " 'face_emb': [1.0], 'extra_data': {}}]\n",
+            "bounding_box",
+        ),
         ("x = 1\n", "no function extract_faces"),
         ("import not_a_module_anywhere\n", "could not be imported"),
     ],
@@ -409,6 +414,89 @@ def test_missing_insightface_model_directory_is_a_clear_error(tmp_path):
         F.insightface_model_dir(params)
 
 
+def _fake_insightface(monkeypatch, calls: dict) -> None:
+    """A stand-in for the insightface package with the API the backend uses: a detector that
+    finds bright squares (in BGR, with 5 keypoints) and an encoder whose vector length is 25."""
+    import sys
+    import types
+
+    class FakeDetector:
+        def detect(self, img, max_num=0, metric="default"):
+            calls.setdefault("det_shapes", []).append(img.shape)
+            ys, xs = np.nonzero(img[:, :, 0] > 200)  # blue channel first: BGR
+            if xs.size == 0:
+                return np.zeros((0, 5)), None
+            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            kps = np.array([[[x1, y1], [x2, y1], [cx, cy], [x1, y2], [x2, y2]]], float)
+            return np.array([[x1, y1, x2, y2, 0.97]], float), kps
+
+    class FakeEncoder:
+        input_size = (112, 112)
+
+        def get_feat(self, imgs):
+            calls.setdefault("feat_batches", []).append(len(imgs))
+            return np.array([[25.0, 0.0, 0.0, float(im.mean() > 100)] for im in imgs])
+
+    class FakeFaceAnalysis:
+        def __init__(self, name, root, allowed_modules, providers):
+            calls["init"] = {"name": name, "allowed": allowed_modules, "providers": providers}
+            self.det_model = FakeDetector()
+            self.models = {"detection": self.det_model, "recognition": FakeEncoder()}
+
+        def prepare(self, ctx_id, det_thresh, det_size):
+            calls["prepare"] = {"ctx_id": ctx_id, "det_thresh": det_thresh, "det_size": det_size}
+
+    def norm_crop(img, landmark, image_size=112):
+        x1, y1 = landmark.min(0).astype(int)
+        x2, y2 = landmark.max(0).astype(int)
+        calls.setdefault("crops", []).append((x1, y1, x2, y2))
+        return np.asarray(img[y1:y2, x1:x2])
+
+    pkg = types.ModuleType("insightface")
+    app = types.ModuleType("insightface.app")
+    app.FaceAnalysis = FakeFaceAnalysis
+    utils = types.ModuleType("insightface.utils")
+    utils.face_align = types.SimpleNamespace(norm_crop=norm_crop)
+    utils.ensure_available = lambda *a, **k: (_ for _ in ()).throw(OSError("offline"))
+    for name, mod in (("insightface", pkg), ("insightface.app", app), ("insightface.utils", utils)):
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+def test_insightface_backend_glue_with_a_fake_package(tmp_path, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    calls: dict = {}
+    _fake_insightface(monkeypatch, calls)
+    pack = tmp_path / "buffalo_l"
+    pack.mkdir()
+    for name in ("det_10g.onnx", "w600k_r50.onnx"):
+        (pack / name).write_bytes(b"")
+    params = FaceParams(backend="insightface", insightface_model=str(pack), detect_max_side=320)
+    img = np.zeros((360, 640, 3), np.uint8)
+    img[100:200, 400:480] = (255, 255, 255)  # a bright "face" at x 400..480, y 100..200
+    frames = [Frame(0.0, img), Frame(0.1, img.copy())]
+    dets = detect_faces(frames, params)
+    assert calls["init"]["allowed"] == ["detection", "recognition"]
+    assert calls["init"]["name"] == str(pack.resolve())
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert calls["prepare"]["det_size"] == (640, 640)
+    assert calls["prepare"]["ctx_id"] == (0 if gpu else -1)
+    assert calls["det_shapes"][0] == (180, 320, 3)  # detected on the downscaled frame
+    assert calls["feat_batches"] == [2]  # both faces embedded in one batch
+    assert calls["crops"][0] == (400, 100, 480, 200)  # aligned on the full-size frame
+    assert len(dets) == 2
+    assert dets[0].box == pytest.approx((400 / 640, 100 / 360, 480 / 640, 200 / 360), abs=0.01)
+    assert dets[0].score == pytest.approx(0.97) and dets[0].quality == pytest.approx(25.0, abs=0.1)
+    assert np.linalg.norm(dets[0].embedding) == pytest.approx(1.0)
+
+
+def test_insightface_offline_without_the_model_is_a_clear_error(tmp_path, monkeypatch):
+    _fake_insightface(monkeypatch, {})
+    params = FaceParams(backend="insightface", insightface_root=str(tmp_path))
+    with pytest.raises(ConfigError, match="could not be downloaded .*offline.*unzip it into"):
+        F.insightface_model_dir(params)
+
+
 def _buffalo_l() -> Path | None:
     for p in (Path("~/.insightface/models/buffalo_l").expanduser(),):
         if p.is_dir() and list(p.glob("*.onnx")):
@@ -446,8 +534,10 @@ def _match_people(dets, shape) -> dict[str, FaceDetection]:
 @pytest.fixture(scope="module")
 def dlib_backend():
     pytest.importorskip("dlib")
-    pytest.importorskip("face_recognition_models")
-    backend = F.make_face_backend(FaceParams())
+    try:
+        backend = F.make_face_backend(FaceParams())
+    except ImportError as exc:  # face-recognition-models missing: the faces extra is not installed
+        pytest.skip(str(exc))
     yield backend
     backend.close()
 

@@ -132,7 +132,7 @@ def test_questions_for_a_clip():
 
 
 def test_pairs_drop_order_inconsistent_verdicts(run_and_requests, api_config, server, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
+    pq = pytest.importorskip("pyarrow.parquet", reason="pairs write parquet: taskmem_lab[train]")
     run, _ = run_and_requests
     model = make_model("openai:local-vlm")
     rollout(RunReplay(run.path), model, RolloutParams(n=3, seed=1), "t", 2, False)
@@ -182,6 +182,7 @@ def test_pairs_drop_order_inconsistent_verdicts(run_and_requests, api_config, se
 
 
 def test_rollout_and_pairs_cli(run_and_requests, api_config, server, tmp_path):
+    pytest.importorskip("pyarrow", reason="pairs write parquet: taskmem_lab[train]")
     run, _ = run_and_requests
     tasks = tmp_path / "tasks.json"
     tasks.write_text(

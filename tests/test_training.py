@@ -27,6 +27,8 @@ from taskmem_lab.training import (
 )
 from taskmem_lab.video import probe
 
+pytest.importorskip("pyarrow", reason="exports write parquet: pip install 'taskmem_lab[train]'")
+
 PARAMS = MemorizeParams(
     interval=5, context_duration=12, frame_fps=2, supplement_prompt="Note colours."
 )
@@ -64,7 +66,8 @@ def load_jsonl(path):
 
 
 def test_export_round_trip_matches_what_the_memorizer_sent(recorded_run, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
+
     run, model = recorded_run
     out = tmp_path / "out"
     summary = export_training([run.path], out, progress=False)
@@ -261,3 +264,34 @@ def test_export_training_cli(recorded_run, tmp_path):
     )
     assert missing.returncode == 2 and "not a run directory" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_runs_with_perception_replay_from_the_stored_perception(tmp_path):
+    """ASR-only perception (Whisper tiny.en on espeak speech): subtitles drawn on the frames and
+    the transcript in the prompt are reproduced from disk, so the request hashes still match."""
+    pytest.importorskip("faster_whisper")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    from taskmem_lab.testing.media import speech_video
+
+    speech_video(
+        tmp_path / "speech.mp4", [(1.0, "Hello everyone, welcome to the meeting.", "male")], 12.0
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskmem_lab.cli", "memorize", str(tmp_path / "speech.mp4"), "--model", "fake",
+         "--out", str(tmp_path / "runs"), "--tag", "a", "--asr", "--no-voices", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if proc.returncode != 0 and "tiny.en" in proc.stderr:
+        pytest.skip(f"no local Whisper model: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "speech" / "memory" / "a"
+    assert RunDir(run).manifest()["perception"]
+    summary = export_training([run], tmp_path / "out", progress=False)
+    row = load_jsonl(tmp_path / "out" / "episodic.jsonl")[0]
+    assert summary.records == 2 and "welcome" in row["prompt"][1]["content"].lower()
+    assert "welcome" in row["transcript"][0]["text"].lower()
+    (perception,) = (tmp_path / "runs" / "speech" / "perception").iterdir()
+    (perception / "clips.jsonl").write_text("")
+    with pytest.raises(ReplayError, match="lacks clips"):
+        export_training([run], tmp_path / "out2", progress=False)

@@ -46,7 +46,13 @@ class FakeModel:
                 "description": f"{FAKE_MARK} {frames} frames of {where} seen; request {digest}."
             }
         else:
-            body = {"answer": f"{FAKE_MARK} no answer for purpose {purpose!r}"}
+            return Reply(
+                text=_other_purpose(request),
+                usage={"prompt_tokens": len(text.split()) + 85 * frames, "completion_tokens": 20},
+                model=self.model_id,
+                backend=self.backend,
+                fake=True,
+            )
         return Reply(
             text=json.dumps(body),
             usage={"prompt_tokens": len(text.split()) + 85 * frames, "completion_tokens": 20},
@@ -54,6 +60,17 @@ class FakeModel:
             backend=self.backend,
             fake=True,
         )
+
+
+def _other_purpose(request: Request) -> str:
+    """ASR, speaker matching, QA, judges and rewards: the same deterministic rules as the local
+    test server (`testing/fake_openai_server.reply_for`), applied to the request as it would be
+    sent, and marked as coming from the fake model."""
+    from taskmem_lab.backends.openai_compat import to_openai_messages
+    from taskmem_lab.testing.fake_openai_server import MARK, reply_for
+
+    body = {"messages": to_openai_messages(request, "frames", "low")}
+    return reply_for(body).replace(MARK, FAKE_MARK)
 
 
 def from_spec(name: str) -> FakeModel:

@@ -28,7 +28,6 @@ import base64
 import math
 import os
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -290,17 +289,27 @@ def dlib_quality(side_px: float, chip: np.ndarray, landmarks: np.ndarray) -> flo
     return float(min(size_q, sharp_q, pose_q))
 
 
-def _import_dlib_models() -> tuple[Any, Any]:
-    try:
-        import dlib
+_DLIB_MODEL_FILES = {
+    "shape": "shape_predictor_5_face_landmarks.dat",
+    "encoder": "dlib_face_recognition_resnet_model_v1.dat",
+    "cnn": "mmod_human_face_detector.dat",
+}
 
-        with warnings.catch_warnings():
-            # face_recognition_models locates its files through the deprecated pkg_resources.
-            warnings.simplefilter("ignore")
-            import face_recognition_models
-    except ImportError as exc:
-        raise ImportError(_FACES_HINT) from exc
-    return dlib, face_recognition_models
+
+def dlib_model_paths() -> dict[str, Path]:
+    """The model files shipped in `face-recognition-models`, located without importing it
+    (its `__init__` needs `pkg_resources`, which new setuptools no longer has)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(_FACES_HINT)
+    root = Path(next(iter(spec.submodule_search_locations))) / "models"
+    paths = {key: root / name for key, name in _DLIB_MODEL_FILES.items()}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise ConfigError(f"face-recognition-models is missing {', '.join(missing)}: reinstall it")
+    return paths
 
 
 class DlibBackend:
@@ -314,14 +323,18 @@ class DlibBackend:
     name = "dlib"
 
     def __init__(self, params: FaceParams) -> None:
-        dlib, models = _import_dlib_models()
+        try:
+            import dlib
+        except ImportError as exc:
+            raise ImportError(_FACES_HINT) from exc
+        models = dlib_model_paths()
         self._dlib = dlib
         self.params = params
-        self._shape = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self._encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        self._shape = dlib.shape_predictor(str(models["shape"]))
+        self._encoder = dlib.face_recognition_model_v1(str(models["encoder"]))
         self._cnn = None
         if params.dlib_detector == "cnn":
-            self._cnn = dlib.cnn_face_detection_model_v1(models.cnn_face_detector_model_location())
+            self._cnn = dlib.cnn_face_detection_model_v1(str(models["cnn"]))
         # One HOG detector per thread: a shared detector serializes the threads.
         self._hog = [dlib.get_frontal_face_detector() for _ in range(params.threads)]
         self._pool = ThreadPoolExecutor(params.threads) if params.threads > 1 else None
@@ -399,9 +412,10 @@ class DlibBackend:
             chips.append(chip)
             qualities.append(dlib_quality(min(x2 - x1, y2 - y1), chip, points))
         wanted = [c for c, e in zip(chips, embed, strict=True) if e]
-        vectors = iter(
-            np.asarray(self._encoder.compute_face_descriptor(wanted), np.float32) if wanted else []
-        )
+        matrix = np.zeros((0, 128), np.float32)
+        if wanted:
+            matrix = np.asarray(self._encoder.compute_face_descriptor(wanted), np.float32)
+        vectors = iter(matrix)
         return [
             Described(next(vectors) if e else None, q)
             for q, e in zip(qualities, embed, strict=True)
@@ -453,7 +467,7 @@ class InsightFaceBackend:
 
     Score: the detector's face probability. Quality: the L2 norm of the raw ArcFace embedding
     (blurred, tiny or occluded faces have short embeddings; the original tool kept norms >= 20).
-    Embedding: ArcFace of the 112x112 crop aligned on the detector's 5 keypoints, in batches.
+    Embedding: ArcFace of the (112x112) crop aligned on the detector's 5 keypoints, in batches.
     """
 
     name = "insightface"
@@ -502,13 +516,17 @@ class InsightFaceBackend:
         self, items: Sequence[tuple[np.ndarray, Candidate]], embed: Sequence[bool]
     ) -> list[Described]:
         # The quality is the embedding norm, so every face is embedded here.
+        rec = self._app.models["recognition"]
+        side = int(rec.input_size[0])
         crops = []
+        bgr_of: dict[int, np.ndarray] = {}  # each frame converted once, however many faces
         for image, cand in items:
             if cand.landmarks is None:
                 raise ConfigError("insightface's detector returned no keypoints to align on")
-            bgr = np.ascontiguousarray(image[:, :, ::-1])
-            crops.append(self._align.norm_crop(bgr, landmark=cand.landmarks, image_size=112))
-        rec = self._app.models["recognition"]
+            bgr = bgr_of.get(id(image))
+            if bgr is None:
+                bgr = bgr_of[id(image)] = np.ascontiguousarray(image[:, :, ::-1])
+            crops.append(self._align.norm_crop(bgr, landmark=cand.landmarks, image_size=side))
         feats: list[np.ndarray] = []
         for i in range(0, len(crops), 64):
             feats.extend(np.asarray(rec.get_feat(crops[i : i + 64]), np.float32))
@@ -683,7 +701,11 @@ def _plugin_faces(
                     f"{where}: frame_id {fid!r} is not an index into {len(batch)} frames"
                 )
             box = face.get("bounding_box")
-            if not isinstance(box, list | tuple | np.ndarray) or len(box) != 4:
+            try:
+                pixels = [float(v) for v in box]  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                pixels = []
+            if len(pixels) != 4 or not all(math.isfinite(v) for v in pixels):
                 raise PluginError(f"{where}: bounding_box {box!r} is not [x1, y1, x2, y2]")
             emb = np.asarray(face.get("face_emb", []), dtype=np.float32).ravel()
             if emb.size == 0 or not np.all(np.isfinite(emb)):
@@ -698,7 +720,7 @@ def _plugin_faces(
             frame = batch[int(fid)]
             h, w = frame.image.shape[:2]
             out.append(
-                FaceDetection(frame.time, _normalized(box, w, h), score, quality, _unit(emb))
+                FaceDetection(frame.time, _normalized(pixels, w, h), score, quality, _unit(emb))
             )
     out.sort(key=lambda d: (d.time, d.box[0], d.box[1]))
     return out

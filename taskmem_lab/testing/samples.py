@@ -1,0 +1,52 @@
+"""Generated sample media for notebooks and the smoke profile (nothing is shipped or downloaded
+but the group photo, which comes from a PyPI wheel; see `media.group_photo`).
+
+`sample_talk(dir)` is a short "meeting": four shots of six real faces who leave and come back,
+with espeak-ng lines in two voices at known times, plus a task file of questions that arrive
+during the stream. Files are made once and reused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from taskmem_lab.testing.media import (
+    VOICES,
+    group_photo,
+    group_photo_shots,
+    shot_video,
+    speech_video,
+)
+
+TALK_LINES = [
+    (1.0, "Hello everyone, welcome to the planning meeting.", "male"),
+    (7.0, "The red ball is under the kitchen table.", "female"),
+    (13.0, "Thanks, I will paint the fence tomorrow morning.", "male"),
+    (19.5, "The keys are in the blue bowl by the door.", "female"),
+]
+TALK_TASKS = [
+    {"id": "t1", "question": "Where is the red ball?", "time": 12.0},
+    {"id": "t2", "question": "Where are the keys?", "time": 23.5},
+]
+
+
+def sample_talk(directory: str | Path, shot_s: float = 6.0) -> Path:
+    """The talk video (4 shots of `shot_s` seconds) under `directory`; its tasks beside it."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    video = d / "talk.mp4"
+    if not video.exists():
+        duration = 4 * shot_s
+        lines = [
+            (t, text, voice if voice in VOICES else next(iter(VOICES)))
+            for t, text, voice in TALK_LINES
+        ]
+        speech = speech_video(
+            d / "talk_speech.mp4", [x for x in lines if x[0] < duration - 3], duration
+        )
+        shot_video(video, group_photo(), group_photo_shots(shot_s), audio_from=speech.path)
+    tasks = d / "talk_tasks.jsonl"
+    if not tasks.exists():
+        tasks.write_text("".join(json.dumps(t) + "\n" for t in TALK_TASKS), encoding="utf-8")
+    return video
