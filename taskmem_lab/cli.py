@@ -107,16 +107,10 @@ def _perception_params(args: argparse.Namespace, faces: bool, asr: bool):  # noq
 
 
 def _perceive(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from taskmem_lab.backends import ResponseCache, make_model
-    from taskmem_lab.memorize import prepare_clip, schedule_for
     from taskmem_lab.params import MemorizeParams
-    from taskmem_lab.paths import cache_path, runs_root
-    from taskmem_lab.perception.stage import StreamPerceiver
-    from taskmem_lab.stream import load_stream
+    from taskmem_lab.perception.identities import gallery
+    from taskmem_lab.pipeline import perceive_stream
     from taskmem_lab.timefmt import span
-    from taskmem_lab.video import StreamFrames
 
     faces, asr = not (args.no_faces or args.asr_only), not args.no_asr
     perception = _perception_params(args, faces=faces, asr=asr)
@@ -124,36 +118,22 @@ def _perceive(args: argparse.Namespace) -> int:
         raise ConfigError(
             "nothing to perceive: --no-faces and --no-asr together turn everything off"
         )
+    if faces and asr and not perception.speaker_model:
+        print("note: no --speaker-model, so speakers are matched by voice only", file=sys.stderr)
     params = MemorizeParams(
         interval=args.interval,
         context_duration=args.context_duration,
         start=args.start,
         end=args.end,
     )
-    stream = load_stream(args.video)
-    speaker = None
-    if perception.speaker_model:
-        speaker = make_model(perception.speaker_model, ResponseCache(cache_path()))
-    elif faces and asr:
-        print("note: no --speaker-model, so speakers are matched by voice only", file=sys.stderr)
-    perceiver = StreamPerceiver(stream, perception, params, args.out or runs_root(), speaker)
-    frames = StreamFrames(stream, params.max_side)
-    try:
-        for clip in tqdm(
-            schedule_for(stream, params), unit="clip", disable=args.quiet, desc=stream.stream_id
-        ):
-            seen = prepare_clip(frames, clip, params, perceiver).perception
-            print(
-                f"[{span(clip.start, clip.end, True)}] faces: {', '.join(seen.identities) or '-'}"
-            )
-            for seg in seen.transcript:
-                who = seg.get("speaker") or "unknown"
-                print(f"    [{span(seg['start'], seg['end'], True)}] {who}: {seg['text']}")
-    finally:
-        frames.close()
-        perceiver.close()
-    from taskmem_lab.perception.identities import gallery
-
+    perceiver, seen = perceive_stream(
+        args.video, perception, params, args.out, progress=not args.quiet
+    )
+    for clip, p in seen:
+        print(f"[{span(clip.start, clip.end, True)}] faces: {', '.join(p.identities) or '-'}")
+        for seg in p.transcript:
+            who = seg.get("speaker") or "unknown"
+            print(f"    [{span(seg['start'], seg['end'], True)}] {who}: {seg['text']}")
     crops = gallery(perceiver.path / "identities")
     print(f"perception: {perceiver.path} ({len(crops)} characters)")
     for gid, path in crops:

@@ -52,14 +52,15 @@ class EpisodicNotebook:
 
 @dataclass(frozen=True)
 class QaNotebook:
-    benchmark: str = "egotempo"  # videomme | egolife | egotempo
-    source: str = ""  # benchmark source file/folder; "" uses benchmarks/<name>/sample
+    benchmarks: str = "videomme,egolife,egotempo"  # comma-separated benchmark names
+    sources: str = ""  # comma-separated sources, one per benchmark; "" uses benchmarks/<name>/sample
     memories: str = "runs"  # runs root holding runs/<video_id>/memory/<tag>/
     tag: str = "notebook"  # memory tag to evaluate
     answerer: str = "fake"  # model spec of the answerer
     judge: str = "fake"  # model spec of the free-form judge
     context: str = "full"  # full | evidence | retrieval
     num_samples: int = 1  # answers per question, majority vote
+    stand_in: bool = False  # smoke only: memorize generated stand-in videos for missing memories
     figures: str = "figures"  # where figures and tables go
 
 

@@ -20,9 +20,10 @@ from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
     from taskmem_lab.evaluate import EvalParams, EvalResult
+    from taskmem_lab.perception.base import Perception
     from taskmem_lab.perception.stage import PerceptionParams, StreamPerceiver
     from taskmem_lab.qa import QAParams
-    from taskmem_lab.schema import Stream
+    from taskmem_lab.schema import ClipSpec, Stream
 
 
 def default_tag(model_spec: str) -> str:
@@ -142,3 +143,41 @@ def run_eval(
         prices,
         progress=progress,
     )
+
+
+def perceive_stream(
+    video: str | Path,
+    perception: PerceptionParams,
+    params: MemorizeParams | None = None,
+    out: str | Path | None = None,
+    cache: bool | str | Path = True,
+    progress: bool = True,
+) -> tuple[StreamPerceiver, list[tuple[ClipSpec, Perception]]]:
+    """Run (or read back) the perception stage for every clip of a stream, without memorizing.
+
+    Returns the perceiver (its `path` holds the records and the identity gallery) and each
+    clip's perception. Speakers are matched by `perception.speaker_model` when it is set.
+    """
+    from tqdm.auto import tqdm
+
+    from taskmem_lab.memorize import prepare_clip, schedule_for
+    from taskmem_lab.perception.stage import StreamPerceiver
+    from taskmem_lab.video import StreamFrames
+
+    params = params or MemorizeParams()
+    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    stream = load_stream(video)
+    speaker = make_model(perception.speaker_model, store) if perception.speaker_model else None
+    root = Path(out) if out is not None else runs_root()
+    perceiver = StreamPerceiver(stream, perception, params, root, speaker)
+    frames = StreamFrames(stream, params.max_side)
+    seen = []
+    try:
+        for clip in tqdm(
+            schedule_for(stream, params), unit="clip", disable=not progress, desc=stream.stream_id
+        ):
+            seen.append((clip, prepare_clip(frames, clip, params, perceiver).perception))
+    finally:
+        frames.close()
+        perceiver.close()
+    return perceiver, seen

@@ -96,6 +96,7 @@ def _smoke(work: Path) -> dict[str, dict[str, Any]]:
             "answerer": "fake",
             "judge": "fake",
             "memories": common["out"],
+            "stand_in": True,
             "figures": common["figures"],
         },
         "05_ablations": {"models": "fake", "end": 24.0, **common},

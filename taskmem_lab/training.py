@@ -309,6 +309,7 @@ def clip_record(
         "tasks": [{"id": t.task_id, "question": t.question, "time": t.time} for t in inputs.tasks],
         "preceding_clips": [r.clip for r in inputs.preceding],
         "preceding_spans": [[r.start, r.end] for r in inputs.preceding],
+        "local_ids": [[g, loc] for g, loc in inputs.ids.to_local_ids.items()],
         "entry": rec.episodic,
         "raw_reply": rec.raw_reply,
         "reasoning": rec.reasoning,
@@ -330,11 +331,16 @@ def _segment(seg: dict[str, Any], ids: IdMap) -> dict[str, Any]:
     }
 
 
-def fill_preceding(text: str, entries: Iterable[tuple[float, float, str]]) -> str:
+def fill_preceding(
+    text: str,
+    entries: Iterable[tuple[float, float, str]],
+    local_ids: Iterable[Sequence[str]] = (),
+) -> str:
     """An on-policy prompt text with its slot filled by `(start, end, text)` entries, oldest first.
 
     Formats the entries exactly as the memorizer does; trainers call it with the policy's own
-    entries for the record's `preceding_clips`.
+    entries (global ids `[face_N]`) for the record's `preceding_clips`, and the record's
+    `local_ids` (`[global, local]` pairs) to write them with the window's `<face_N>` numbering.
     """
     records = [
         ClipRecord(clip=i, start=a, end=b, window=(a, b), status="ok", episodic=t)
@@ -342,7 +348,8 @@ def fill_preceding(text: str, entries: Iterable[tuple[float, float, str]]) -> st
     ]
     if PRECEDING_PLACEHOLDER not in text:
         raise ReplayError(f"the text has no {PRECEDING_PLACEHOLDER} slot to fill")
-    return text.replace(PRECEDING_PLACEHOLDER, preceding_text(records, IdMap()), 1)
+    ids = IdMap({g: loc for g, loc in local_ids})
+    return text.replace(PRECEDING_PLACEHOLDER, preceding_text(records, ids), 1)
 
 
 def request_from_record(record: dict[str, Any], root: str | Path) -> Request:

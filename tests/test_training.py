@@ -147,7 +147,7 @@ def test_on_policy_records_leave_the_preceding_slot_open(recorded_run, tmp_path)
         entries = [
             (records[c].start, records[c].end, records[c].episodic) for c in b["preceding_clips"]
         ]
-        assert fill_preceding(user, entries) == a["prompt"][1]["content"]
+        assert fill_preceding(user, entries, b["local_ids"]) == a["prompt"][1]["content"]
     assert on[0]["preceding_clips"] == [] and on[3]["preceding_clips"] == [2]
 
 
@@ -295,3 +295,45 @@ def test_runs_with_perception_replay_from_the_stored_perception(tmp_path):
     (perception / "clips.jsonl").write_text("")
     with pytest.raises(ReplayError, match="lacks clips"):
         export_training([run], tmp_path / "out2", progress=False)
+
+
+class FakeFacePerceiver:
+    """A test double: every clip 'sees' [face_7] then [face_2] (no frames are changed)."""
+
+    def perceive(self, clip, window):
+        from taskmem_lab.memorize import Perception
+
+        ids = ["[face_7]", "[face_2]"]
+        return Perception(identities=ids, window_ids=ids)
+
+
+class FaceEchoModel(FakeModel):
+    def generate(self, request):
+        return Reply(
+            '{"description": "<face_1> hands a cup to <face_2>"}', model=self.model_id, fake=True
+        )
+
+
+def test_face_ids_in_responses_and_on_policy_slots(media, tmp_path):
+    stream = load_stream(media["tone_27_3"])
+    run = memorize(
+        stream,
+        FaceEchoModel(),
+        MemorizeParams(),
+        str(tmp_path / "run"),
+        perceiver=FakeFacePerceiver(),
+        progress=False,
+    )
+    assert run.finished()[0].episodic == "[face_7] hands a cup to [face_2]"
+    export_training([run.path], tmp_path / "out", perceiver=FakeFacePerceiver(), progress=False)
+    off = load_jsonl(tmp_path / "out" / "episodic.jsonl")
+    on = load_jsonl(tmp_path / "out" / "episodic_on_policy.jsonl")
+    assert json.loads(off[1]["response"]) == {"description": "<face_1> hands a cup to <face_2>"}
+    assert off[1]["entry"] == "[face_7] hands a cup to [face_2]"
+    assert on[1]["local_ids"] == [["[face_7]", "<face_1>"], ["[face_2]", "<face_2>"]]
+    records = run.finished()
+    entries = [
+        (records[c].start, records[c].end, records[c].episodic) for c in on[2]["preceding_clips"]
+    ]
+    filled = fill_preceding(on[2]["prompt"][1]["content"], entries, on[2]["local_ids"])
+    assert filled == off[2]["prompt"][1]["content"] and "[face_" not in filled

@@ -314,7 +314,8 @@ def perception_params(
     return PerceptionParams(
         faces=face,
         asr=speech,
-        voices=VoiceParams(embed=voices, match_faces=faces) if asr else None,
+        # Without faces, voices are the only identities: unknown voices become characters.
+        voices=VoiceParams(embed=voices, match_faces=faces, new_voices=not faces) if asr else None,
         identities=IdentityParams(face_backend=face_backend),
         speaker_model=speaker_model,
     )

@@ -9,7 +9,9 @@ during the stream. Files are made once and reused.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskmem_lab.testing.media import (
     VOICES,
@@ -17,7 +19,11 @@ from taskmem_lab.testing.media import (
     group_photo_shots,
     shot_video,
     speech_video,
+    test_video,
 )
+
+if TYPE_CHECKING:
+    from taskmem_lab.bench.record import QARecord
 
 TALK_LINES = [
     (1.0, "Hello everyone, welcome to the planning meeting.", "male"),
@@ -50,3 +56,33 @@ def sample_talk(directory: str | Path, shot_s: float = 6.0) -> Path:
     if not tasks.exists():
         tasks.write_text("".join(json.dumps(t) + "\n" for t in TALK_TASKS), encoding="utf-8")
     return video
+
+
+def stand_in_memories(
+    records: Sequence[QARecord],
+    root: str | Path,
+    tag: str,
+    model: str = "fake",
+    seconds: float = 20.0,
+) -> list[str]:
+    """Memories for benchmark questions whose videos are not here: a generated test video per
+    video id, memorized by `model` (the `fake` test double by default). Only for smoke runs and
+    tests: such memories say nothing about the real videos, and fake entries are marked as such.
+    Returns the video ids it made memories for (existing memories are left alone)."""
+    from taskmem_lab.params import MemorizeParams
+    from taskmem_lab.pipeline import build_memory
+    from taskmem_lab.store import memory_dir
+
+    root = Path(root)
+    made = []
+    for video_id in sorted({r.video_id for r in records}):
+        if (memory_dir(root, video_id, tag) / "manifest.json").is_file():
+            continue
+        media = root / "media" / "stand_in"
+        media.mkdir(parents=True, exist_ok=True)
+        video = media / f"{video_id}.mp4"
+        if not video.exists():
+            test_video(video, seconds, size="96x64", fps=5, audio=False)
+        build_memory(video, model, MemorizeParams(), tag=tag, out=root, cache=False, progress=False)
+        made.append(video_id)
+    return made
