@@ -393,6 +393,20 @@ def _reward_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="HF tokenizer counting tokens (default: words+marks)")
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from taskmem_lab.runner import reproduce
+
+    overrides = {}
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-p expects key=value (or NOTEBOOK.key=value), got {item!r}")
+        overrides[key] = value
+    done = reproduce(args.profile, only=args.only or (), overrides=overrides, work=args.work)
+    print(f"executed {len(done)} notebook(s): {', '.join(str(p) for p in done)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskmem", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log retries and warnings")
@@ -463,6 +477,33 @@ def build_parser() -> argparse.ArgumentParser:
     _perception_args(pc)
     pc.set_defaults(func=_perceive)
 
+    rp = sub.add_parser(
+        "reproduce", help="run the stage notebooks with papermill (tables, figures)"
+    )
+    rp.add_argument(
+        "--profile",
+        default="smoke",
+        choices=["smoke", "demo", "paper"],
+        help="smoke (offline, fake model), demo, paper",
+    )
+    rp.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this notebook (repeatable), e.g. 03_episodic",
+    )
+    rp.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a parameter (NOTEBOOK.key=value for one notebook)",
+    )
+    rp.add_argument(
+        "--work", help="where executed notebooks go (default: runs/reproduce/<profile>)"
+    )
+    rp.set_defaults(func=_reproduce)
+
     s = sub.add_parser("show", help="print a memory as text")
     s.add_argument("run", help="run directory (runs/<video>/memory/<tag>), .jsonl or .pkl memory")
     s.add_argument("--kind", choices=["episodic", "semantic", "both"], default="episodic")
@@ -512,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC=IN,OUT",
         help="USD per 1M input,output tokens of a model, for the cost summary (repeatable)",
     )
-    e.add_argument("--out", help="results folder (default: runs/eval/<benchmark>/<...>)")
+    e.add_argument("--out", help="results folder (default: <memories>/eval/<benchmark>/<...>)")
     e.add_argument("--cache", help="response cache file")
     e.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

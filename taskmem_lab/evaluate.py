@@ -49,7 +49,7 @@ from taskmem_lab.qa import (
     prompt_hashes,
 )
 from taskmem_lab.schema import SCHEMA_VERSION
-from taskmem_lab.store import cut_torn_tail, append_jsonl, atomic_write_json, read_jsonl
+from taskmem_lab.store import append_jsonl, atomic_write_json, cut_torn_tail, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,13 @@ class MemoryLocator:
 
 
 # --------------------------------------------------------------------------- run folder
+
+
+def _groups(benchmark: str) -> tuple[str, ...]:
+    """A registered benchmark's breakdown fields; none for a question set of one's own."""
+    from taskmem_lab.bench import BENCHMARKS
+
+    return tuple(get_benchmark(benchmark).groups) if benchmark in BENCHMARKS else ()
 
 
 def _now() -> str:
@@ -244,7 +251,7 @@ def evaluate_question(
         "task_type": record.task_type,
         "answer_kind": record.answer_kind,
         "query_time": record.query_time,
-        "groups": {g: record.meta.get(g) for g in get_benchmark(record.benchmark).groups},
+        "groups": {g: record.meta.get(g) for g in _groups(record.benchmark)},
         "question": record.question,
         "options": list(record.options),
         "reference": record.answer,
@@ -496,20 +503,20 @@ def evaluate(
     pool.shutdown(wait=True)
 
     rows = [done[r.id] for r in selected if r.id in done]
-    bench = get_benchmark(selected[0].benchmark)
+    name = selected[0].benchmark
     table = (
         summarize(
             [outcome_of(row) for row in rows],
-            by=("task_type", *bench.groups),
+            by=("task_type", *_groups(name)),
             n_boot=params.n_boot,
-            missing={bench.name: len(missing)},
+            missing={name: len(missing)},
         )
         if rows
         else []
     )
     complete = not failures and len(rows) + len(missing) == len(selected)
     summary = {
-        "benchmark": bench.name,
+        "benchmark": name,
         "status": "complete" if complete else "partial",
         "questions": len(selected),
         "evaluated": len(rows),

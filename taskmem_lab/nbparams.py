@@ -73,6 +73,8 @@ class AblationsNotebook:
     faces: str = "false"  # comma-separated on/off values for face perception
     asr: str = "false"  # comma-separated on/off values for ASR
     tasks: str = "false,true"  # comma-separated on/off values for the task stream
+    face_fps: float = 10.0  # frames per second searched for faces when faces are on
+    answerer: str = "fake"  # model spec that answers the sample questions from each memory
     end: float = 60.0  # stream time to stop at
     out: str = "runs"  # runs root
     figures: str = "figures"  # where figures and tables go
@@ -82,6 +84,7 @@ class AblationsNotebook:
 class PaperNotebook:
     results: str = "runs/results"  # folder of evaluation results (one summary per benchmark)
     reported: str = "benchmarks/paper_results.csv"  # the paper's reported numbers, with source
+    compare_to: str = "TaskMem (Qwen3-VL-30B-A3B)"  # reported system the deltas are taken against
     figures: str = "figures"  # where figures and tables go
 
 

@@ -101,7 +101,7 @@ def eval_dir(
     qa: QAParams,
     judge: str | None,
 ) -> Path:
-    """Default results folder: `runs/eval/<benchmark>/<tag>__<answerer>__<context>__<hash>`."""
+    """Default results folder, beside the memories: `<memories>/eval/<benchmark>/<tag>__<answerer>__<context>__<hash>`."""
     import hashlib
     import json
 
@@ -109,7 +109,7 @@ def eval_dir(
         :6
     ]
     name = f"{tag or Path(memories).name}__{answerer}__{qa.context}"
-    return runs_root() / "eval" / benchmark / f"{default_tag(name)}__{digest}"
+    return Path(memories) / "eval" / benchmark / f"{default_tag(name)}__{digest}"
 
 
 def run_eval(

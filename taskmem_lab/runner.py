@@ -99,7 +99,7 @@ def _smoke(work: Path) -> dict[str, dict[str, Any]]:
             "stand_in": True,
             "figures": common["figures"],
         },
-        "05_ablations": {"models": "fake", "end": 24.0, **common},
+        "05_ablations": {"models": "fake", "end": 24.0, "face_fps": 2.0, **common},
         "06_paper": {"results": str(work / "runs" / "results"), "figures": common["figures"]},
     }
 
@@ -109,7 +109,7 @@ def _demo(work: Path) -> dict[str, dict[str, Any]]:
     vlm = "hf:HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
     base["03_episodic"].update(model=vlm, faces=True, asr=True)
     base["04_qa"].update(answerer=vlm, judge=vlm)
-    base["05_ablations"].update(models=vlm)
+    base["05_ablations"].update(models=vlm, answerer=vlm, faces="false,true", asr="false,true")
     return base
 
 
@@ -120,7 +120,7 @@ def _paper(work: Path) -> dict[str, dict[str, Any]]:
         "02_faces": {**common},
         "03_episodic": {"model": "openai:gpt-4o", "end": 0.0, "faces": True, "asr": True, **common},
         "04_qa": {"answerer": "openai:gpt-4o", "judge": "openai:gpt-4o", "figures": "figures"},
-        "05_ablations": {"models": "openai:gpt-4o", **common},
+        "05_ablations": {"models": "openai:gpt-4o", "answerer": "openai:gpt-4o", **common},
         "06_paper": {"results": "runs/results", "figures": "figures"},
     }
 
@@ -150,8 +150,8 @@ def plan(
         params = coerce(NOTEBOOK_PARAMS[name], values)
         steps.append((name, asdict(params)))
     if overrides:
-        everywhere = {f.name for name, _ in steps for f in fields(NOTEBOOK_PARAMS[name])}
-        stray = sorted(set(overrides) - everywhere)
+        used = {key for name, _ in steps for key in overrides if _applicable(name, {key: ""})}
+        stray = sorted(set(overrides) - used)
         if stray:
             raise ConfigError(f"parameter(s) {stray} belong to none of the notebooks run")
     return steps

@@ -56,8 +56,9 @@ class MemoryBrowser:
         self._frames: dict[int, np.ndarray | None] = {}
 
     def _load_tasks(self) -> list[Task]:
-        path = self.manifest.get("tasks_file")
-        if not path or not Path(path).is_file():
+        """The task stream the run was made with (`tasks.json`, written by the memorizer)."""
+        path = self.run.path / "tasks.json"
+        if not path.is_file():
             return []
         from taskmem_lab.tasks import load_tasks
 

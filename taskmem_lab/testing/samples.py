@@ -86,3 +86,54 @@ def stand_in_memories(
         build_memory(video, model, MemorizeParams(), tag=tag, out=root, cache=False, progress=False)
         made.append(video_id)
     return made
+
+
+def talk_questions(video_id: str = "talk") -> list[QARecord]:
+    """Multiple-choice questions about `sample_talk`, asked at the end of the stream."""
+    from taskmem_lab.bench.record import QARecord
+
+    rows = [
+        (
+            "ball",
+            "Where is the red ball?",
+            ("Under the kitchen table", "In the blue bowl", "On the fence", "By the door"),
+            "A",
+            12.0,
+        ),
+        (
+            "keys",
+            "Where are the keys?",
+            ("Under the table", "In the blue bowl by the door", "In a coat pocket", "On the fence"),
+            "B",
+            23.5,
+        ),
+        (
+            "plan",
+            "What will the man do tomorrow morning?",
+            ("Buy a ball", "Paint the fence", "Clean the kitchen", "Go to a meeting"),
+            "B",
+            18.0,
+        ),
+        (
+            "people",
+            "How many people are in the first shot?",
+            ("One", "Two", "Three", "Six"),
+            "C",
+            6.0,
+        ),
+    ]
+    return [
+        QARecord(
+            id=f"{video_id}_{key}",
+            benchmark="sample_talk",
+            video_id=video_id,
+            question=question,
+            options=options,
+            answer=answer,
+            answer_kind="choice",
+            task_type="speech" if key != "people" else "faces",
+            query_time=24.0,
+            evidence=((max(0.0, t - 6.0), t),),
+        )
+        for key, question, options, answer, t in rows
+    ]
