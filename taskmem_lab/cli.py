@@ -46,7 +46,7 @@ def _memorize(args: argparse.Namespace) -> int:
         out=args.out,
         tasks=args.tasks,
         perception=_perception_params(args, faces=args.faces, asr=args.asr),
-        cache=False if args.no_cache else (args.cache or True),
+        cache=_cache_setting(args),
         progress=not args.quiet,
     )
     print(f"memory: {run.path} ({len(run.finished())} clips)")
@@ -162,6 +162,19 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_setting(args: argparse.Namespace) -> bool | str:
+    """`--cache FILE` / `--no-cache` as the pipeline's `cache` argument (True: the default file)."""
+    return False if args.no_cache else (args.cache or True)
+
+
+def _response_cache(args: argparse.Namespace):  # noqa: ANN202 - ResponseCache | None
+    """The response cache `--cache FILE` / `--no-cache` ask for (default: the project's file)."""
+    from taskmem_lab.backends import ResponseCache
+    from taskmem_lab.paths import cache_path
+
+    return None if args.no_cache else ResponseCache(args.cache or cache_path())
+
+
 def _safe_name(text: str) -> str:
     import re
 
@@ -211,7 +224,7 @@ def _eval(args: argparse.Namespace) -> int:
         judge=args.judge,
         params=params,
         out=args.out,
-        cache=False if args.no_cache else (args.cache or True),
+        cache=_cache_setting(args),
         prices=_prices(args.price),
         progress=not args.quiet,
     )
@@ -283,11 +296,10 @@ def _export_training(args: argparse.Namespace) -> int:
 
 
 def _judges(args: argparse.Namespace):  # noqa: ANN202 - (cache, Judges, RewardParams)
-    from taskmem_lab.backends import ResponseCache, make_model
-    from taskmem_lab.paths import cache_path
+    from taskmem_lab.backends import make_model
     from taskmem_lab.rewards import Judges, RewardParams
 
-    cache = None if args.no_cache else ResponseCache(args.cache or cache_path())
+    cache = _response_cache(args)
     judges = Judges(text=make_model(args.judge, cache), video=make_model(args.video_judge, cache))
     params = RewardParams(
         think_threshold=args.think_threshold,
@@ -322,14 +334,12 @@ def _score_memory(args: argparse.Namespace) -> int:
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    from taskmem_lab.backends import ResponseCache, make_model
-    from taskmem_lab.paths import cache_path
+    from taskmem_lab.backends import make_model
     from taskmem_lab.replay import RunReplay
     from taskmem_lab.rollouts import RolloutParams, rollout
 
     params = RolloutParams(args.n, args.temperature, args.top_p, args.seed, args.max_tokens)
-    cache = None if args.no_cache else ResponseCache(args.cache or cache_path())
-    model = make_model(args.model, cache)
+    model = make_model(args.model, _response_cache(args))
     replay = RunReplay(args.run, args.run_tasks, args.source_dir)
     tag = args.tag or _safe_name(args.model)
     s = rollout(replay, model, params, tag, args.concurrency, not args.quiet)

@@ -17,11 +17,9 @@ cost).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
-import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import taskmem_lab
-from taskmem_lab.backends.base import ChatModel
+from taskmem_lab.backends.base import ChatModel, sum_usage
 from taskmem_lab.bench import get_benchmark
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError, ModelError, StoreError
@@ -40,6 +38,7 @@ from taskmem_lab.judge import Verdict, judge
 from taskmem_lab.judge import prompt_hashes as judge_prompt_hashes
 from taskmem_lab.memory import Memory, load_any
 from taskmem_lab.metrics import MetricRow, Outcome, summarize, to_markdown, to_records
+from taskmem_lab.params import require
 from taskmem_lab.qa import (
     ANSWERED,
     QAParams,
@@ -49,7 +48,14 @@ from taskmem_lab.qa import (
     prompt_hashes,
 )
 from taskmem_lab.schema import SCHEMA_VERSION
-from taskmem_lab.store import append_jsonl, atomic_write_json, cut_torn_tail, read_jsonl
+from taskmem_lab.store import (
+    append_jsonl,
+    atomic_write_json,
+    cut_torn_tail,
+    read_jsonl,
+    utc_now,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +67,6 @@ TABLE_MD = "table.md"
 TABLE_PARQUET = "table.parquet"
 IDENTITY_FIELDS = ("benchmark", "records", "memories", "tag", "answerer", "judge", "qa", "prompts")
 MEMORY_SUFFIXES = (".jsonl", ".pkl", ".pickle")
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"parameter {name!r}: {message}")
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,11 @@ class EvalParams:
     max_consecutive_failures: int = 8
 
     def __post_init__(self) -> None:
-        _require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
-        _require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        _require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
-        _require(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
-        _require(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
+        require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
+        require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        require(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
+        require(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
 
 
 # --------------------------------------------------------------------------- memories
@@ -136,10 +137,6 @@ def _groups(benchmark: str) -> tuple[str, ...]:
     return tuple(get_benchmark(benchmark).groups) if benchmark in BENCHMARKS else ()
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def records_digest(records: Sequence[QARecord]) -> str:
     data = json.dumps([r.to_row() for r in records], sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
@@ -182,24 +179,18 @@ def open_eval(out: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
                     "use another --out, or delete the folder to start over"
                 )
         cut_torn_tail(out / RESULTS)
-        atomic_write_json(run_path, {**old, "updated": _now(), "status": "running"})
+        atomic_write_json(run_path, {**old, "updated": utc_now(), "status": "running"})
         return read_jsonl(out / RESULTS)
     out.mkdir(parents=True, exist_ok=True)
-    import openai
-
     atomic_write_json(
         run_path,
         {
             "schema": SCHEMA_VERSION,
             "kind": "eval",
             **identity,
-            "versions": {
-                "taskmem_lab": taskmem_lab.__version__,
-                "python": platform.python_version(),
-                "openai": openai.__version__,
-            },
-            "created": _now(),
-            "updated": _now(),
+            "versions": versions(),
+            "created": utc_now(),
+            "updated": utc_now(),
             "status": "running",
         },
     )
@@ -207,14 +198,6 @@ def open_eval(out: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- one question
-
-
-def _usage_sum(items: Sequence[Mapping[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for usage in items:
-        for k, v in usage.items():
-            total[k] = total.get(k, 0) + int(v)
-    return total
 
 
 def evaluate_question(
@@ -273,12 +256,12 @@ def evaluate_question(
             "model": answer.model,
             "prompts": prompt_hashes(record.answer_kind),
             "samples": [s.to_json() for s in answer.samples],
-            "usage": _usage_sum([s.usage for s in answer.samples]),
+            "usage": sum_usage(s.usage for s in answer.samples),
         },
         "judge": verdict.to_json() if verdict is not None else None,
         "fake": any(s.fake for s in answer.samples) or bool(verdict and verdict.fake),
         "version": taskmem_lab.__version__,
-        "created": _now(),
+        "created": utc_now(),
     }
 
 
@@ -527,11 +510,11 @@ def evaluate(
         "fake_models": any(row.get("fake") for row in rows),
         "usage": list(usage_summary(rows, prices).values()),
         "this_run": {"questions": len(new_rows), "model_calls": fresh_calls(new_rows)},
-        "updated": _now(),
+        "updated": utc_now(),
     }
     _write_outputs(out, table, summary)
     run = json.loads((out / RUN).read_text(encoding="utf-8"))
-    atomic_write_json(out / RUN, {**run, "status": summary["status"], "updated": _now()})
+    atomic_write_json(out / RUN, {**run, "status": summary["status"], "updated": utc_now()})
     return EvalResult(out, rows, table, missing, failures, summary)
 
 

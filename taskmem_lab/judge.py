@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskmem_lab.backends.base import ChatModel, Message, Reply, Request, Sampling
+from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, sum_usage
 from taskmem_lab.errors import ParseError
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_object
@@ -156,11 +156,6 @@ def prompt_hashes() -> dict[str, str]:
     return {name: prompt_hash(name) for name in PROMPTS}
 
 
-def _add_usage(total: dict[str, int], reply: Reply) -> None:
-    for k, v in reply.usage.items():
-        total[k] = total.get(k, 0) + int(v)
-
-
 def judge(
     model: ChatModel, question: str, reference: str, candidate: str, reasks: int = 1
 ) -> Verdict:
@@ -173,7 +168,7 @@ def judge(
         verdict.cached.append(reply.cached)
         verdict.latency_s += reply.latency_s
         verdict.fake = verdict.fake or reply.fake
-        _add_usage(verdict.usage, reply)
+        verdict.usage = sum_usage((verdict.usage, reply.usage))
         try:
             verdict.correct, verdict.score, verdict.reason = parse_verdict(reply.text)
         except ParseError as exc:

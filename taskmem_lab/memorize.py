@@ -14,9 +14,7 @@ and text only.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import platform
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +24,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-import taskmem_lab
 from taskmem_lab.asking import Asked, ask  # noqa: F401 - re-exported for callers
 from taskmem_lab.backends.base import (
     ChatModel,
@@ -36,6 +33,7 @@ from taskmem_lab.backends.base import (
     Sampling,
     TextPart,
     VideoPart,
+    sum_usage,
 )
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.ids import IdMap, globals_in
@@ -44,7 +42,7 @@ from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
-from taskmem_lab.store import RunDir, open_run
+from taskmem_lab.store import RunDir, open_run, utc_now, versions
 from taskmem_lab.stream import file_digest, segments
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms, span
@@ -165,14 +163,6 @@ def semantic_request(
 # --------------------------------------------------------------------------- the loop
 
 
-def _sum_usage(replies: Sequence[Reply]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for r in replies:
-        for k, v in r.usage.items():
-            total[k] = total.get(k, 0) + int(v)
-    return total
-
-
 def prepare_clip(
     frames: StreamFrames,
     clip: ClipSpec,
@@ -287,7 +277,7 @@ def memorize_clip(
     last = replies[-1] if replies else None
     base.raw_reply = last.text if last else ""
     base.reasoning = "\n".join(r.reasoning for r in replies if r.reasoning)
-    base.usage = _sum_usage(replies)
+    base.usage = sum_usage(r.usage for r in replies)
     base.latency_s = round(sum(r.latency_s for r in replies), 4)
     base.attempts = len(replies)
     base.fake = any(r.fake for r in replies)
@@ -295,15 +285,9 @@ def memorize_clip(
     return base
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def run_manifest(
     stream: Stream, model_id: str, params: MemorizeParams, tasks: Sequence[Task], tag: str
 ) -> dict[str, Any]:
-    import openai
-
     prompts = PROMPTS + (SEMANTIC_PROMPTS if params.semantic else ())
     return {
         "kind": "memory",
@@ -324,13 +308,9 @@ def run_manifest(
         "prompts": {name: prompt_hash(name) for name in prompts},
         "tasks": tasks_digest(tasks),
         "perception": None,
-        "versions": {
-            "taskmem_lab": taskmem_lab.__version__,
-            "python": platform.python_version(),
-            "openai": openai.__version__,
-        },
-        "created": _now(),
-        "updated": _now(),
+        "versions": versions(),
+        "created": utc_now(),
+        "updated": utc_now(),
     }
 
 
@@ -363,7 +343,7 @@ def memorize(
     schedule = schedule_for(stream, params)
     done = run.finished()
     todo = [c for c in schedule if c.index not in done]
-    run.update_manifest(clips_total=len(schedule), clips_done=len(done), updated=_now())
+    run.update_manifest(clips_total=len(schedule), clips_done=len(done), updated=utc_now())
     frames = StreamFrames(stream, params.max_side)
     bar = tqdm(
         total=len(schedule),
@@ -398,7 +378,7 @@ def memorize(
     bar.close()
     frames.close()
     status = "failed" if failure else "complete"
-    run.update_manifest(status=status, clips_done=len(done), updated=_now())
+    run.update_manifest(status=status, clips_done=len(done), updated=utc_now())
     if hasattr(perceiver, "identities_json"):
         run.write_json("identities.json", perceiver.identities_json())  # type: ignore[union-attr]
     elif not run.path.joinpath("identities.json").exists():

@@ -18,7 +18,9 @@ from taskmem_lab.errors import ConfigError
 class AudioNotebook:
     video: str = ""  # video file; "" makes a generated sample with speech
     asr_backend: str = "whisper"  # whisper | vlm
-    asr_model: str = "tiny.en"  # whisper model name or local CTranslate2 directory; VLM spec for vlm
+    asr_model: str = (
+        "tiny.en"  # whisper model name or local CTranslate2 directory; VLM spec for vlm
+    )
     end: float = 60.0  # seconds of the stream to transcribe
     out: str = "runs"  # runs root
     figures: str = "figures"  # where figures and tables go
@@ -53,7 +55,9 @@ class EpisodicNotebook:
 @dataclass(frozen=True)
 class QaNotebook:
     benchmarks: str = "videomme,egolife,egotempo"  # comma-separated benchmark names
-    sources: str = ""  # comma-separated sources, one per benchmark; "" uses benchmarks/<name>/sample
+    sources: str = (
+        ""  # comma-separated sources, one per benchmark; "" uses benchmarks/<name>/sample
+    )
     memories: str = "runs"  # runs root holding runs/<video_id>/memory/<tag>/
     tag: str = "notebook"  # memory tag to evaluate
     answerer: str = "fake"  # model spec of the answerer

@@ -73,7 +73,9 @@ class Provenance:
         for p in self.inputs:
             path = Path(p)
             if path.is_file():
-                inputs.append({"path": str(p), "sha256": file_sha256(path), "size": path.stat().st_size})
+                inputs.append(
+                    {"path": str(p), "sha256": file_sha256(path), "size": path.stat().st_size}
+                )
             elif path.is_dir():
                 files = sorted(f for f in path.rglob("*") if f.is_file())
                 digest = hashlib.sha256()
@@ -94,25 +96,39 @@ class Provenance:
         }
 
 
-def save_figure(fig: Any, name: str, provenance: Provenance, directory: str | Path | None = None) -> Path:
+def save_figure(
+    fig: Any, name: str, provenance: Provenance, directory: str | Path | None = None
+) -> Path:
     """PNG + PDF + provenance JSON; a figure made with a fake model says so in its corner."""
     out = Path(directory) if directory is not None else figures_dir()
     out.mkdir(parents=True, exist_ok=True)
     if provenance.fake_model:
-        fig.text(0.99, 0.01, "fake model output: not a result", ha="right", va="bottom", fontsize=7, color="red")
+        fig.text(
+            0.99,
+            0.01,
+            "fake model output: not a result",
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="red",
+        )
     fig.savefig(out / f"{name}.png", dpi=150, bbox_inches="tight")
     fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
     atomic_write_json(out / f"{name}.json", provenance.to_json())
     return out / f"{name}.png"
 
 
-def save_table(table: Any, name: str, provenance: Provenance, directory: str | Path | None = None) -> Path:
+def save_table(
+    table: Any, name: str, provenance: Provenance, directory: str | Path | None = None
+) -> Path:
     """A pandas DataFrame as markdown and LaTeX, with provenance JSON."""
     out = Path(directory) if directory is not None else figures_dir()
     out.mkdir(parents=True, exist_ok=True)
     note = "\n\n*Made with a fake model: not a result.*\n" if provenance.fake_model else "\n"
     (out / f"{name}.md").write_text(table.to_markdown(index=False) + note, encoding="utf-8")
-    (out / f"{name}.tex").write_text(table.to_latex(index=False, float_format="%.3f"), encoding="utf-8")
+    (out / f"{name}.tex").write_text(
+        table.to_latex(index=False, float_format="%.3f"), encoding="utf-8"
+    )
     atomic_write_json(out / f"{name}.json", provenance.to_json())
     return out / f"{name}.md"
 

@@ -42,7 +42,7 @@ from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, Tex
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.ids import LOCAL_ID
 from taskmem_lab.memorize import preceding_text
-from taskmem_lab.params import _require
+from taskmem_lab.params import require
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replay import ReplayedClip, RunReplay
 from taskmem_lab.replies import parse_object
@@ -102,12 +102,12 @@ class RewardParams:
     judge_reasks: int = 1
 
     def __post_init__(self) -> None:
-        _require(self.think_threshold >= 1, "think_threshold", "must be >= 1 token")
-        _require(self.think_penalty >= 0, "think_penalty", "must be >= 0 (the size of a penalty)")
-        _require(self.max_entry_tokens >= 1, "max_entry_tokens", "must be >= 1 token")
-        _require(self.richness_bonus >= 0, "richness_bonus", "must be >= 0")
-        _require(self.judge_max_tokens >= 16, "judge_max_tokens", "must be >= 16")
-        _require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        require(self.think_threshold >= 1, "think_threshold", "must be >= 1 token")
+        require(self.think_penalty >= 0, "think_penalty", "must be >= 0 (the size of a penalty)")
+        require(self.max_entry_tokens >= 1, "max_entry_tokens", "must be >= 1 token")
+        require(self.richness_bonus >= 0, "richness_bonus", "must be >= 0")
+        require(self.judge_max_tokens >= 16, "judge_max_tokens", "must be >= 16")
+        require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,8 +8,10 @@ the run is reopened.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import platform
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,24 @@ CLIPS = "clips.jsonl"
 IDENTITIES = "identities.json"
 # Manifest fields that must match for a run to be resumed rather than started anew.
 IDENTITY_FIELDS = ("stream_id", "model", "params", "source", "prompts", "tasks", "perception")
+
+
+def utc_now() -> str:
+    """The current UTC time in ISO 8601 to the second, for manifests' `created` and `updated`."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """Versions of what wrote a run (taskmem_lab, Python, openai), recorded in its manifest."""
+    import openai
+
+    import taskmem_lab
+
+    return {
+        "taskmem_lab": taskmem_lab.__version__,
+        "python": platform.python_version(),
+        "openai": openai.__version__,
+    }
 
 
 def memory_dir(root: str | Path, video_id: str, tag: str) -> Path:

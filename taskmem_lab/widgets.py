@@ -50,7 +50,10 @@ class MemoryBrowser:
         self.annotate = annotate
         self.stream = Stream(
             self.manifest.get("stream_id", "stream"),
-            tuple(StreamFile(s["path"], float(s["start"]), float(s["duration"])) for s in self.manifest["source"]),
+            tuple(
+                StreamFile(s["path"], float(s["start"]), float(s["duration"]))
+                for s in self.manifest["source"]
+            ),
         )
         self.tasks = self._load_tasks()
         self._frames: dict[int, np.ndarray | None] = {}
@@ -90,15 +93,21 @@ class MemoryBrowser:
 
     def clip_html(self, index: int) -> str:
         rec = self.records[index]
-        parts = [f"<h4>Clip {rec.clip} [{span(rec.start, rec.end, True)}] <small>{html.escape(rec.status)}</small></h4>"]
+        parts = [
+            f"<h4>Clip {rec.clip} [{span(rec.start, rec.end, True)}] <small>{html.escape(rec.status)}</small></h4>"
+        ]
         if rec.fake:
-            parts.append("<p style='color:#c0392b'><b>Written by a fake model (test double): not model output.</b></p>")
+            parts.append(
+                "<p style='color:#c0392b'><b>Written by a fake model (test double): not model output.</b></p>"
+            )
         if rec.ok:
             parts.append(f"<p>{html.escape(rec.episodic)}</p>")
         else:
             parts.append(f"<p style='color:#c0392b'>failed: {html.escape(rec.error)}</p>")
         if rec.semantic:
-            parts.append("<ul>" + "".join(f"<li>{html.escape(k)}</li>" for k in rec.semantic) + "</ul>")
+            parts.append(
+                "<ul>" + "".join(f"<li>{html.escape(k)}</li>" for k in rec.semantic) + "</ul>"
+            )
         if rec.transcript:
             lines = "".join(
                 f"<li>[{span(float(s['start']), float(s['end']), True)}] <b>{html.escape(str(s.get('speaker', '?')))}</b>: "
@@ -150,7 +159,9 @@ class MemoryBrowser:
 
     def static_html(self, max_clips: int | None = None) -> str:
         rows = []
-        for i in range(len(self.records) if max_clips is None else min(max_clips, len(self.records))):
+        for i in range(
+            len(self.records) if max_clips is None else min(max_clips, len(self.records))
+        ):
             rows.append(
                 f"<tr><td style='vertical-align:top'>{self.frame_html(i, 240)}</td>"
                 f"<td style='vertical-align:top;text-align:left'>{self.clip_html(i)}</td></tr>"

@@ -1,7 +1,6 @@
 """The `taskmem` command as a user runs it: subprocesses, real HTTP, SIGKILL and resume."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -10,22 +9,9 @@ import time
 from pathlib import Path
 
 from taskmem_lab.store import RunDir
+from taskmem_lab.testing.command import taskmem
 
 SPAN = re.compile(r"NEW SPAN: (\S+-\S+)")
-
-
-def taskmem(*args, env=None, check=True, **kw):
-    proc = subprocess.run(
-        [sys.executable, "-m", "taskmem_lab.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-        **kw,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"taskmem {args} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def spans_of(requests):

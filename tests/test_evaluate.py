@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 import pickle
 import re
 import signal
@@ -15,6 +14,7 @@ import pytest
 
 from taskmem_lab.schema import ClipRecord
 from taskmem_lab.store import memory_dir, open_run
+from taskmem_lab.testing.command import taskmem
 
 SAMPLES = Path(__file__).resolve().parents[1] / "benchmarks"
 VIDEOMME = SAMPLES / "videomme" / "sample"
@@ -22,19 +22,6 @@ EGOLIFE = SAMPLES / "egolife" / "sample" / "EgoLifeQA_A1_JAKE.json"
 EGOTEMPO = SAMPLES / "egotempo" / "sample" / "egotempo_openQA.json"
 ASKED = re.compile(r"QUESTION \(asked at (\d+):(\d\d):(\d\d)\)")
 HEADER = re.compile(r"^\[(\d+):(\d\d):(\d\d)-(\d+):(\d\d):(\d\d)\]$", re.MULTILINE)
-
-
-def taskmem(*args, check=True, env=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "taskmem_lab.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"taskmem {args} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def write_run(root, video_id, tag, texts, step=10.0):

@@ -23,8 +23,21 @@ def smoke(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "OPENAI_API_KEY": FAKE_KEY, "TASKMEM_CACHE": str(work / "cache.sqlite")}
     proc = subprocess.run(
-        [sys.executable, "-m", "taskmem_lab.cli", "reproduce", "--profile", "smoke", "--work", str(work)],
-        capture_output=True, text=True, env=env, timeout=900, cwd=Path(__file__).resolve().parent.parent,
+        [
+            sys.executable,
+            "-m",
+            "taskmem_lab.cli",
+            "reproduce",
+            "--profile",
+            "smoke",
+            "--work",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
@@ -34,10 +47,19 @@ def test_every_notebook_runs_and_makes_its_figures(smoke):
     work, proc = smoke
     for name in ("01_audio", "02_faces", "03_episodic", "04_qa", "05_ablations", "06_paper"):
         nb = json.loads((work / f"{name}.ipynb").read_text())
-        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        errors = [
+            o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"
+        ]
         assert not errors, (name, errors)
     figures = work / "figures"
-    for stem in ("01_audio_timeline", "02_faces_gallery", "03_episodic_tokens", "04_qa_bars", "05_ablations", "06_paper_accuracy"):
+    for stem in (
+        "01_audio_timeline",
+        "02_faces_gallery",
+        "03_episodic_tokens",
+        "04_qa_bars",
+        "05_ablations",
+        "06_paper_accuracy",
+    ):
         assert (figures / f"{stem}.png").is_file() and (figures / f"{stem}.pdf").is_file()
         prov = json.loads((figures / f"{stem}.json").read_text())
         assert prov["notebook"] and "parameters" in prov and prov["taskmem_lab"]

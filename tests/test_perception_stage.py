@@ -10,7 +10,13 @@ import pytest
 pytest.importorskip("dlib")
 pytest.importorskip("faster_whisper")
 
-from taskmem_lab.testing.media import VOICES, group_photo, group_photo_shots, shot_video, speech_video  # noqa: E402
+from taskmem_lab.testing.media import (  # noqa: E402
+    VOICES,
+    group_photo,
+    group_photo_shots,
+    shot_video,
+    speech_video,
+)
 
 VOICE_A, VOICE_B = list(VOICES)[:2]
 LINES = [
@@ -39,7 +45,10 @@ def talk(tmp_path_factory):
 def taskmem(*args, env=None):
     proc = subprocess.run(
         [sys.executable, "-m", "taskmem_lab.cli", *map(str, args)],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -60,7 +69,9 @@ def test_perceive_lists_faces_and_speech_and_keeps_ids(talk, tmp_path):
     records = [json.loads(x) for x in (root / "clips.jsonl").read_text().splitlines()]
     by_person = {}
     for k, rec in enumerate(records):
-        faces = sorted({(d["identity"], round(d["box"][0], 1)) for d in rec["faces"]}, key=lambda x: x[1])
+        faces = sorted(
+            {(d["identity"], round(d["box"][0], 1)) for d in rec["faces"]}, key=lambda x: x[1]
+        )
         seen = list(dict.fromkeys(g for g, _ in faces))
         for person, gid in zip(talk.people[k], seen, strict=True):
             by_person.setdefault(person, set()).add(gid)
@@ -73,9 +84,23 @@ def test_perceive_lists_faces_and_speech_and_keeps_ids(talk, tmp_path):
 
 
 def test_memorize_with_perception_sends_ids_and_subtitles(talk, tmp_path, server, api_config):
-    args = ["memorize", talk.path, "--model", "openai:local-vlm", "--out", tmp_path, "--faces", "--asr", *FAST]
+    args = [
+        "memorize",
+        talk.path,
+        "--model",
+        "openai:local-vlm",
+        "--out",
+        tmp_path,
+        "--faces",
+        "--asr",
+        *FAST,
+    ]
     taskmem(*args, "--tag", "a")
-    first = [r for r in server.requests if "NEW SPAN" in json.dumps(r) and "Speech in the window" in json.dumps(r)]
+    first = [
+        r
+        for r in server.requests
+        if "NEW SPAN" in json.dumps(r) and "Speech in the window" in json.dumps(r)
+    ]
     assert first, "no episodic prompt carried the transcript"
     text = json.dumps(server.requests[-1])
     assert "<face_1>" in text and "[face_" not in text

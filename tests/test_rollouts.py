@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from taskmem_lab.rewards import Judges, RewardParams
 from taskmem_lab.rollouts import RolloutDir, RolloutParams, candidate_seed, rollout
 from taskmem_lab.schema import ClipSpec, Task
 from taskmem_lab.stream import load_stream
+from taskmem_lab.testing.command import taskmem as run_taskmem
 
 TASKS = [Task("q1", "Where is the red cup?", 2.0), Task("q2", "What does the clock show?", 14.0)]
 
@@ -191,15 +190,7 @@ def test_rollout_and_pairs_cli(run_and_requests, api_config, server, tmp_path):
     env = {**os.environ, "TASKMEM_API_CONFIG": str(api_config)}
 
     def taskmem(*args):
-        proc = subprocess.run(
-            [sys.executable, "-m", "taskmem_lab.cli", *map(str, args), "-q"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
+        return run_taskmem(*args, "-q", env=env).stdout
 
     spec = "openai:local-vlm"
     out = taskmem("rollout", run.path, "--n", 4, "--model", spec, "--tag", "r")

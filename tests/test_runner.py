@@ -21,7 +21,9 @@ def test_parameters_cell_mismatch_is_reported(tmp_path):
     nb = json.loads(src.read_text())
     for cell in nb["cells"]:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
-            cell["source"] = "".join(cell["source"]).replace("interval: float = 10.0", "interval: int = 10")
+            cell["source"] = "".join(cell["source"]).replace(
+                "interval: float = 10.0", "interval: int = 10"
+            )
     bad = tmp_path / "03_episodic.ipynb"
     bad.write_text(json.dumps(nb))
     assert parameters_cell(bad)["interval"] == ("int", 10)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -97,6 +97,15 @@ class Reply:
     backend: str = ""
     cached: bool = False
     fake: bool = False
+
+
+def sum_usage(usages: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Token counts of several replies added up key by key (e.g. a reply and its re-asks)."""
+    total: dict[str, int] = {}
+    for usage in usages:
+        for k, v in usage.items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
 
 
 @runtime_checkable

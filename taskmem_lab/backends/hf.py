@@ -32,7 +32,7 @@ from taskmem_lab.backends.base import (
     split_reasoning,
 )
 from taskmem_lab.backends.options import (
-    canonical_options,
+    model_id,
     params_from_options,
     require,
     split_options,
@@ -43,7 +43,7 @@ from taskmem_lab.backends.visual import (
     jpeg_image,
     window_label,
 )
-from taskmem_lab.backends.weights import load_error, locate
+from taskmem_lab.backends.weights import SharedWeights, load_error, locate
 from taskmem_lab.errors import ConfigError, ModelError
 from taskmem_lab.timefmt import hms
 
@@ -285,8 +285,7 @@ class Loaded:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
 
 
-_loaded: dict[tuple[Any, ...], Loaded] = {}
-_loaded_lock = threading.Lock()
+_loaded: SharedWeights[Loaded] = SharedWeights()
 
 
 class HFModel:
@@ -304,9 +303,8 @@ class HFModel:
         self.params = params or HFParams()
         self._location = locate(name, "hf", self.params.revision)
         # A directory is named by its absolute path, so `./model` in two projects never shares
-        # cached replies; the non-default options are part of the id for the same reason.
-        options = canonical_options(self.params)
-        self.model_id = f"hf:{self._location}" + (f"?{options}" if options else "")
+        # cached replies.
+        self.model_id = model_id("hf", self._location, self.params)
         self._loaded: Loaded | None = None
 
     @property
@@ -321,17 +319,12 @@ class HFModel:
     def load(self) -> Loaded:
         """Load weights and processor now (otherwise the first request does)."""
         if self._loaded is None:
-            with _loaded_lock:
-                key = self.load_key
-                if key not in _loaded:
-                    _loaded[key] = self._load()
-                self._loaded = _loaded[key]
+            self._loaded = _loaded.get(self.load_key, self._load)
         return self._loaded
 
     def close(self) -> None:
         """Forget the weights (freed once no other instance holds them)."""
-        with _loaded_lock:
-            _loaded.pop(self.load_key, None)
+        _loaded.drop(self.load_key)
         self._loaded = None
 
     def _load(self) -> Loaded:

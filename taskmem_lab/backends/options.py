@@ -119,6 +119,13 @@ def canonical_options(params: Any) -> str:
     return "&".join(sorted(changed))
 
 
+def model_id(backend: str, location: str, params: Any) -> str:
+    """`backend:location[?options]`, the non-default options included so that two settings of one
+    checkpoint never share cached replies."""
+    options = canonical_options(params)
+    return f"{backend}:{location}" + (f"?{options}" if options else "")
+
+
 def require(ok: bool, cls_name: str, key: str, message: str) -> None:
     """Raise a `ConfigError` naming the option when a params check fails."""
     if not ok:

@@ -38,13 +38,13 @@ from taskmem_lab.backends.base import (
 )
 from taskmem_lab.backends.batching import Batcher
 from taskmem_lab.backends.options import (
-    canonical_options,
+    model_id,
     params_from_options,
     require,
     split_options,
 )
 from taskmem_lab.backends.visual import effective_fps, frame_images, jpeg_image, window_label
-from taskmem_lab.backends.weights import load_error, locate
+from taskmem_lab.backends.weights import SharedWeights, load_error, locate
 from taskmem_lab.errors import ConfigError, ModelError, TaskmemError
 
 log = logging.getLogger(__name__)
@@ -290,8 +290,7 @@ class Engine:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one LLM.generate at a time
 
 
-_engines: dict[tuple[Any, ...], Engine] = {}
-_engines_lock = threading.Lock()
+_engines: SharedWeights[Engine] = SharedWeights()
 
 
 class VllmModel:
@@ -305,9 +304,8 @@ class VllmModel:
         self.params = params or VllmParams()
         self._location = locate(name, "vllm", self.params.revision)
         # A directory is named by its absolute path, so `./model` in two projects never shares
-        # cached replies; the non-default options are part of the id for the same reason.
-        options = canonical_options(self.params)
-        self.model_id = f"vllm:{self._location}" + (f"?{options}" if options else "")
+        # cached replies.
+        self.model_id = model_id("vllm", self._location, self.params)
         self._engine: Engine | None = None
         self._batcher: Batcher[Request, Reply] = Batcher(
             self._outcomes,
@@ -340,17 +338,12 @@ class VllmModel:
     def load(self) -> Engine:
         """Start the engine now (otherwise the first request does)."""
         if self._engine is None:
-            with _engines_lock:
-                key = self.engine_key
-                if key not in _engines:
-                    _engines[key] = self._start()
-                self._engine = _engines[key]
+            self._engine = _engines.get(self.engine_key, self._start)
         return self._engine
 
     def close(self) -> None:
         """Forget the engine (freed once no other instance holds it)."""
-        with _engines_lock:
-            _engines.pop(self.engine_key, None)
+        _engines.drop(self.engine_key)
         self._engine = None
 
     def _start(self) -> Engine:

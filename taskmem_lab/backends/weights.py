@@ -11,9 +11,14 @@ kind of message by `load_error`.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from taskmem_lab.errors import ConfigError
+
+T = TypeVar("T")
 
 _TRUTHY = {"1", "true", "yes", "on"}
 
@@ -85,3 +90,26 @@ def load_error(name: str, backend: str, exc: BaseException) -> ConfigError:
     if is_local(name):
         return ConfigError(f"{backend} model {name!r} could not be loaded: {first}")
     return ConfigError(not_available(name, backend, f"could not be loaded ({first})"))
+
+
+class SharedWeights(Generic[T]):
+    """Loaded weights keyed by their load settings, shared by every model instance that asks.
+
+    An answerer and a judge on one checkpoint differ only in sampling, so they hold one copy of
+    the weights (or one engine); `drop` forgets a copy, which is freed once no instance holds it.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], T]) -> T:
+        """The copy for `key`, loaded with `load()` by the first caller (others wait for it)."""
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = load()
+            return self._items[key]
+
+    def drop(self, key: Hashable) -> None:
+        with self._lock:
+            self._items.pop(key, None)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.record import QARecord
+from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
 TABLE_SUFFIXES = (".parquet", ".json", ".jsonl")
@@ -93,6 +93,23 @@ def table_files(folder: Path, pattern: str = "*") -> list[Path]:
             f"no {'/'.join(TABLE_SUFFIXES)} files matching {pattern!r} in {folder}"
         )
     return files
+
+
+def records_from_path(
+    path: Path,
+    from_rows: Callable[[Sequence[Mapping[str, Any]], str], list[QARecord]],
+    pattern: str = "*",
+) -> list[QARecord]:
+    """Records of one source file, or of every data file matching `pattern` under a folder.
+
+    Each file is converted by the benchmark's `from_rows`; ids must be unique across all files.
+    """
+    files = table_files(path, pattern) if path.is_dir() else [path]
+    records: list[QARecord] = []
+    for f in files:
+        records += from_rows(read_rows(f), str(f))
+    check_unique(records, str(path))
+    return records
 
 
 def require(row: Mapping[str, Any], keys: Iterable[str], where: str) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, read_rows, require, table_files
+from taskmem_lab.bench.base import Benchmark, records_from_path, require
 from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -72,12 +72,7 @@ def from_rows(rows: Sequence[Mapping[str, Any]], origin: str) -> list[QARecord]:
 
 def from_path(path: Path) -> list[QARecord]:
     """`egotempo_openQA.json` (`{info, annotations}`), or a folder holding it."""
-    files = table_files(path, "*.json") if path.is_dir() else [path]
-    records: list[QARecord] = []
-    for f in files:
-        records += from_rows(read_rows(f), str(f))
-    check_unique(records, str(path))
-    return records
+    return records_from_path(path, from_rows, "*.json")
 
 
 BENCHMARK = Benchmark(

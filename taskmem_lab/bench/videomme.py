@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, read_rows, require, table_files
+from taskmem_lab.bench.base import Benchmark, records_from_path, require
 from taskmem_lab.bench.record import LETTERS, QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -93,12 +93,7 @@ def from_rows(rows: Sequence[Mapping[str, Any]], origin: str) -> list[QARecord]:
 
 def from_path(path: Path) -> list[QARecord]:
     """A parquet/JSON/JSONL file, or a folder of them (e.g. a snapshot of the Hub repo)."""
-    files = table_files(path) if path.is_dir() else [path]
-    records: list[QARecord] = []
-    for f in files:
-        records += from_rows(read_rows(f), str(f))
-    check_unique(records, str(path))
-    return records
+    return records_from_path(path, from_rows)
 
 
 BENCHMARK = Benchmark(

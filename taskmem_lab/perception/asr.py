@@ -31,6 +31,7 @@ import numpy as np
 from taskmem_lab.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
 from taskmem_lab.backends.base import AudioPart, ChatModel, Message, Request, Sampling, TextPart
 from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
+from taskmem_lab.params import require
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
@@ -85,10 +86,6 @@ class AsrParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
-        def require(ok: bool, name: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"parameter {name!r}: {message}")
-
         require(
             self.backend in ASR_BACKENDS,
             "backend",

@@ -601,8 +601,8 @@ def detect_faces(
 
     Boxes are normalized to 0..1; embeddings are unit length (empty where `embed_fps` skipped
     the frame). A `TASKMEM_FACE_BACKEND` plug-in, when set, replaces the backend. `timings`, if
-    given, accumulates the seconds spent in "detect_s" and "embed_s". Without a `backend`,
-    one is made for this call (loading its models); streams should make one and pass it.
+    given, accumulates the seconds spent in "detect_s" and "embed_s". Without a `backend`, one
+    is made for this call (loading its models); streams should make one and pass it.
     """
     plugin = params.resolved_face_plugin()
     if plugin:
@@ -615,6 +615,23 @@ def detect_faces(
             own.close()
     min_quality = params.quality_threshold
     out: list[FaceDetection] = []
+
+    def describe(items: list[tuple[np.ndarray, Candidate]], owners: list[Frame]) -> float:
+        t0 = time.perf_counter()
+        embed = [params.embed_fps is None or _on_grid(f.time, params.embed_fps) for f in owners]
+        described = backend.describe(items, embed)
+        for frame, (_, cand), desc in zip(owners, items, described, strict=True):
+            if not (desc.quality >= min_quality or math.isnan(desc.quality)):
+                continue
+            h, w = frame.image.shape[:2]
+            emb = EMPTY_EMBEDDING if desc.embedding is None else _unit(desc.embedding)
+            out.append(
+                FaceDetection(
+                    frame.time, _normalized(cand.box, w, h), cand.score, desc.quality, emb
+                )
+            )
+        return time.perf_counter() - t0
+
     for start in range(0, len(frames), params.batch_size):
         batch = frames[start : start + params.batch_size]
         t0 = time.perf_counter()
@@ -631,22 +648,9 @@ def detect_faces(
                     c.landmarks = np.asarray(c.landmarks, float) / scale
                 items.append((frame.image, c))
                 owners.append(frame)
-        t1 = time.perf_counter()
-        embed = [params.embed_fps is None or _on_grid(f.time, params.embed_fps) for f in owners]
-        described = backend.describe(items, embed) if items else []
-        t2 = time.perf_counter()
-        _add(timings, "detect_s", t1 - t0)
-        _add(timings, "embed_s", t2 - t1)
-        for frame, (_, cand), desc in zip(owners, items, described, strict=True):
-            if not (desc.quality >= min_quality or math.isnan(desc.quality)):
-                continue
-            h, w = frame.image.shape[:2]
-            emb = EMPTY_EMBEDDING if desc.embedding is None else _unit(desc.embedding)
-            out.append(
-                FaceDetection(
-                    frame.time, _normalized(cand.box, w, h), cand.score, desc.quality, emb
-                )
-            )
+        _add(timings, "detect_s", time.perf_counter() - t0)
+        if items:
+            _add(timings, "embed_s", describe(items, owners))
     return out
 
 

@@ -72,7 +72,15 @@ def settings_of(params: PerceptionParams, memorize: MemorizeParams) -> dict[str,
     """Everything a stored perception depends on: its own params and the clip schedule."""
     schedule = {
         k: getattr(memorize, k)
-        for k in ("interval", "context_duration", "start", "end", "frame_fps", "max_frames", "max_side")
+        for k in (
+            "interval",
+            "context_duration",
+            "start",
+            "end",
+            "frame_fps",
+            "max_frames",
+            "max_side",
+        )
     }
     return {"schema": SCHEMA_VERSION, "perception": params.to_json(), "schedule": schedule}
 
@@ -118,17 +126,19 @@ class StreamPerceiver:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / SETTINGS, self.settings)
         self.model = speaker_model
-        self.records: dict[int, dict[str, Any]] = {r["clip"]: r for r in read_jsonl(self.path / CLIPS)}
+        self.records: dict[int, dict[str, Any]] = {
+            r["clip"]: r for r in read_jsonl(self.path / CLIPS)
+        }
         reg_dir = self.path / REGISTRY_DIR
         self.registry = (
             IdentityRegistry.load(reg_dir, params.identities)
             if (reg_dir / "identities.json").is_file()
             else IdentityRegistry(params.identities)
         )
-        self._face_backend = None
+        self._face_backend: Any = None
         self._face_frames: StreamFrames | None = None
         self._transcriber: ClipTranscriber | None = None
-        self._embedder = None
+        self._embedder: Any = None
 
     # ------------------------------------------------------------------ lazily built parts
 
@@ -184,7 +194,9 @@ class StreamPerceiver:
             frames=frames,
         )
 
-    def _window_state(self, clip: ClipSpec, upto: int | None = None) -> tuple[list[FaceDetection], list[Segment]]:
+    def _window_state(
+        self, clip: ClipSpec, upto: int | None = None
+    ) -> tuple[list[FaceDetection], list[Segment]]:
         """Stored detections and segments of the clips inside `clip`'s window (itself included
         unless `upto` stops earlier), so a resumed run sees what an uninterrupted one saw."""
         last = clip.index if upto is None else upto

@@ -19,14 +19,11 @@ methods (`VoiceRegistry` below).
 from __future__ import annotations
 
 import base64
-import importlib
-import importlib.util
 import logging
 import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,7 +32,9 @@ from taskmem_lab.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ParseError, PluginError
 from taskmem_lab.ids import IdMap
+from taskmem_lab.params import require
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
+from taskmem_lab.plugins import call_plugin, plugin_function
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
 from taskmem_lab.timefmt import span
@@ -79,10 +78,6 @@ class VoiceParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
-        def require(ok: bool, name: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"parameter {name!r}: {message}")
-
         require(
             self.backend in VOICE_BACKENDS,
             "backend",
@@ -152,30 +147,6 @@ class ResemblyzerEmbedder:
         return out
 
 
-def _import_plugin(spec: str) -> Any:
-    """A module from a dotted name (`my_pkg.voices`) or a file path (`/path/voices.py`)."""
-    try:
-        if spec.endswith(".py") or os.sep in spec:
-            path = Path(spec).expanduser()
-            if not path.is_file():
-                raise PluginError(f"{PLUGIN_ENV}: no such file {path}")
-            module_spec = importlib.util.spec_from_file_location(
-                f"taskmem_plugin_{path.stem}", path
-            )
-            if module_spec is None or module_spec.loader is None:
-                raise PluginError(f"{PLUGIN_ENV}: cannot load {path} as a Python module")
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-            return module
-        return importlib.import_module(spec)
-    except PluginError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any error inside user code is reported, not hidden
-        raise PluginError(
-            f"{PLUGIN_ENV}={spec!r} could not be imported: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
 class PluginEmbedder:
     """A user module whose `get_audio_embeddings(wav_b64_list) -> list[list[float]]` embeds voices.
 
@@ -187,24 +158,13 @@ class PluginEmbedder:
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self.name = f"plugin:{spec}"
-        module = _import_plugin(spec)
-        fn = getattr(module, PLUGIN_FUNCTION, None)
-        if not callable(fn):
-            raise PluginError(
-                f"{PLUGIN_ENV}={spec!r} has no function {PLUGIN_FUNCTION}(wav_b64_list)"
-            )
-        self._fn: Callable[[list[str]], Any] = fn
+        self._fn: Callable[[list[str]], Any] = plugin_function(PLUGIN_ENV, spec, PLUGIN_FUNCTION)
 
     def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]:
         if not clips:
             return []
         payload = [base64.b64encode(wav_bytes(c, sr)).decode() for c in clips]
-        try:
-            result = self._fn(payload)
-        except Exception as exc:  # noqa: BLE001 - user code: report whatever it raised
-            raise PluginError(
-                f"{self.name}: {PLUGIN_FUNCTION} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        result = call_plugin(PLUGIN_ENV, self.spec, self._fn, payload)
         return _check_plugin_result(self.name, result, len(clips))
 
 
