@@ -68,6 +68,12 @@ def _perception_args(p: argparse.ArgumentParser) -> None:
         "--min-cluster-size", type=int, default=3, help="HDBSCAN minimum cluster size (3)"
     )
     g.add_argument(
+        "--embed-fps",
+        type=float,
+        default=2.0,
+        help="embed faces on this grid only; frames between take their track's id (2; 0 = every frame)",
+    )
+    g.add_argument(
         "--asr-backend",
         default="whisper",
         choices=["whisper", "vlm"],
@@ -99,6 +105,7 @@ def _perception_params(args: argparse.Namespace, faces: bool, asr: bool):  # noq
         face_backend=args.face_backend,
         face_fps=args.face_fps,
         min_cluster_size=args.min_cluster_size,
+        embed_fps=args.embed_fps or None,
         asr_backend=args.asr_backend,
         asr_model=args.asr_model,
         speaker_model=args.speaker_model,

@@ -7,7 +7,7 @@ stage and the per-part totals recorded in the stored clips (face decode, detecti
 clustering, identities, ASR, speakers) plus rendering/encoding of the annotated windows.
 Target (issue 3): the whole stage at least 2x real time on 2 cores.
 
-    python benchmarks/perf/perception.py [--minutes 3] [--face-fps 10] [--embed-fps 0] [--workdir DIR]
+    python benchmarks/perf/perception.py [--minutes 3] [--face-fps 10] [--embed-fps 0] [--detect-max-side 480]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--face-fps", type=float, default=10.0)
     parser.add_argument("--embed-fps", type=float, default=0.0, help="0: embed every sampled frame")
+    parser.add_argument("--detect-max-side", type=int, default=480, help="detection frame size")
     parser.add_argument("--workdir", default="/tmp/taskmem-perf-perception")
     args = parser.parse_args()
 
@@ -74,8 +75,10 @@ def main() -> None:
     video = make_video(work, args.minutes)
     perception = perception_params(True, True, face_fps=args.face_fps)
     assert perception is not None and perception.faces is not None
-    if args.embed_fps:
-        perception = replace(perception, faces=replace(perception.faces, embed_fps=args.embed_fps))
+    faces = replace(
+        perception.faces, embed_fps=args.embed_fps or None, detect_max_side=args.detect_max_side
+    )
+    perception = replace(perception, faces=faces)
     runs = work / f"runs-{int(time.time())}"
     t0 = time.perf_counter()
     perceiver, seen = perceive_stream(

@@ -14,8 +14,9 @@ clips, 50 s windows) as the memorizer does and times:
   (`render.annotate`) and the window encoded as H.264 (`video.encode_mp4`), once per clip.
 
 Each figure is a real-time factor: seconds of video processed per wall-clock second (higher is
-faster; 1.0 is real time); "whole" is the wall time of the stage, model loading excluded. Pin it to two cores with `taskset -c 0,1` to measure "on 2 cores".
-Variants: the design's default (every sampled frame embedded) and cheaper settings.
+faster; 1.0 is real time); "whole" is the wall time of the stage, model loading excluded. Pin it
+to two cores with `taskset -c 0,1` to measure "on 2 cores". Variants: the design's default
+(every sampled frame embedded) and cheaper settings.
 
     taskset -c 0,1 python benchmarks/perf/perception_faces.py [--minutes 3] [--workdir DIR]
         [--variants default embed2 embed1 fast]
@@ -72,7 +73,7 @@ def run(video: Path, overrides: dict) -> dict[str, float]:
     registry = IdentityRegistry()
     recent: deque = deque()  # detections of the current window
     totals = {"decode_s": 0.0, "detect_s": 0.0, "embed_s": 0.0, "cluster_s": 0.0, "render_s": 0.0}
-    wall = 0.0  # the whole stage: decode + faces (detection and embedding overlap) + render
+    wall = 0.0  # the whole stage: decode + faces + identities + render
     faces_found = 0
     for clip in clips:
         t0 = time.perf_counter()

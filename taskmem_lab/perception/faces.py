@@ -72,8 +72,9 @@ class FaceParams:
         face_fps: frames per second sampled from the new span for faces.
         embed_fps: embed faces only on frames of the global `n / embed_fps` grid (None: on every
             sampled frame). Faces between those frames are still detected and tracked and take
-            their track's cluster; they carry an empty embedding. Embedding is the costly step
-            on CPU, and consecutive frames at 10 fps add little to a cluster.
+            their track's cluster; they carry an empty embedding, and a track with no embedded
+            frame (possible when shorter than 1 / embed_fps) is dropped. Embedding is the
+            costly step on CPU, and consecutive frames at 10 fps add little to a cluster.
         min_score: faces with a lower detection score are dropped (scores are 0..1; see the
             backends for what they mean).
         min_quality: faces with a lower quality are dropped; None uses the backend's default

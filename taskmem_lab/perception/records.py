@@ -47,7 +47,7 @@ class FaceDetection:
     def to_json(self) -> dict[str, Any]:
         return {
             "time": self.time,
-            "box": [round(float(v), 1) for v in self.box],
+            "box": [round(float(v), 5) for v in self.box],
             "score": round(float(self.score), 4),
             "quality": round(float(self.quality), 4),
             "track": self.track,

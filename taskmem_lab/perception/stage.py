@@ -300,6 +300,7 @@ def perception_params(
     face_backend: str = "dlib",
     face_fps: float = 10.0,
     min_cluster_size: int = 3,
+    embed_fps: float | None = 2.0,
     asr_backend: str = "whisper",
     asr_model: str = "tiny.en",
     speaker_model: str | None = None,
@@ -308,12 +309,19 @@ def perception_params(
     """Perception settings from the few choices the CLI and notebooks expose (None: all off).
 
     With the `vlm` ASR backend, `asr_model` is a model spec and also matches speakers unless
-    `speaker_model` names another.
+    `speaker_model` names another. Faces are embedded on an `embed_fps` grid (2 by default: the
+    frames between are detected and tracked and take their track's identity), which keeps the
+    stage faster than real time on a CPU; `None` embeds every sampled face.
     """
     if not faces and not asr:
         return None
     face = (
-        FaceParams(backend=face_backend, face_fps=face_fps, min_cluster_size=min_cluster_size)
+        FaceParams(
+            backend=face_backend,
+            face_fps=face_fps,
+            min_cluster_size=min_cluster_size,
+            embed_fps=embed_fps if embed_fps and embed_fps < face_fps else None,
+        )
         if faces
         else None
     )
