@@ -99,7 +99,8 @@ def main() -> None:
             encode_mp4(p.frames, 1.0)
     encode = time.perf_counter() - t1
     print(
-        f"video {duration:.0f} s, {len(seen)} clips, faces at {args.face_fps:g} fps, embed_fps {args.embed_fps or 'all'}"
+        f"video {duration:.0f} s, {len(seen)} clips, faces at {args.face_fps:g} fps, embed_fps {args.embed_fps or 'all'}, "
+        f"detect_max_side {args.detect_max_side}"
     )
     for name, total in sorted(parts.items()):
         print(

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from taskmem_lab.errors import ConfigError, StoreError
+from taskmem_lab.errors import StoreError
 from taskmem_lab.ids import GLOBAL_ID
+from taskmem_lab.params import require
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.store import IDENTITIES, atomic_write_json
 from taskmem_lab.video import Frame
@@ -44,11 +45,6 @@ GALLERY_DIR = "gallery"
 # own rule, Euclidean distance < 0.6 on descriptors of norm ~1.45, is cosine > ~0.91).
 FACE_MATCH_THRESHOLD: dict[str, float] = {"insightface": 0.3, "dlib": 0.93, "plugin": 0.3}
 _TIME_KEY = 3  # decimals: detections within 1 ms are on the same sampled frame
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"parameter {name!r}: {message}")
 
 
 @dataclass(frozen=True)
@@ -76,25 +72,25 @@ class IdentityParams:
     crop_side: int = 160
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.face_backend in FACE_MATCH_THRESHOLD,
             "face_backend",
             f"must be one of {sorted(FACE_MATCH_THRESHOLD)}, got {self.face_backend!r}",
         )
         if self.face_threshold is not None:
-            _require(-1 <= self.face_threshold <= 1, "face_threshold", "must be None or in -1..1")
-        _require(-1 <= self.voice_threshold <= 1, "voice_threshold", "must be in -1..1")
-        _require(
+            require(-1 <= self.face_threshold <= 1, "face_threshold", "must be None or in -1..1")
+        require(-1 <= self.voice_threshold <= 1, "voice_threshold", "must be in -1..1")
+        require(
             1 <= self.face_keep <= self.face_cap,
             "face_keep",
             f"must be in 1..face_cap ({self.face_cap}), got {self.face_keep}",
         )
-        _require(
+        require(
             1 <= self.voice_keep <= self.voice_cap,
             "voice_keep",
             f"must be in 1..voice_cap ({self.voice_cap}), got {self.voice_keep}",
         )
-        _require(self.crop_side >= 32, "crop_side", "must be >= 32 pixels")
+        require(self.crop_side >= 32, "crop_side", "must be >= 32 pixels")
 
     @property
     def face_min_similarity(self) -> float:
