@@ -183,30 +183,53 @@ class FakePerceiver:
         from taskmem_lab.video import Frame
 
         self.calls.append((clip.index, max(f.time for f in window)))
-        seg = {"start": clip.start, "end": clip.start + 1.0, "text": f"hello {clip.index}", "speaker": "[face_2]"}
+        seg = {
+            "start": clip.start,
+            "end": clip.start + 1.0,
+            "text": f"hello {clip.index}",
+            "speaker": "[face_2]",
+        }
         marked = [Frame(f.time, f.image.copy()) for f in window]
         return Perception(
-            transcript=[seg], identities=["[face_7]", "[face_2]"], window_ids=["[face_7]", "[face_2]"],
-            window_transcript=[seg], frames=marked,
+            transcript=[seg],
+            identities=["[face_7]", "[face_2]"],
+            window_ids=["[face_7]", "[face_2]"],
+            window_transcript=[seg],
+            frames=marked,
         )
 
 
 class FaceEchoModel(RecordingModel):
     def generate(self, request):
         self.requests.append(request)
-        return Reply(text='{"description": "<face_1> talks to <face_2>; <face_9> waves"}', model=self.model_id, fake=True)
+        return Reply(
+            text='{"description": "<face_1> talks to <face_2>; <face_9> waves"}',
+            model=self.model_id,
+            fake=True,
+        )
 
 
 def test_perception_ids_subtitles_and_frames_reach_the_prompt(media, tmp_path):
     perceiver, model = FakePerceiver(), FaceEchoModel()
-    run = memorize(load_stream(media["tone_27_3"]), model, MemorizeParams(), str(tmp_path / "r"),
-                   perceiver=perceiver, progress=False)
+    run = memorize(
+        load_stream(media["tone_27_3"]),
+        model,
+        MemorizeParams(),
+        str(tmp_path / "r"),
+        perceiver=perceiver,
+        progress=False,
+    )
     recs = run.finished()
     assert recs[0].episodic == "[face_7] talks to [face_2]; [face_unknown] waves"
     assert "unknown face id <face_9>" in recs[0].warnings[0]
-    assert recs[0].identities == ["[face_7]", "[face_2]"] and recs[0].transcript[0]["text"] == "hello 0"
+    assert (
+        recs[0].identities == ["[face_7]", "[face_2]"]
+        and recs[0].transcript[0]["text"] == "hello 0"
+    )
     text = all_text(model.requests[1].messages[1].parts)
     assert "<face_2>: hello 1" in text  # speakers shown with local ids
     assert "<face_1> talks to <face_2>" in text  # preceding entry mapped back to local ids
     assert "[face_" not in text
-    assert all(t < clip_end for (_, t), clip_end in zip(perceiver.calls, [10, 20, 27.3], strict=True))
+    assert all(
+        t < clip_end for (_, t), clip_end in zip(perceiver.calls, [10, 20, 27.3], strict=True)
+    )

@@ -73,7 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60])
     parser.add_argument("--workdir", default="/tmp/taskmem-perf")
-    parser.add_argument("--child", nargs=3, metavar=("VIDEO", "OUT", "CONFIG"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("VIDEO", "OUT", "CONFIG"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         child(*args.child)

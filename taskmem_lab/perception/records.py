@@ -28,7 +28,12 @@ class Segment:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Segment:
-        return cls(float(data["start"]), float(data["end"]), str(data["text"]), str(data.get("speaker", UNKNOWN_SPEAKER)))
+        return cls(
+            float(data["start"]),
+            float(data["end"]),
+            str(data["text"]),
+            str(data.get("speaker", UNKNOWN_SPEAKER)),
+        )
 
 
 @dataclass
