@@ -301,6 +301,7 @@ def perception_params(
     face_fps: float = 10.0,
     min_cluster_size: int = 3,
     embed_fps: float | None = 2.0,
+    detect_max_side: int = 480,
     asr_backend: str = "whisper",
     asr_model: str = "tiny.en",
     speaker_model: str | None = None,
@@ -321,6 +322,7 @@ def perception_params(
             face_fps=face_fps,
             min_cluster_size=min_cluster_size,
             embed_fps=embed_fps if embed_fps and embed_fps < face_fps else None,
+            detect_max_side=detect_max_side,
         )
         if faces
         else None
