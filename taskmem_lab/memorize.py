@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from taskmem_lab.asking import Asked, ask  # noqa: F401 - re-exported for callers
+from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import (
     ChatModel,
     Message,

@@ -33,7 +33,8 @@ import taskmem_lab
 from taskmem_lab.backends.base import Message, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ReplayError
 from taskmem_lab.ids import IdMap
-from taskmem_lab.memorize import Perceiver, preceding_text
+from taskmem_lab.memorize import preceding_text
+from taskmem_lab.perception.base import Perceiver
 from taskmem_lab.replay import ReplayedClip, RunReplay
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
 from taskmem_lab.video import Frame, encode_mp4

@@ -179,7 +179,7 @@ class FakePerceiver:
         self.calls = []
 
     def perceive(self, clip, window):
-        from taskmem_lab.memorize import Perception
+        from taskmem_lab.perception.base import Perception
         from taskmem_lab.video import Frame
 
         self.calls.append((clip.index, max(f.time for f in window)))

@@ -301,7 +301,7 @@ class FakeFacePerceiver:
     """A test double: every clip 'sees' [face_7] then [face_2] (no frames are changed)."""
 
     def perceive(self, clip, window):
-        from taskmem_lab.memorize import Perception
+        from taskmem_lab.perception.base import Perception
 
         ids = ["[face_7]", "[face_2]"]
         return Perception(identities=ids, window_ids=ids)
