@@ -103,7 +103,7 @@ def _perception_args(p: argparse.ArgumentParser) -> None:
 
 def _perception_params(args: argparse.Namespace, faces: bool, asr: bool):  # noqa: ANN202
     """PerceptionParams from the CLI, or None when neither faces nor ASR is on."""
-    from taskmem_lab.perception.stage import perception_params
+    from taskmem_lab.perception.perceiver import perception_params
 
     return perception_params(
         faces,
@@ -213,9 +213,9 @@ def _prices(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from taskmem_lab.evaluate import EvalParams
+    from taskmem_lab.evaluation.evaluate import EvalParams
+    from taskmem_lab.evaluation.qa import QAParams
     from taskmem_lab.pipeline import run_eval
-    from taskmem_lab.qa import QAParams
 
     qa = QAParams(
         context=args.context,
@@ -297,7 +297,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _export_training(args: argparse.Namespace) -> int:
-    from taskmem_lab.training import ExportParams, export_training
+    from taskmem_lab.training.export import ExportParams, export_training
 
     params = ExportParams(
         args.media, not args.no_on_policy, args.absolute_paths, not args.no_parquet
@@ -311,7 +311,7 @@ def _export_training(args: argparse.Namespace) -> int:
 
 def _judges(args: argparse.Namespace):  # noqa: ANN202 - (cache, Judges, RewardParams)
     from taskmem_lab.backends import make_model
-    from taskmem_lab.rewards import Judges, RewardParams
+    from taskmem_lab.training.rewards import Judges, RewardParams
 
     cache = _response_cache(args)
     judges = Judges(text=make_model(args.judge, cache), video=make_model(args.video_judge, cache))
@@ -331,8 +331,8 @@ def _judges(args: argparse.Namespace):  # noqa: ANN202 - (cache, Judges, RewardP
 def _score_memory(args: argparse.Namespace) -> int:
     import json
 
-    from taskmem_lab.replay import RunReplay
-    from taskmem_lab.rewards import score_memory
+    from taskmem_lab.training.replay import RunReplay
+    from taskmem_lab.training.rewards import score_memory
 
     _, judges, params = _judges(args)
     replay = RunReplay(args.run, args.run_tasks, args.source_dir)
@@ -349,8 +349,8 @@ def _score_memory(args: argparse.Namespace) -> int:
 
 def _rollout(args: argparse.Namespace) -> int:
     from taskmem_lab.backends import make_model
-    from taskmem_lab.replay import RunReplay
-    from taskmem_lab.rollouts import RolloutParams, rollout
+    from taskmem_lab.training.replay import RunReplay
+    from taskmem_lab.training.rollouts import RolloutParams, rollout
 
     params = RolloutParams(args.n, args.temperature, args.top_p, args.seed, args.max_tokens)
     model = make_model(args.model, _response_cache(args))
@@ -366,9 +366,9 @@ def _rollout(args: argparse.Namespace) -> int:
 
 def _pairs(args: argparse.Namespace) -> int:
     from taskmem_lab.backends import make_model
-    from taskmem_lab.pairs import PairParams, make_pairs
-    from taskmem_lab.replay import RunReplay
     from taskmem_lab.tasks import load_tasks
+    from taskmem_lab.training.pairs import PairParams, make_pairs
+    from taskmem_lab.training.replay import RunReplay
 
     cache, judges, reward_params = _judges(args)
     pair_judge = make_model(args.pair_judge or args.judge, cache)
@@ -418,7 +418,7 @@ def _reward_args(p: argparse.ArgumentParser) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from taskmem_lab.runner import reproduce
+    from taskmem_lab.lab.reproduce import reproduce
 
     overrides = {}
     for item in args.param or []:

@@ -36,17 +36,17 @@ from taskmem_lab.backends.base import (
     sum_usage,
 )
 from taskmem_lab.errors import ModelError, ParseError
-from taskmem_lab.ids import IdMap, globals_in
+from taskmem_lab.face_ids import IdMap, globals_in
+from taskmem_lab.media.stream import file_digest, segments
+from taskmem_lab.media.video import Frame, StreamFrames, clip_schedule, sample_times, thin
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
 from taskmem_lab.store import RunDir, open_run, utc_now, versions
-from taskmem_lab.stream import file_digest, segments
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms, span
-from taskmem_lab.video import Frame, StreamFrames, clip_schedule, sample_times, thin
 
 log = logging.getLogger(__name__)
 PROMPTS = ("episodic_system", "episodic_user", "episodic_instruction", "reask")
@@ -208,7 +208,7 @@ def clip_inputs(
     """Preceding entries, shown tasks, local ids and the request for a prepared clip.
 
     The one place that chooses them: the memorizer and the replay of a stored run
-    (`taskmem_lab.replay`) both call it, so a replayed request is the request that was sent.
+    (`taskmem_lab.training.replay`) both call it, so a replayed request is the request that was sent.
     """
     clip = prepared.clip
     preceding = [

@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taskmem_lab.backends import ChatModel, ResponseCache, make_model
+from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import cache_path, runs_root
 from taskmem_lab.store import RunDir, memory_dir
-from taskmem_lab.stream import load_stream
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
-    from taskmem_lab.evaluate import EvalParams, EvalResult
+    from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
+    from taskmem_lab.evaluation.qa import QAParams
     from taskmem_lab.perception.base import Perception
-    from taskmem_lab.perception.stage import PerceptionParams, StreamPerceiver
-    from taskmem_lab.qa import QAParams
+    from taskmem_lab.perception.perceiver import PerceptionParams, StreamPerceiver
     from taskmem_lab.schema import ClipSpec, Stream
 
 
@@ -87,7 +87,7 @@ def make_perceiver(
     """The stream's perceiver, or None when perception is off."""
     if perception is None or not perception.enabled:
         return None
-    from taskmem_lab.perception.stage import StreamPerceiver
+    from taskmem_lab.perception.perceiver import StreamPerceiver
 
     speaker = make_model(perception.speaker_model, store) if perception.speaker_model else model
     return StreamPerceiver(stream, perception, params, root, speaker)
@@ -128,7 +128,7 @@ def run_eval(
 ) -> EvalResult:
     """Answer a benchmark's questions from the memories under `memories` and score them."""
     from taskmem_lab.bench.hub import load_benchmark
-    from taskmem_lab.evaluate import EvalParams, MemoryLocator, evaluate
+    from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
 
     store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
     records = load_benchmark(benchmark, source)
@@ -160,9 +160,9 @@ def perceive_stream(
     """
     from tqdm.auto import tqdm
 
+    from taskmem_lab.media.video import StreamFrames
     from taskmem_lab.memorize import prepare_clip, schedule_for
-    from taskmem_lab.perception.stage import StreamPerceiver
-    from taskmem_lab.video import StreamFrames
+    from taskmem_lab.perception.perceiver import StreamPerceiver
 
     params = params or MemorizeParams()
     store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None

@@ -5,12 +5,12 @@ import pytest
 from taskmem_lab.backends.base import Reply, Request, VideoPart, all_text
 from taskmem_lab.backends.fake import FakeModel
 from taskmem_lab.errors import ModelError
+from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize, schedule_for
 from taskmem_lab.memory import Memory
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.schema import Task
 from taskmem_lab.store import RunDir
-from taskmem_lab.stream import load_stream
 
 
 class RecordingModel(FakeModel):
@@ -179,8 +179,8 @@ class FakePerceiver:
         self.calls = []
 
     def perceive(self, clip, window):
+        from taskmem_lab.media.video import Frame
         from taskmem_lab.perception.base import Perception
-        from taskmem_lab.video import Frame
 
         self.calls.append((clip.index, max(f.time for f in window)))
         seg = {

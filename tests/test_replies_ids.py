@@ -1,7 +1,7 @@
 import pytest
 
 from taskmem_lab.errors import ParseError
-from taskmem_lab.ids import UNKNOWN, IdMap, globals_in
+from taskmem_lab.face_ids import UNKNOWN, IdMap, globals_in
 from taskmem_lab.replies import parse_description, parse_knowledge
 
 GOOD = [

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from taskmem_lab.stream import load_stream, segments
-from taskmem_lab.video import clip_schedule
+from taskmem_lab.media.stream import load_stream, segments
+from taskmem_lab.media.video import clip_schedule
 
 
 def spans(clips):

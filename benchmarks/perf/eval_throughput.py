@@ -23,10 +23,10 @@ from pathlib import Path
 
 from taskmem_lab.backends import ResponseCache, make_model
 from taskmem_lab.bench.record import QARecord
-from taskmem_lab.evaluate import EvalParams, MemoryLocator, evaluate
+from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
+from taskmem_lab.evaluation.metrics import ANSWERED, STATUSES, Outcome, summarize
+from taskmem_lab.evaluation.qa import QAParams, Retriever, build_context
 from taskmem_lab.memory import Entry, Memory
-from taskmem_lab.metrics import ANSWERED, STATUSES, Outcome, summarize
-from taskmem_lab.qa import QAParams, Retriever, build_context
 from taskmem_lab.testing.fake_openai_server import FakeOpenAIServer, write_config
 
 WORDS = [

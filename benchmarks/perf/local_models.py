@@ -27,11 +27,11 @@ from typing import Any
 
 def clip_requests(video: Path, clips: int, fps: float, max_tokens: int) -> list[Any]:
     from taskmem_lab.backends.base import Request, Sampling
-    from taskmem_lab.ids import IdMap
+    from taskmem_lab.face_ids import IdMap
+    from taskmem_lab.media.stream import load_stream
+    from taskmem_lab.media.video import StreamFrames, sample_times, thin
     from taskmem_lab.memorize import episodic_request, schedule_for
     from taskmem_lab.params import MemorizeParams
-    from taskmem_lab.stream import load_stream
-    from taskmem_lab.video import StreamFrames, sample_times, thin
 
     params = MemorizeParams(frame_fps=fps, max_tokens=max(16, max_tokens))
     stream = load_stream(video)

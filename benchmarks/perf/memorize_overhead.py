@@ -33,9 +33,9 @@ def child(video: str, out: str, config: str) -> None:
 
     os.environ["TASKMEM_API_CONFIG"] = config
     from taskmem_lab.backends import make_model
+    from taskmem_lab.media.stream import load_stream
     from taskmem_lab.memorize import memorize
     from taskmem_lab.params import MemorizeParams
-    from taskmem_lab.stream import load_stream
 
     stream = load_stream(video)
     model = make_model("openai:perf")

@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from taskmem_lab.params import MemorizeParams
-    from taskmem_lab.perception.stage import perception_params
+    from taskmem_lab.perception.perceiver import perception_params
     from taskmem_lab.pipeline import perceive_stream
     from taskmem_lab.store import read_jsonl
 
@@ -91,7 +91,7 @@ def main() -> None:
             parts[k] += v
     duration = args.minutes * 60
     # Rendering/encoding: annotate the windows again (as the memorizer does) and encode them.
-    from taskmem_lab.video import encode_mp4
+    from taskmem_lab.media.video import encode_mp4
 
     t1 = time.perf_counter()
     for _, p in seen:

@@ -60,11 +60,11 @@ def main() -> None:
 
     import torch
 
-    from taskmem_lab.audio import window_audio
+    from taskmem_lab.media.audio import window_audio
+    from taskmem_lab.media.stream import load_stream, segments
+    from taskmem_lab.media.video import clip_schedule
     from taskmem_lab.perception.asr import AsrParams, ClipTranscriber, WhisperAsr, bundled_tiny_en
     from taskmem_lab.perception.voices import embed_segments, make_voice_embedder
-    from taskmem_lab.stream import load_stream, segments
-    from taskmem_lab.video import clip_schedule
 
     torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)

@@ -53,13 +53,13 @@ def make_video(workdir: Path, minutes: float) -> Path:
 
 
 def run(video: Path, overrides: dict) -> dict[str, float]:
-    from taskmem_lab.ids import IdMap
+    from taskmem_lab.face_ids import IdMap
+    from taskmem_lab.media.stream import load_stream, segments
+    from taskmem_lab.media.video import StreamFrames, clip_schedule, encode_mp4, sample_times
     from taskmem_lab.perception.faces import FaceParams, clip_faces, make_face_backend
     from taskmem_lab.perception.identities import IdentityRegistry
     from taskmem_lab.perception.records import Segment
     from taskmem_lab.perception.render import annotate
-    from taskmem_lab.stream import load_stream, segments
-    from taskmem_lab.video import StreamFrames, clip_schedule, encode_mp4, sample_times
 
     params = FaceParams(**overrides)
     t0 = time.perf_counter()

@@ -31,17 +31,17 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/taskmem-perf")
     args = ap.parse_args()
 
-    from taskmem_lab import training
     from taskmem_lab.backends import make_model
     from taskmem_lab.backends.fake import FakeModel
+    from taskmem_lab.media.stream import load_stream
     from taskmem_lab.memorize import memorize
     from taskmem_lab.params import MemorizeParams
-    from taskmem_lab.replay import RunReplay
-    from taskmem_lab.rewards import Judges, RewardParams, score_memory
-    from taskmem_lab.rollouts import RolloutParams, rollout
-    from taskmem_lab.stream import load_stream
     from taskmem_lab.testing.fake_openai_server import FakeOpenAIServer, write_config
     from taskmem_lab.testing.media import test_video
+    from taskmem_lab.training import export as training
+    from taskmem_lab.training.replay import RunReplay
+    from taskmem_lab.training.rewards import Judges, RewardParams, score_memory
+    from taskmem_lab.training.rollouts import RolloutParams, rollout
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from taskmem_lab.video import Frame, encode_mp4
+from taskmem_lab.media.video import Frame, encode_mp4
 
 
 @dataclass(frozen=True)

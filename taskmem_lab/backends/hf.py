@@ -190,7 +190,7 @@ def chat_messages(
 
 
 def _audio_samples(part: AudioPart, audio_rate: int | None) -> Any:
-    from taskmem_lab.audio import read_wav
+    from taskmem_lab.media.audio import read_wav
 
     if audio_rate is None:
         raise ConfigError(

@@ -1,6 +1,6 @@
 """Speech recognition: transcript segments with stream-time timestamps, and the clip boundary rule.
 
-Floor 3 (perception). An `Asr` turns window audio (16 kHz mono, from `taskmem_lab.audio`) into
+Floor 3 (perception). An `Asr` turns window audio (16 kHz mono, from `taskmem_lab.media.audio`) into
 `Segment`s, one sentence each, in stream seconds. Backends, in the `ASR_BACKENDS` dict:
 
 - `whisper`: local faster-whisper (a model name fetched from the hub on first use, or a local
@@ -28,15 +28,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
 from taskmem_lab.backends.base import AudioPart, ChatModel, Message, Request, Sampling, TextPart
 from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
+from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
+from taskmem_lab.media.stream import segments as stream_segments
 from taskmem_lab.params import require
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
 from taskmem_lab.schema import ClipSpec, Stream
-from taskmem_lab.stream import segments as stream_segments
 from taskmem_lab.timefmt import hms
 
 log = logging.getLogger(__name__)

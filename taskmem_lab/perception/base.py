@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from taskmem_lab.media.video import Frame
 from taskmem_lab.schema import ClipSpec
-from taskmem_lab.video import Frame
 
 
 @dataclass

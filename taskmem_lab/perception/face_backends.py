@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from taskmem_lab.errors import ConfigError, PluginError
+from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.plugins import call_plugin, plugin_function
-from taskmem_lab.video import Frame
 
 if TYPE_CHECKING:
     from taskmem_lab.perception.faces import FaceParams

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from taskmem_lab.errors import ConfigError
+from taskmem_lab.media.video import Frame
 from taskmem_lab.params import require
 from taskmem_lab.perception.face_backends import (
     DEFAULT_MIN_QUALITY,
@@ -67,7 +68,6 @@ from taskmem_lab.perception.face_tracks import (
     link_tracks,
 )
 from taskmem_lab.perception.records import FaceDetection
-from taskmem_lab.video import Frame
 
 EMPTY_EMBEDDING = np.zeros(0, dtype=np.float32)
 

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from taskmem_lab.errors import StoreError
-from taskmem_lab.ids import GLOBAL_ID
+from taskmem_lab.face_ids import GLOBAL_ID
+from taskmem_lab.media.video import Frame
 from taskmem_lab.params import require
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.store import IDENTITIES, atomic_write_json
-from taskmem_lab.video import Frame
 
 SCHEMA = 1
 BANKS_DIR = "identities"

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.records import FaceDetection, Segment
-from taskmem_lab.video import Frame
 
 UNKNOWN_LABEL = "unknown"
 TIME_TOLERANCE = 1e-3  # a detection belongs to a frame whose time is within this many seconds

@@ -28,17 +28,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ParseError, PluginError
-from taskmem_lab.ids import IdMap
+from taskmem_lab.face_ids import IdMap
+from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
+from taskmem_lab.media.video import Frame
 from taskmem_lab.params import require
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
 from taskmem_lab.plugins import call_plugin, plugin_function
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
 from taskmem_lab.timefmt import span
-from taskmem_lab.video import Frame
 
 log = logging.getLogger(__name__)
 

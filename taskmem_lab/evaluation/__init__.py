@@ -1,0 +1,1 @@
+"""Evaluation stage: answering benchmark questions from memory, judging, and scoring."""

@@ -1,0 +1,554 @@
+"""Evaluating stored memories on a benchmark: answer from memory, judge, score, tabulate.
+
+Floor 4. `evaluate` looks up each question's memory by `video_id` (a run directory
+`<memories>/<video_id>/memory/<tag>/`, or `<memories>/<video_id>.jsonl` / `.pkl` from other
+systems), builds its context (`qa.py`), asks the answerer (and the judge for free-form answers)
+with bounded concurrency, and appends one row per finished question to `results.jsonl` (append +
+fsync, written by one thread). A killed run is resumed by running it again: finished questions are
+skipped, and the response cache makes repeated requests free, so a finished evaluation re-run makes
+no model calls. Questions without a memory are listed in `missing.json` and counted in the table,
+never dropped silently. A question whose model call fails is not written (the next run retries it).
+
+Output folder: `run.json` (what was evaluated, with which models, prompts and parameters),
+`results.jsonl`, `missing.json`, `table.md` and `table.parquet` (Acc/Cov/Prec per benchmark,
+task type and benchmark group, with 95% bootstrap intervals), `summary.json` (counts, tokens,
+cost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+import taskmem_lab
+from taskmem_lab.backends.base import ChatModel, sum_usage
+from taskmem_lab.bench import get_benchmark
+from taskmem_lab.bench.record import QARecord
+from taskmem_lab.errors import ConfigError, ModelError, StoreError
+from taskmem_lab.evaluation.judge import Verdict, judge
+from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
+from taskmem_lab.evaluation.metrics import MetricRow, Outcome, summarize, to_markdown, to_records
+from taskmem_lab.evaluation.qa import (
+    ANSWERED,
+    QAParams,
+    Retriever,
+    answer_question,
+    build_context,
+    prompt_hashes,
+)
+from taskmem_lab.memory import Memory, load_any
+from taskmem_lab.params import require
+from taskmem_lab.schema import SCHEMA_VERSION
+from taskmem_lab.store import (
+    append_jsonl,
+    atomic_write_json,
+    cut_torn_tail,
+    read_jsonl,
+    utc_now,
+    versions,
+)
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+RUN = "run.json"
+MISSING = "missing.json"
+SUMMARY = "summary.json"
+TABLE_MD = "table.md"
+TABLE_PARQUET = "table.parquet"
+IDENTITY_FIELDS = ("benchmark", "records", "memories", "tag", "answerer", "judge", "qa", "prompts")
+MEMORY_SUFFIXES = (".jsonl", ".pkl", ".pickle")
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """Parameters of an evaluation run (the QA parameters are `QAParams`).
+
+    Attributes:
+        concurrency: questions in flight at once (endpoints also bound their own concurrency).
+        limit: evaluate only the first N questions (a smoke run; resumable like any other).
+        judge_reasks: how often an unreadable judge reply is asked again.
+        n_boot: bootstrap resamples per table line.
+        max_consecutive_failures: stop dispatching after this many failed questions in a row.
+    """
+
+    concurrency: int = 8
+    limit: int | None = None
+    judge_reasks: int = 1
+    n_boot: int = 2000
+    max_consecutive_failures: int = 8
+
+    def __post_init__(self) -> None:
+        require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
+        require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        require(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
+        require(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
+
+
+# --------------------------------------------------------------------------- memories
+
+
+@dataclass(frozen=True)
+class MemoryLocator:
+    """Finds a video's memory under `root`: a tagged run directory, or a JSONL / pickle file."""
+
+    root: Path
+    tag: str | None = None
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise ConfigError(f"memories directory not found: {self.root}")
+        if self.tag is None:
+            tags = sorted({p.name for p in self.root.glob("*/memory/*") if p.is_dir()})
+            if tags:
+                raise ConfigError(
+                    f"{self.root} holds run directories with tags {tags[:8]}; pass --tag"
+                )
+
+    def find(self, video_id: str) -> Path | None:
+        if self.tag is not None:
+            run = self.root / video_id / "memory" / self.tag
+            if (run / "manifest.json").is_file():
+                return run
+        for suffix in MEMORY_SUFFIXES:
+            path = self.root / f"{video_id}{suffix}"
+            if path.is_file():
+                return path
+        return None
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def _groups(benchmark: str) -> tuple[str, ...]:
+    """A registered benchmark's breakdown fields; none for a question set of one's own."""
+    from taskmem_lab.bench import BENCHMARKS
+
+    return tuple(get_benchmark(benchmark).groups) if benchmark in BENCHMARKS else ()
+
+
+def records_digest(records: Sequence[QARecord]) -> str:
+    data = json.dumps([r.to_row() for r in records], sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _identity(
+    records: Sequence[QARecord],
+    locator: MemoryLocator,
+    answerer: ChatModel,
+    judge_model: ChatModel | None,
+    qa: QAParams,
+) -> dict[str, Any]:
+    kinds = sorted({r.answer_kind for r in records})
+    prompts: dict[str, str] = {}
+    for kind in kinds:
+        prompts.update(prompt_hashes(kind))
+    if "open" in kinds:
+        prompts.update(judge_prompt_hashes())
+    return {
+        "benchmark": sorted({r.benchmark for r in records}),
+        "records": records_digest(records),
+        "memories": str(locator.root.resolve()),
+        "tag": locator.tag,
+        "answerer": answerer.model_id,
+        "judge": judge_model.model_id if judge_model is not None and "open" in kinds else None,
+        "qa": qa.to_json(),
+        "prompts": prompts,
+    }
+
+
+def open_eval(out: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
+    """Create the output folder, or reopen one made with the same inputs; returns its rows."""
+    run_path = out / RUN
+    if run_path.is_file():
+        old = json.loads(run_path.read_text(encoding="utf-8"))
+        for key in IDENTITY_FIELDS:
+            if old.get(key) != identity.get(key):
+                raise StoreError(
+                    f"{out} already holds an evaluation with a different {key!r}; "
+                    "use another --out, or delete the folder to start over"
+                )
+        cut_torn_tail(out / RESULTS)
+        atomic_write_json(run_path, {**old, "updated": utc_now(), "status": "running"})
+        return read_jsonl(out / RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        run_path,
+        {
+            "schema": SCHEMA_VERSION,
+            "kind": "eval",
+            **identity,
+            "versions": versions(),
+            "created": utc_now(),
+            "updated": utc_now(),
+            "status": "running",
+        },
+    )
+    return []
+
+
+# --------------------------------------------------------------------------- one question
+
+
+def evaluate_question(
+    record: QARecord,
+    memory: Memory,
+    memory_path: str,
+    answerer: ChatModel,
+    judge_model: ChatModel | None,
+    qa: QAParams,
+    retriever: Retriever | None = None,
+    judge_reasks: int = 1,
+) -> dict[str, Any]:
+    """Answer (and judge) one question; the results row. `ModelError` propagates."""
+    context = build_context(record, memory, qa, retriever, memory_path)
+    answer = answer_question(answerer, record, context, qa)
+    final = answer.final
+    verdict: Verdict | None = None
+    correct, score = False, None
+    if final.status == ANSWERED:
+        if record.answer_kind == "choice":
+            correct = final.value == record.answer
+        else:
+            if judge_model is None:
+                raise ConfigError("free-form answers need a judge model (--judge SPEC)")
+            verdict = judge(judge_model, record.question, record.answer, final.value, judge_reasks)
+            correct = verdict.status == "ok" and bool(verdict.correct)
+            score = verdict.score
+    span = [context.spans[0][0], context.spans[-1][1]] if context.spans else None
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": record.id,
+        "benchmark": record.benchmark,
+        "video_id": record.video_id,
+        "task_type": record.task_type,
+        "answer_kind": record.answer_kind,
+        "query_time": record.query_time,
+        "groups": {g: record.meta.get(g) for g in _groups(record.benchmark)},
+        "question": record.question,
+        "options": list(record.options),
+        "reference": record.answer,
+        "status": final.status,
+        "prediction": final.value,
+        "correct": correct,
+        "score": score,
+        "context": {
+            "mode": qa.context,
+            "memory": memory_path,
+            "memory_entries": len(memory),
+            "entries": context.entries,
+            "span": span,
+            "chars": len(context.text),
+            "truncated": context.truncated,
+            "note": context.note,
+        },
+        "answerer": {
+            "model": answer.model,
+            "prompts": prompt_hashes(record.answer_kind),
+            "samples": [s.to_json() for s in answer.samples],
+            "usage": sum_usage(s.usage for s in answer.samples),
+        },
+        "judge": verdict.to_json() if verdict is not None else None,
+        "fake": any(s.fake for s in answer.samples) or bool(verdict and verdict.fake),
+        "version": taskmem_lab.__version__,
+        "created": utc_now(),
+    }
+
+
+def outcome_of(row: Mapping[str, Any]) -> Outcome:
+    judged = row.get("judge") or {}
+    return Outcome(
+        benchmark=row["benchmark"],
+        task_type=row["task_type"],
+        status=row["status"],
+        correct=bool(row["correct"]),
+        score=row.get("score"),
+        judge_unparseable=judged.get("status") == "unparseable",
+        groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v is not None},
+    )
+
+
+# --------------------------------------------------------------------------- usage and cost
+
+
+def usage_summary(
+    rows: Sequence[Mapping[str, Any]], prices: Mapping[str, tuple[float, float]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Calls, cached calls, tokens and cost (USD, from per-million-token prices) per model."""
+    per: dict[str, dict[str, Any]] = {}
+
+    def add(role: str, model: str, usage: Mapping[str, int], calls: int, cached: int) -> None:
+        entry = per.setdefault(
+            f"{role}:{model}",
+            {
+                "role": role,
+                "model": model,
+                "calls": 0,
+                "cached_calls": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+            },
+        )
+        entry["calls"] += calls
+        entry["cached_calls"] += cached
+        entry["prompt_tokens"] += int(usage.get("prompt_tokens", 0))
+        entry["completion_tokens"] += int(usage.get("completion_tokens", 0))
+
+    for row in rows:
+        model = row["answerer"]["model"]
+        for s in row["answerer"]["samples"]:
+            add("answerer", model, s.get("usage") or {}, 1, int(bool(s.get("cached"))))
+        judged = row.get("judge")
+        if judged:  # usage is summed over the judge's re-asks; each reply is a call
+            cached = [bool(c) for c in judged.get("cached") or []]
+            add("judge", judged["model"], judged.get("usage") or {}, len(cached), sum(cached))
+    for entry in per.values():
+        price = (prices or {}).get(entry["model"])
+        entry["cost_usd"] = (
+            round(
+                (entry["prompt_tokens"] * price[0] + entry["completion_tokens"] * price[1]) / 1e6, 6
+            )
+            if price
+            else None
+        )
+    return per
+
+
+def fresh_calls(rows: Sequence[Mapping[str, Any]]) -> int:
+    """Model calls that were not answered from the cache."""
+    n = 0
+    for row in rows:
+        n += sum(not s.get("cached") for s in row["answerer"]["samples"])
+        judged = row.get("judge")
+        if judged:
+            n += sum(not c for c in judged.get("cached") or [])
+    return n
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation produced (also on disk under `out`)."""
+
+    out: Path
+    rows: list[dict[str, Any]]
+    table: list[MetricRow]
+    missing: list[dict[str, str]]
+    failures: list[str]
+    summary: dict[str, Any]
+
+    @property
+    def markdown(self) -> str:
+        return to_markdown(self.table)
+
+
+Submit = Callable[[], "Future[dict[str, Any]]"]
+
+
+def _bounded(
+    jobs: Iterator[tuple[QARecord, Submit]], limit: int
+) -> Iterator[tuple[QARecord, Future[dict[str, Any]]]]:
+    """Yield finished futures while keeping at most `limit` in flight."""
+    pending: dict[Future[dict[str, Any]], QARecord] = {}
+    for record, submit in jobs:
+        pending[submit()] = record
+        if len(pending) >= limit:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield pending.pop(f), f
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for f in done:
+            yield pending.pop(f), f
+
+
+def _load_memories(
+    todo: Sequence[QARecord], paths: Mapping[str, Path | None]
+) -> tuple[dict[str, Memory], list[str]]:
+    """Each needed memory, loaded once; and the runs that did not finish (named, not fatal)."""
+    memories: dict[str, Memory] = {}
+    incomplete: list[str] = []
+    for vid in sorted({r.video_id for r in todo}):
+        path = paths[vid]
+        assert path is not None
+        memories[vid] = load_any(path)
+        status = memories[vid].meta.get("status")
+        if status not in (None, "complete"):
+            incomplete.append(f"{vid} ({status})")
+    return memories, incomplete
+
+
+def evaluate(
+    records: Sequence[QARecord],
+    locator: MemoryLocator,
+    answerer: ChatModel,
+    judge_model: ChatModel | None,
+    qa: QAParams,
+    out: str | Path,
+    params: EvalParams = EvalParams(),
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate `records` (resuming `out`); see the module docstring."""
+    out = Path(out)
+    if not records:
+        raise ConfigError("no questions to evaluate")
+    locator.check()
+    if any(r.answer_kind == "open" for r in records) and judge_model is None:
+        raise ConfigError(
+            "this benchmark has free-form answers: pass --judge SPEC (the judge is a run "
+            "parameter, never a default)"
+        )
+    if qa.context == "evidence" and not any(r.evidence for r in records):
+        raise ConfigError(
+            f"{records[0].benchmark} has no evidence windows: use --context full or retrieval"
+        )
+    done_rows = open_eval(out, _identity(records, locator, answerer, judge_model, qa))
+    selected = list(records[: params.limit] if params.limit else records)
+    wanted = {r.id for r in selected}
+    done = {row["id"]: row for row in done_rows if row["id"] in wanted}
+
+    paths: dict[str, Path | None] = {}
+    for r in selected:
+        if r.video_id not in paths:
+            paths[r.video_id] = locator.find(r.video_id)
+    missing = [{"id": r.id, "video_id": r.video_id} for r in selected if paths[r.video_id] is None]
+    atomic_write_json(out / MISSING, {"count": len(missing), "questions": missing})
+    todo = [r for r in selected if r.id not in done and paths[r.video_id] is not None]
+
+    memories, incomplete = _load_memories(todo, paths)
+    retriever = None
+    if qa.context == "retrieval" and todo:
+        retriever = Retriever(qa.embedder)
+        for vid, memory in memories.items():
+            retriever.index(str(paths[vid]), memory)
+
+    failures: list[str] = []
+    new_rows: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=len(selected) - len(missing),
+        initial=len(done),
+        unit="q",
+        disable=not progress,
+        desc=f"eval {selected[0].benchmark}",
+    )
+
+    streak = [0]  # failed questions in a row: a dead endpoint stops the run early
+
+    def jobs(pool: ThreadPoolExecutor) -> Iterator[tuple[QARecord, Submit]]:
+        for r in todo:
+            if streak[0] >= params.max_consecutive_failures:
+                return
+            task = partial(
+                evaluate_question,
+                r,
+                memories[r.video_id],
+                str(paths[r.video_id]),
+                answerer,
+                judge_model,
+                qa,
+                retriever,
+                params.judge_reasks,
+            )
+            yield r, partial(pool.submit, task)
+
+    pool = ThreadPoolExecutor(max_workers=params.concurrency, thread_name_prefix="taskmem-eval")
+    try:
+        for record, future in _bounded(jobs(pool), params.concurrency):
+            try:
+                row = future.result()
+            except ModelError as exc:
+                failures.append(f"{record.id}: {exc}")
+                streak[0] += 1
+                continue
+            streak[0] = 0
+            append_jsonl(out / RESULTS, row)
+            new_rows.append(row)
+            done[row["id"]] = row
+            bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+
+    rows = [done[r.id] for r in selected if r.id in done]
+    name = selected[0].benchmark
+    table = (
+        summarize(
+            [outcome_of(row) for row in rows],
+            by=("task_type", *_groups(name)),
+            n_boot=params.n_boot,
+            missing={name: len(missing)},
+        )
+        if rows
+        else []
+    )
+    complete = not failures and len(rows) + len(missing) == len(selected)
+    summary = {
+        "benchmark": name,
+        "status": "complete" if complete else "partial",
+        "questions": len(selected),
+        "evaluated": len(rows),
+        "missing_memory": len(missing),
+        "failed": len(failures),
+        "failures": failures[:50],
+        "incomplete_memories": incomplete,
+        "fake_models": any(row.get("fake") for row in rows),
+        "usage": list(usage_summary(rows, prices).values()),
+        "this_run": {"questions": len(new_rows), "model_calls": fresh_calls(new_rows)},
+        "updated": utc_now(),
+    }
+    _write_outputs(out, table, summary)
+    run = json.loads((out / RUN).read_text(encoding="utf-8"))
+    atomic_write_json(out / RUN, {**run, "status": summary["status"], "updated": utc_now()})
+    return EvalResult(out, rows, table, missing, failures, summary)
+
+
+def _write_outputs(out: Path, table: Sequence[MetricRow], summary: dict[str, Any]) -> None:
+    (out / TABLE_MD).write_text(to_markdown(table), encoding="utf-8")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        log.warning(
+            "pyarrow is not installed: %s not written (pip install 'taskmem_lab[eval]')",
+            TABLE_PARQUET,
+        )
+        summary["table_parquet"] = None
+    else:
+        records = to_records(table)
+        if records:
+            pq.write_table(pa.Table.from_pylist(records), out / TABLE_PARQUET)
+        summary["table_parquet"] = TABLE_PARQUET if records else None
+    atomic_write_json(out / SUMMARY, summary)
+
+
+def load_results(out: str | Path) -> list[dict[str, Any]]:
+    """The rows of a results folder (for notebooks)."""
+    return read_jsonl(Path(out) / RESULTS)
+
+
+__all__ = [
+    "EvalParams",
+    "EvalResult",
+    "MemoryLocator",
+    "evaluate",
+    "evaluate_question",
+    "load_results",
+    "outcome_of",
+    "usage_summary",
+]

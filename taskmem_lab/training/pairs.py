@@ -1,0 +1,372 @@
+"""Preference pairs for the task-relevance phase: which of two correct entries serves the tasks better.
+
+Floor 5 (`taskmem pairs RUN --rollouts TAG --tasks FILE --judge ... --video-judge ...`). The
+rollout candidates of every clip are scored for quality (`rewards.score_run`, stored under
+`RUN/rollouts/<tag>/rewards/<name>/`); every two distinct correct candidates of a clip go to a
+pairwise judge that sees example questions from the task file, the preceding entries and the two
+entries, and says which one better serves such questions. Each pair is asked in both orders; only
+a consistent verdict (the same entry wins in both) becomes a (chosen, rejected) pair, ties and
+order-inconsistent verdicts are dropped and counted. Every verdict is stored
+(`verdicts.jsonl`, resumable); kept pairs are written as `pairs.jsonl` / `pairs.parquet` with the
+clip's prompt and media, ready for preference training, and `summary.json` counts the outcomes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from taskmem_lab.asking import ask
+from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
+from taskmem_lab.params import require
+from taskmem_lab.prompts import prompt_hash, render
+from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Task
+from taskmem_lab.store import append_jsonl, atomic_write_json, read_jsonl
+from taskmem_lab.tasks import arrived_before, tasks_digest
+from taskmem_lab.timefmt import hms
+from taskmem_lab.training.export import (
+    MediaWriter,
+    clip_record,
+    require_pyarrow,
+    write_clip_media,
+    write_jsonl,
+    write_parquet,
+)
+from taskmem_lab.training.replay import RunReplay
+from taskmem_lab.training.rewards import (
+    ClipContext,
+    Judges,
+    RewardParams,
+    latest_rows,
+    parse_pair_verdict,
+    score_memory,
+)
+from taskmem_lab.training.rollouts import RolloutDir, candidate_name
+
+PAIR_PROMPTS = ("pairs_system", "pairs_user")
+QUESTION_MODES = ("arrived", "all")
+
+
+@dataclass(frozen=True)
+class PairParams:
+    """Parameters of pair making.
+
+    Attributes:
+        max_questions: example questions shown to the pairwise judge.
+        questions: "arrived" (the latest tasks that arrived before the clip's end, as the
+            memorizer shows them; clips before the first task get no pairs) or "all" (questions
+            spread evenly over the whole task file, the same for every clip).
+        max_pairs_per_clip: cap on judged pairs per clip (None: every two correct candidates).
+        media: media written beside the pairs (see `training.ExportParams.media`).
+    """
+
+    max_questions: int = 5
+    questions: str = "arrived"
+    max_pairs_per_clip: int | None = None
+    media: str = "both"
+
+    def __post_init__(self) -> None:
+        require(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
+        require(
+            self.questions in QUESTION_MODES,
+            "questions",
+            f"must be one of {QUESTION_MODES}, got {self.questions!r}",
+        )
+        if self.max_pairs_per_clip is not None:
+            require(self.max_pairs_per_clip >= 1, "max_pairs_per_clip", "must be >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def questions_for(tasks: Sequence[Task], clip: ClipSpec, params: PairParams) -> list[Task]:
+    """Example questions for a clip's pairwise judgements."""
+    if params.questions == "arrived":
+        return arrived_before(tasks, clip.end, params.max_questions)
+    if len(tasks) <= params.max_questions:
+        return list(tasks)
+    step = (len(tasks) - 1) / (params.max_questions - 1) if params.max_questions > 1 else 0
+    return [tasks[round(i * step)] for i in range(params.max_questions)]
+
+
+def pair_request(
+    ctx: ClipContext, questions: Sequence[Task], entry_a: str, entry_b: str, max_tokens: int
+) -> Request:
+    lines = "\n".join(f"- [{hms(t.time)}] {t.question}" for t in questions)
+    user = render(
+        "pairs_user",
+        questions=lines,
+        preceding=ctx.preceding,
+        entry_a=entry_a,
+        entry_b=entry_b,
+        **ctx.times,
+    )
+    return Request(
+        messages=(Message.text("system", render("pairs_system")), Message.text("user", user)),
+        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
+        purpose="pairs",
+    )
+
+
+def outcome(first: str, second: str) -> str:
+    """ "a", "b" (the same entry won in both orders), "tie" (both ties) or "inconsistent".
+
+    `first` was asked with (A=a, B=b), `second` with (A=b, B=a).
+    """
+    if first == "A" and second == "B":
+        return "a"
+    if first == "B" and second == "A":
+        return "b"
+    if first == second == "tie":
+        return "tie"
+    return "inconsistent"
+
+
+def judge_pair(
+    judge: ChatModel,
+    ctx: ClipContext,
+    questions: Sequence[Task],
+    a: tuple[str, str],
+    b: tuple[str, str],
+    params: RewardParams,
+) -> dict[str, Any]:
+    """Ask one pair of (name, entry) candidates in both orders; a verdict row."""
+    row: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "stream": ctx.stream_id,
+        "clip": ctx.clip.index,
+        "a": a[0],
+        "b": b[0],
+        "questions": [t.task_id for t in questions],
+        "judge": judge.model_id,
+    }
+    shape = '{"better": "A", "reason": "..."}'
+    verdicts = []
+    try:
+        for x, y in ((a, b), (b, a)):
+            request = pair_request(ctx, questions, x[1], y[1], params.judge_max_tokens)
+            asked = ask(judge, request, parse_pair_verdict, shape, params.judge_reasks)
+            verdicts.append(asked.value)
+            row.setdefault("replies", []).append(asked.replies[-1].text)
+    except (ModelError, ParseError) as exc:
+        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    return {**row, "status": "ok", "error": "", "verdicts": verdicts, "outcome": outcome(*verdicts)}
+
+
+def pair_settings(
+    pair_judge: ChatModel,
+    judges: Judges,
+    reward_params: RewardParams,
+    params: PairParams,
+    tasks: Sequence[Task],
+    rollouts: str,
+) -> dict[str, Any]:
+    return {
+        "pair_judge": pair_judge.model_id,
+        "judges": judges.ids(),
+        "reward_params": reward_params.to_json(),
+        "params": params.to_json(),
+        "prompts": {name: prompt_hash(name) for name in PAIR_PROMPTS},
+        "tasks": tasks_digest(tasks),
+        "rollouts": rollouts,
+    }
+
+
+def _open_out(out: Path, settings: dict[str, Any]) -> None:
+    manifest = out / "pairs_manifest.json"
+    if manifest.is_file():
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+        for key, value in settings.items():
+            if old.get(key) != value:
+                raise StoreError(
+                    f"{out} holds pairs made with a different {key!r}; pass another --out, "
+                    "or delete the directory to start over"
+                )
+    else:
+        atomic_write_json(manifest, {"schema": SCHEMA_VERSION, "kind": "pairs", **settings})
+
+
+def make_pairs(
+    replay: RunReplay,
+    rollout_tag: str,
+    judges: Judges,
+    pair_judge: ChatModel,
+    tasks: Sequence[Task],
+    out: str | Path | None = None,
+    reward_params: RewardParams | None = None,
+    params: PairParams = PairParams(),
+    score_name: str = "default",
+    concurrency: int = 8,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score the rollout candidates, judge their pairs in both orders, write the kept pairs."""
+    from tqdm.auto import tqdm
+
+    reward_params = reward_params or RewardParams()
+    if not tasks:
+        raise ConfigError("pairs need example questions: the task file holds no tasks")
+    require_pyarrow()
+    rollouts = RolloutDir(replay.run.path / "rollouts" / rollout_tag)
+    rollouts.manifest()
+    samples = rollouts.by_clip()
+    if not samples:
+        raise StoreError(f"{rollouts.path} holds no sampled candidates")
+    label = f"rollouts/{rollout_tag}"
+    root = Path(out) if out is not None else rollouts.path / "pairs" / score_name
+    root.mkdir(parents=True, exist_ok=True)
+    settings = pair_settings(pair_judge, judges, reward_params, params, tasks, label)
+    _open_out(root, settings)
+
+    # 1. Quality (and the other figures) of every candidate, stored beside the rollouts.
+    quality = score_memory(
+        replay, judges, reward_params, score_name, rollout_tag, concurrency, progress
+    )
+    scores = latest_rows(read_jsonl(Path(quality["path"]) / "entries.jsonl"))
+    if quality["failed"]:
+        raise ModelError(
+            f"{quality['failed']} candidates could not be scored (see {quality['path']}/"
+            "entries.jsonl); run again to retry"
+        )
+
+    # 2. Pairs of distinct correct candidates per clip.
+    entries = {
+        c: {candidate_name(int(s["candidate"])): s["entry"] for s in rows}
+        for c, rows in samples.items()
+    }
+    plan: dict[int, list[tuple[str, str]]] = {}
+    for clip, names in entries.items():
+        correct, seen = [], set()
+        for name, text in names.items():
+            row = scores.get((clip, name))
+            if row and row.get("status") == "ok" and row["quality"]["correct"] and text not in seen:
+                correct.append(name)
+                seen.add(text)
+        pairs = list(itertools.combinations(correct, 2))
+        if params.max_pairs_per_clip is not None:
+            pairs = pairs[: params.max_pairs_per_clip]
+        if pairs:
+            plan[clip] = pairs
+
+    verdict_path = root / "verdicts.jsonl"
+    done = {
+        (int(r["clip"]), r["a"], r["b"]): r
+        for r in read_jsonl(verdict_path)
+        if r.get("status") == "ok"
+    }
+    media = MediaWriter(root, params.media, absolute=False)
+    bar = tqdm(total=sum(len(p) for p in plan.values()), disable=not progress, desc="pairs")
+    base: dict[int, dict[str, Any]] = {}
+    shown: dict[int, list[Task]] = {}
+    no_questions: list[int] = []
+    failed = 0
+
+    def finish(future: Future[dict[str, Any]]) -> None:
+        nonlocal failed
+        row = future.result()
+        append_jsonl(verdict_path, row)
+        if row["status"] == "ok":
+            done[(int(row["clip"]), row["a"], row["b"])] = row
+        else:
+            failed += 1
+        bar.update(1)
+
+    try:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="taskmem-pairs") as pool:
+            pending: deque[Future[dict[str, Any]]] = deque()
+            for replayed in replay.clips(only=set(plan)):
+                clip = replayed.clip.index
+                questions = questions_for(tasks, replayed.clip, params)
+                if not questions:
+                    no_questions.append(clip)
+                    bar.update(len(plan[clip]))
+                    continue
+                shown[clip] = questions
+                clip_media = write_clip_media(replayed, media, replay.stream_id, replay.tag)
+                base[clip] = clip_record(replayed, clip_media, 0, str(replay.run.path))
+                ctx = ClipContext.from_replayed(replayed)
+                for a, b in plan[clip]:
+                    if (clip, a, b) in done:
+                        bar.update(1)
+                        continue
+                    pending.append(
+                        pool.submit(
+                            judge_pair,
+                            pair_judge,
+                            ctx,
+                            questions,
+                            (a, entries[clip][a]),
+                            (b, entries[clip][b]),
+                            reward_params,
+                        )
+                    )
+                while len(pending) >= 2 * concurrency or (pending and pending[0].done()):
+                    finish(pending.popleft())
+            while pending:
+                finish(pending.popleft())
+    finally:
+        media.close()
+    bar.close()
+
+    # 3. Kept pairs, with the clip's prompt and media.
+    kept = []
+    counts = {"a": 0, "b": 0, "tie": 0, "inconsistent": 0}
+    for (clip, a, b), row in sorted(done.items()):
+        if clip not in base or (a, b) not in plan.get(clip, []):
+            continue
+        counts[row["outcome"]] += 1
+        if row["outcome"] not in ("a", "b"):
+            continue
+        win, lose = (a, b) if row["outcome"] == "a" else (b, a)
+        rec = base[clip]
+        kept.append(
+            {
+                "schema": SCHEMA_VERSION,
+                "id": f"{rec['stream']}*{clip}*{win}>{lose}",
+                "type": "episodic_preference",
+                "data_source": "taskmem/episodic_preference",
+                "stream": rec["stream"],
+                "clip": clip,
+                "prompt": rec["prompt"],
+                "videos": rec["videos"],
+                "messages": rec["messages"],
+                "chosen": json.dumps({"description": entries[clip][win]}, ensure_ascii=False),
+                "rejected": json.dumps({"description": entries[clip][lose]}, ensure_ascii=False),
+                "chosen_candidate": win,
+                "rejected_candidate": lose,
+                "chosen_reward": scores[(clip, win)]["total"],
+                "rejected_reward": scores[(clip, lose)]["total"],
+                "questions": [t.question for t in shown[clip]],
+                "verdicts": row["verdicts"],
+                "judge": row["judge"],
+                "fake": bool(rec["fake"]),
+            }
+        )
+    write_jsonl(root / "pairs.jsonl", kept)
+    write_parquet(root / "pairs.parquet", kept)
+    summary = {
+        "schema": SCHEMA_VERSION,
+        "out": str(root),
+        "clips_with_candidates": len(samples),
+        "clips_with_pairs": len(plan),
+        "clips_without_questions": no_questions,
+        "pairs_judged": sum(counts.values()),
+        "kept": len(kept),
+        "ties": counts["tie"],
+        "inconsistent": counts["inconsistent"],
+        "failed": failed,
+        "quality": quality["quality"],
+        **settings,
+    }
+    atomic_write_json(root / "summary.json", summary)
+    if failed:
+        raise ModelError(
+            f"{failed} pair judgements failed (see {verdict_path}); run again to retry"
+        )
+    return summary

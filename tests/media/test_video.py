@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+
+from taskmem_lab.errors import VideoError
+from taskmem_lab.media.video import (
+    StreamFrames,
+    encode_mp4,
+    probe,
+    sample_frames,
+    sample_times,
+    thin,
+)
+from taskmem_lab.schema import Stream, StreamFile
+
+
+def grey(frame: np.ndarray) -> int:
+    return int(round(float(frame.mean()) / 16))
+
+
+def test_probe_tone_video(media):
+    info = probe(media["tone_27_3"])
+    assert info.duration == pytest.approx(27.3, abs=0.11)
+    assert info.fps == pytest.approx(10)
+    assert info.frame_count == 273
+    assert (info.width, info.height) == (160, 120)
+    assert info.has_audio and info.rotation == 0
+
+
+def test_probe_silent_and_rotated(media):
+    assert probe(media["silent"]).has_audio is False
+    rot = probe(media["rotated"])
+    assert rot.rotation == 90
+    assert (rot.width, rot.height) == (120, 160)  # as displayed
+
+
+def test_rotated_frames_are_upright_in_both_decoders(media):
+    a = sample_frames(media["rotated"], [1.0], max_side=1000, backend="decord")[0]
+    b = sample_frames(media["rotated"], [1.0], max_side=1000, backend="pyav")[0]
+    assert a.shape == b.shape == (160, 120, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_exact_frame_by_timestamp_constant_rate(media, backend):
+    frames = sample_frames(media["index"], [0.0, 0.05, 0.1, 0.95, 1.0, 9.9], backend=backend)
+    assert [grey(f) for f in frames] == [0, 0, 1, 9, 10, 99 % 16]
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_exact_frame_by_timestamp_variable_rate(media, backend):
+    # frames start at 0, .5, .6, .7, 2.0, 2.1, 3.5, 5.0
+    frames = sample_frames(media["vfr"], [0.0, 0.49, 0.5, 1.9, 2.0, 3.4, 3.6, 5.0], backend=backend)
+    assert [grey(f) for f in frames] == [0, 0, 1, 3, 4, 5, 6, 7]
+
+
+def test_downscaled_frames_have_even_size(media):
+    (frame,) = sample_frames(media["tone_27_3"], [3.0], max_side=81)
+    h, w = frame.shape[:2]
+    assert max(h, w) <= 82 and h % 2 == 0 and w % 2 == 0
+
+
+@pytest.mark.parametrize("name", ["corrupt"])
+def test_corrupt_video_is_a_clear_error(media, name):
+    with pytest.raises(VideoError, match="cannot decode|no video stream"):
+        probe(media[name])
+
+
+def test_missing_and_empty_video(tmp_path):
+    with pytest.raises(VideoError, match="not found"):
+        probe(tmp_path / "nope.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        probe(tmp_path / "empty.mp4")
+
+
+def test_sample_times_global_grid():
+    assert sample_times(0, 3, 1.0) == [0.0, 1.0, 2.0]
+    assert sample_times(2.5, 4.0, 2.0) == [2.5, 3.0, 3.5]
+    assert sample_times(0.3, 1.3, 1.0) == [1.0]
+    # windows that overlap share their grid points
+    assert set(sample_times(10, 20, 1.0)) <= set(sample_times(0, 20, 1.0))
+
+
+def test_thin_keeps_newest_and_bounds():
+    times = [float(i) for i in range(50)]
+    out = thin(times, 32)
+    assert len(out) == 32 and out[0] == 0.0 and out[-1] == 49.0
+    assert thin(times[:5], 32) == times[:5]
+    assert thin(times, 1) == [49.0]
+
+
+def test_stream_frames_decode_each_frame_once_and_stay_bounded(media):
+    info = probe(media["index"])
+    stream = Stream("index", (StreamFile(str(media["index"]), 0.0, info.duration),))
+    frames = StreamFrames(stream, max_side=64)
+    requested: set[float] = set()
+    for end in (2.0, 4.0, 6.0, 8.0, 9.9):
+        window_start = max(0.0, end - 5.0)
+        frames.evict_before(window_start)
+        times = sample_times(window_start, end, 2.0)
+        got = frames.window(times)
+        assert [f.time for f in got] == times
+        assert len(frames) <= len(sample_times(0, 5.0, 2.0))
+        requested |= set(times)
+    assert frames.decoded == len(requested)
+
+
+def test_stream_frames_span_two_files(media):
+    info = probe(media["index"])
+    d = info.duration
+    stream = Stream(
+        "two",
+        (StreamFile(str(media["index"]), 100.0, d), StreamFile(str(media["index"]), 100.0 + d, d)),
+    )
+    frames = StreamFrames(stream, max_side=64)
+    got = frames.window([100.0, 100.5, 100.0 + d + 0.5])
+    assert [grey(f.image) for f in got] == [0, 5, 5]
+
+
+def test_encode_mp4_roundtrip(media, tmp_path):
+    stream = Stream("t", (StreamFile(str(media["tone_27_3"]), 0.0, 27.3),))
+    frames = StreamFrames(stream, max_side=81).window([0.0, 1.0, 2.0])
+    data = encode_mp4(frames, fps=1.0)
+    out = tmp_path / "w.mp4"
+    out.write_bytes(data)
+    info = probe(out)
+    assert info.frame_count == 3 and info.width % 2 == 0 and info.height % 2 == 0
