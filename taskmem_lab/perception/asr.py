@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from taskmem_lab.backends.base import AudioPart, ChatModel, Message, Request, Sampling, TextPart
-from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
+from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError, missing_extra
 from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
 from taskmem_lab.media.stream import segments as stream_segments
 from taskmem_lab.params import require
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 ASR_PROMPTS = ("asr_system", "asr_user")
 _DEVICES = ("cpu", "cuda", "auto")
-_ASR_HINT = "faster-whisper is not installed: pip install 'taskmem_lab[asr]'"
 
 
 @dataclass(frozen=True)
@@ -239,7 +238,7 @@ class WhisperAsr:
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:
-            raise ImportError(_ASR_HINT) from exc
+            raise missing_extra("faster-whisper", "asr", exc) from exc
         name = self.params.model
         if _looks_like_path(name):
             path = Path(name).expanduser()

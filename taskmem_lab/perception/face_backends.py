@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.errors import ConfigError, PluginError
+from taskmem_lab.errors import ConfigError, PluginError, missing_extra
 from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.plugins import call_plugin, plugin_function
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from taskmem_lab.perception.faces import FaceParams
 
 FACE_PLUGIN_ENV = "TASKMEM_FACE_BACKEND"
-_FACES_HINT = "dlib face models are not installed: pip install 'taskmem_lab[faces]'"
-_INSIGHTFACE_HINT = "insightface is not installed: pip install 'taskmem_lab[insightface]'"
 
 # Quality thresholds per backend, each on its own backend's quality scale (see the backends).
 # The plug-in's scale is unknown, so its faces are kept unless `min_quality` says otherwise.
@@ -135,7 +133,7 @@ def dlib_model_paths() -> dict[str, Path]:
 
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(_FACES_HINT)
+        raise missing_extra("face-recognition-models", "faces")
     root = Path(next(iter(spec.submodule_search_locations))) / "models"
     paths = {key: root / name for key, name in _DLIB_MODEL_FILES.items()}
     missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -158,7 +156,7 @@ class DlibBackend:
         try:
             import dlib
         except ImportError as exc:
-            raise ImportError(_FACES_HINT) from exc
+            raise missing_extra("dlib", "faces", exc) from exc
         models = dlib_model_paths()
         self._dlib = dlib
         self.params = params
@@ -279,7 +277,7 @@ def insightface_model_dir(params: FaceParams) -> Path:
     try:
         from insightface.utils import ensure_available
     except ImportError as exc:
-        raise ImportError(_INSIGHTFACE_HINT) from exc
+        raise missing_extra("insightface", "insightface", exc) from exc
     try:
         fetched = Path(ensure_available("models", params.insightface_model, root=str(root)))
     except (OSError, RuntimeError, ValueError, AssertionError) as exc:
@@ -310,7 +308,7 @@ class InsightFaceBackend:
             from insightface.app import FaceAnalysis
             from insightface.utils import face_align
         except ImportError as exc:
-            raise ImportError(_INSIGHTFACE_HINT) from exc
+            raise missing_extra("insightface", "insightface", exc) from exc
         model_dir = insightface_model_dir(params)
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from taskmem_lab.errors import PluginError
+from taskmem_lab.errors import PluginError, missing_extra
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.plugins import call_plugin, plugin_function
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from taskmem_lab.perception.faces import FaceParams
 
 CLUSTER_PLUGIN_ENV = "TASKMEM_FACE_CLUSTER_BACKEND"
-_CLUSTER_HINT = "hdbscan is not installed: pip install 'taskmem_lab[faces]'"
 
 # HDBSCAN's cluster_selection_epsilon per embedding space (cosine distance). dlib descriptors of
 # one person across frames lie within ~0.02 of each other and different people >= ~0.07 apart;
@@ -93,7 +92,7 @@ def hdbscan_cosine(
     try:
         import hdbscan
     except ImportError as exc:
-        raise ImportError(_CLUSTER_HINT) from exc
+        raise missing_extra("hdbscan", "faces", exc) from exc
     e = embeddings.astype(np.float64)
     dist = 1.0 - e @ e.T
     np.clip(dist, 0.0, 2.0, out=dist)

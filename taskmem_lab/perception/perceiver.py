@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,99 @@ class PerceptionParams:
         return self.faces is not None or self.asr is not None
 
 
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a stream pays for it once."""
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(spec: str) -> dict[str, str]:
+    """A model as the cache key sees it: a hub name as is; a local file or directory by its
+    name and the sha256 of its files (so the key never holds an absolute path of one machine,
+    and a changed model file changes the key)."""
+    path = Path(spec).expanduser()
+    looks_local = spec.startswith((".", "/", "~")) or "\\" in spec or path.exists()
+    if not looks_local:
+        return {"name": spec}
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+    else:
+        return {"name": path.name, "sha256": "missing"}
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(path).as_posix().encode() if f != path else b"")
+        digest.update(_file_sha256(f).encode())
+    return {"name": path.name, "sha256": digest.hexdigest()[:16]}
+
+
+def _package_file(module: str, *parts: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    return path if path.exists() else None
+
+
+def models_of(params: PerceptionParams) -> dict[str, Any]:
+    """Name and file hash of every local model the settings use (what the cache key holds in
+    place of paths)."""
+    out: dict[str, Any] = {}
+    fp = params.faces
+    if fp is not None and fp.resolved_face_plugin() is None:
+        if fp.backend == "dlib":
+            from taskmem_lab.perception.face_backends import _DLIB_MODEL_FILES
+
+            root = _package_file("face_recognition_models", "models")
+            out["faces"] = {
+                key: (model_identity(str(root / name)) if root else {"name": name})
+                for key, name in sorted(_DLIB_MODEL_FILES.items())
+                if key != "cnn" or fp.dlib_detector == "cnn"
+            }
+        else:
+            local = Path(fp.insightface_root).expanduser() / "models" / fp.insightface_model
+            out["faces"] = model_identity(str(local) if local.is_dir() else fp.insightface_model)
+    if params.asr is not None and params.asr.backend == "whisper":
+        out["asr"] = model_identity(params.asr.model)
+    vp = params.voices
+    if params.asr is not None and vp is not None and vp.embed and vp.backend == "resemblyzer":
+        weights = _package_file("resemblyzer", "pretrained.pt")
+        out["voices"] = model_identity(str(weights)) if weights else {"name": "resemblyzer"}
+    return out
+
+
+def prompts_of(params: PerceptionParams) -> dict[str, str]:
+    """Hashes of the prompts the settings may send: ASR prompts for the vlm ASR backend, speaker
+    prompts whenever speakers are matched to faces (the model that does it may be the
+    memorizer's own, which the settings do not name, so the prompts count either way)."""
+    from taskmem_lab.perception.asr import ASR_PROMPTS
+    from taskmem_lab.perception.voices import SPEAKER_PROMPTS
+    from taskmem_lab.prompts import prompt_hash
+
+    names: list[str] = []
+    if params.asr is not None and params.asr.backend == "vlm":
+        names += ASR_PROMPTS
+    vp = params.voices
+    if params.asr is not None and vp is not None and vp.match_faces:
+        names += SPEAKER_PROMPTS
+    return {n: prompt_hash(n) for n in names}
+
+
 def settings_of(params: PerceptionParams, memorize: MemorizeParams) -> dict[str, Any]:
-    """Everything a stored perception depends on: its own params and the clip schedule."""
+    """Everything a stored perception depends on: its own params, the clip schedule, the models
+    (name + file hash) and the prompts (hash) it uses."""
     schedule = {
         k: getattr(memorize, k)
         for k in (
@@ -82,11 +174,34 @@ def settings_of(params: PerceptionParams, memorize: MemorizeParams) -> dict[str,
             "max_side",
         )
     }
-    return {"schema": SCHEMA_VERSION, "perception": params.to_json(), "schedule": schedule}
+    return {
+        "schema": SCHEMA_VERSION,
+        "perception": params.to_json(),
+        "schedule": schedule,
+        "models": models_of(params),
+        "prompts": prompts_of(params),
+    }
+
+
+# Settings fields that hold a place on one machine, not a setting: the key uses `models` instead.
+_LOCAL_FIELDS = (("asr", "model"), ("faces", "insightface_root"), ("faces", "insightface_model"))
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    """The perception cache key: the settings without machine-local paths (models are keyed by
+    their file hash in `settings["models"]`)."""
+    keyed = json.loads(json.dumps(settings))
+    perception = keyed.get("perception") or {}
+    for part, name in _LOCAL_FIELDS:
+        section = perception.get(part)
+        if isinstance(section, dict) and name in section:
+            value = str(section[name])
+            if part == "asr" and section.get("backend") != "whisper":
+                continue  # a vlm model spec is a setting, not a place
+            if part == "faces" and name == "insightface_model" and "/" not in value:
+                continue  # a model pack name
+            section.pop(name)
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _det_from_json(d: dict[str, Any]) -> FaceDetection:

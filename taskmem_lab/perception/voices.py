@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
-from taskmem_lab.errors import ConfigError, ParseError, PluginError
+from taskmem_lab.errors import ConfigError, ParseError, PluginError, missing_extra
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.media.video import Frame
@@ -46,7 +46,6 @@ PLUGIN_ENV = "TASKMEM_AUDIO_EMBED_BACKEND"
 PLUGIN_FUNCTION = "get_audio_embeddings"
 MIN_VOICE_S = 1.5
 SPEAKER_PROMPTS = ("speakers_system", "speakers_user")
-_RESEMBLYZER_HINT = "resemblyzer is not installed: pip install 'taskmem_lab[asr]'"
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class ResemblyzerEmbedder:
             try:
                 from resemblyzer import VoiceEncoder
             except ImportError as exc:
-                raise ImportError(_RESEMBLYZER_HINT) from exc
+                raise missing_extra("resemblyzer", "asr", exc) from exc
             self._encoder = VoiceEncoder(self.device, verbose=False)
         return self._encoder
 

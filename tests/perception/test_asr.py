@@ -383,17 +383,39 @@ def _norm(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalpha() or c == " ")
 
 
+def _line_of(seg, lines, slack: float = 0.8):
+    """The spoken line whose voiced span holds `seg` (within `slack` seconds), or None."""
+    return next(
+        (
+            k
+            for k, line in enumerate(lines)
+            if seg.start >= line.start - slack and seg.end <= line.end + slack
+        ),
+        None,
+    )
+
+
 def test_whisper_tiny_en_words_and_timestamps(speech, tiny_en):
+    # What must survive another espeak-ng build or Whisper version: the key words of every line,
+    # in order, each segment inside the span of the line it transcribes (a voice build changes
+    # durations by a few tenths and Whisper may split a line in two, so no exact count or end).
     stream = load_stream(speech.path)
     got = tiny_en.transcribe(window_audio(stream, 0.0, 16.0), t0=0.0)
-    assert len(got) == 4, [s.text for s in got]
-    for s, line in zip(got, speech.lines, strict=True):
-        assert s.start == pytest.approx(line.start, abs=0.6), (s, line)
-        assert s.end == pytest.approx(line.end, abs=0.6), (s, line)
-        assert s.speaker == "unknown"  # whisper does not diarize
-    said = [_norm(s.text) for s in got]
+    assert all(s.speaker == "unknown" for s in got)  # whisper does not diarize
+    assert all(a.start <= b.start for a, b in zip(got, got[1:], strict=False))
+    owners = [_line_of(s, speech.lines) for s in got]
+    assert None not in owners, [(s.start, s.end, s.text) for s in got]
+    assert owners == sorted(owners) and set(owners) == {0, 1, 2, 3}
+    said = [
+        " ".join(_norm(s.text) for s, k in zip(got, owners, strict=True) if k == n)
+        for n in range(4)
+    ]
     assert "lazy dog" in said[0] and "remember" in said[1] and "blue" in said[1]
     assert "tomorrow morning" in said[2] and "thank you" in said[3]
+    for n, line in enumerate(speech.lines):
+        mine = [s for s, k in zip(got, owners, strict=True) if k == n]
+        assert mine[0].start == pytest.approx(line.start, abs=0.8)
+        assert mine[-1].end == pytest.approx(line.end, abs=0.8)
 
 
 def test_whisper_times_are_stream_times(speech, tiny_en):
