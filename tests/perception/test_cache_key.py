@@ -111,7 +111,11 @@ def test_cli_prints_one_line_for_a_missing_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "faster_whisper", None)
     monkeypatch.setenv("TASKMEM_RUNS", str(tmp_path / "runs"))
     code = cli.main(["perceive", str(video), "--no-faces", "--out", str(tmp_path / "runs")])
-    err = [line for line in capsys.readouterr().err.splitlines() if "clip/s" not in line]
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and "clip/s" not in line
+    ]
     assert code != 0
     assert len(err) == 1 and err[0].startswith("taskmem: error:"), err
     assert "taskmem_lab[asr]" in err[0] and "Traceback" not in err[0]
