@@ -1,16 +1,22 @@
-"""Faces of a clip: detection and embedding backends, in-clip clustering, IoU track linking.
+"""Faces of a clip: detection and embedding backends, shot cuts, tracks, clustering.
 
 Floor 3 (perception). For the frames sampled at `face_fps` inside a clip's new span:
 
-1. `detect_faces` finds faces on downscaled copies of the frames (boxes mapped back), embeds
-   them from the full-size frames in batches, and keeps those with detection score >=
-   `min_score` and quality >= the backend's threshold;
-2. `cluster_faces` clusters the embeddings with HDBSCAN on cosine distance;
-3. `link_tracks` links detections of consecutive sampled frames by IoU into tracks, gives each
-   track its majority cluster (never two tracks seen in the same frame one cluster) and drops
-   tracks shorter than `min_track_s`.
+1. `detect_faces` finds faces on downscaled copies of the frames (boxes mapped back) and keeps
+   those with detection score >= `min_score` and quality >= the backend's threshold;
+2. `perception.shots.shot_cuts` finds hard cuts between consecutive sampled frames;
+3. `build_tracks` links detections of consecutive frames by IoU into tracks that end at a cut;
+4. each track embeds a few of its faces (`embed_fps`: the best face of every `1 / embed_fps`
+   seconds of the track, from the full-size frames, in one batch for the clip), and
+   `split_track` splits a track whose embeddings stop agreeing (a face left and another took
+   its place), bisecting with extra embeddings to find the frame where it changed;
+5. `cluster_faces` clusters the embeddings with HDBSCAN on cosine distance;
+6. `link_tracks` gives each track its majority cluster (never two tracks seen in the same frame
+   one cluster) and drops tracks shorter than `min_track_s`.
 
-`perception.identities.IdentityRegistry` then turns clusters into global ids.
+`perception.identities.IdentityRegistry` then turns clusters into global ids. A face right
+after a cut therefore takes its identity from its own track's embeddings, never from the box it
+overlaps in the previous shot.
 
 Backends (`FACE_BACKENDS`, `make_face_backend`):
 - `dlib`: dlib's HOG (or CNN) frontal face detector, its 5-point shape predictor and ResNet face
@@ -62,12 +68,17 @@ from taskmem_lab.perception.face_backends import _score_margin as _score_margin
 from taskmem_lab.perception.face_tracks import (
     CLUSTER_PLUGIN_ENV,
     DEFAULT_CLUSTER_EPSILON,
+    DEFAULT_SPLIT_DISTANCE,
     box_iou,
+    build_tracks,
     cluster_faces,
     hdbscan_cosine,
     link_tracks,
+    pick_for_embedding,
+    split_track,
 )
 from taskmem_lab.perception.records import FaceDetection
+from taskmem_lab.perception.shots import shot_cuts
 
 EMPTY_EMBEDDING = np.zeros(0, dtype=np.float32)
 
@@ -79,11 +90,13 @@ class FaceParams:
     Attributes:
         backend: "dlib" (offline, models from face-recognition-models) or "insightface".
         face_fps: frames per second sampled from the new span for faces.
-        embed_fps: embed faces only on frames of the global `n / embed_fps` grid (None: on every
-            sampled frame). Faces between those frames are still detected and tracked and take
-            their track's cluster; they carry an empty embedding, and a track with no embedded
-            frame (possible when shorter than 1 / embed_fps) is dropped. Embedding is the
-            costly step on CPU, and consecutive frames at 10 fps add little to a cluster.
+        embed_fps: embeddings per second of each track (None: every sampled face is embedded).
+            A track is cut into bins of 1 / embed_fps seconds from its first face and the best
+            face of each bin (quality, then score) is embedded; the other faces are detected and
+            tracked and take their track's cluster (they carry an empty embedding). Embedding
+            is the costly step on CPU, and consecutive frames at 10 fps add little to a
+            cluster. Where two embedded faces of a track disagree, faces between are embedded
+            too, to find where the track splits (see `split_distance`).
         min_score: faces with a lower detection score are dropped (scores are 0..1; see the
             backends for what they mean).
         min_quality: faces with a lower quality are dropped; None uses the backend's default
@@ -95,6 +108,15 @@ class FaceParams:
             intersection-over-union belong to one track.
         min_track_s: tracks shorter than this (seconds, each detection counting 1 / face_fps)
             are dropped.
+        cut_detection: break tracks at hard cuts found between consecutive sampled frames
+            (`perception.shots`); off, tracks may cross a cut when boxes overlap.
+        cut_hist_threshold: colour histogram distance (0..1) of two consecutive sampled frames
+            at or above which a cut lies between them.
+        cut_pixel_threshold: mean absolute pixel difference (0..1, on 32x18 thumbnails) at or
+            above which a cut lies between them.
+        split_distance: cosine distance between two embedded faces of one track beyond which
+            they are two people and the track is split (None: the backend's default,
+            `DEFAULT_SPLIT_DISTANCE`; 2 never splits).
         detect_max_side: frames are downscaled to at most this many pixels on their longest side
             for detection; boxes are mapped back, and embeddings are taken from the full frame.
         upsample: dlib only: times the detection image is doubled before the detector runs
@@ -129,6 +151,10 @@ class FaceParams:
     det_size: int = 640
     face_plugin: str | None = None
     cluster_plugin: str | None = None
+    cut_detection: bool = True
+    cut_hist_threshold: float = 0.3
+    cut_pixel_threshold: float = 0.08
+    split_distance: float | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -158,6 +184,15 @@ class FaceParams:
                 0 <= self.cluster_epsilon < 2,
                 "cluster_epsilon",
                 f"must be None or in [0, 2), got {self.cluster_epsilon}",
+            )
+        for name in ("cut_hist_threshold", "cut_pixel_threshold"):
+            value = getattr(self, name)
+            require(0 < value <= 1, name, f"must be in (0, 1], got {value}")
+        if self.split_distance is not None:
+            require(
+                0 < self.split_distance <= 2,
+                "split_distance",
+                f"must be None or in (0, 2], got {self.split_distance}",
             )
         require(0 < self.iou < 1, "iou", f"must be in (0, 1), got {self.iou}")
         require(self.min_track_s >= 0, "min_track_s", f"must be >= 0, got {self.min_track_s}")
@@ -196,6 +231,14 @@ class FaceParams:
         kind = "plugin" if self.resolved_face_plugin() else self.backend
         return DEFAULT_CLUSTER_EPSILON[kind]
 
+    @property
+    def split_limit(self) -> float:
+        """`split_distance`, or the default for the embeddings that will be compared."""
+        if self.split_distance is not None:
+            return self.split_distance
+        kind = "plugin" if self.resolved_face_plugin() else self.backend
+        return DEFAULT_SPLIT_DISTANCE[kind]
+
     def resolved_face_plugin(self) -> str | None:
         return self.face_plugin or os.environ.get(FACE_PLUGIN_ENV) or None
 
@@ -217,11 +260,6 @@ class FaceParams:
 # --------------------------------------------------------------------------- detection
 
 
-def _on_grid(t: float, fps: float) -> bool:
-    n = round(t * fps)
-    return abs(t * fps - n) < 1e-4
-
-
 def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
@@ -234,47 +272,24 @@ def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return small, size[0] / w
 
 
-def detect_faces(
+@dataclass
+class _Source:
+    """Where a detection came from, to embed it later: the full-size image and the candidate."""
+
+    image: np.ndarray
+    candidate: Candidate
+
+
+def _detect(
     frames: Sequence[Frame],
     params: FaceParams,
-    backend: FaceBackend | None = None,
-    timings: dict[str, float] | None = None,
-) -> list[FaceDetection]:
-    """Faces on `frames` (sampled at `face_fps`), kept by score and quality, in frame order.
-
-    Boxes are normalized to 0..1; embeddings are unit length (empty where `embed_fps` skipped
-    the frame). A `TASKMEM_FACE_BACKEND` plug-in, when set, replaces the backend. `timings`, if
-    given, accumulates the seconds spent in "detect_s" and "embed_s". Without a `backend`, one
-    is made for this call (loading its models); streams should make one and pass it.
-    """
-    plugin = params.resolved_face_plugin()
-    if plugin:
-        return _plugin_faces(frames, params, plugin, timings)
-    if backend is None:
-        own = make_face_backend(params)
-        try:
-            return detect_faces(frames, params, own, timings)
-        finally:
-            own.close()
+    backend: FaceBackend,
+    embed: bool,
+    timings: dict[str, float] | None,
+) -> tuple[list[FaceDetection], list[_Source]]:
     min_quality = params.quality_threshold
     out: list[FaceDetection] = []
-
-    def describe(items: list[tuple[np.ndarray, Candidate]], owners: list[Frame]) -> float:
-        t0 = time.perf_counter()
-        embed = [params.embed_fps is None or _on_grid(f.time, params.embed_fps) for f in owners]
-        described = backend.describe(items, embed)
-        for frame, (_, cand), desc in zip(owners, items, described, strict=True):
-            if not (desc.quality >= min_quality or math.isnan(desc.quality)):
-                continue
-            h, w = frame.image.shape[:2]
-            emb = EMPTY_EMBEDDING if desc.embedding is None else _unit(desc.embedding)
-            out.append(
-                FaceDetection(
-                    frame.time, _normalized(cand.box, w, h), cand.score, desc.quality, emb
-                )
-            )
-        return time.perf_counter() - t0
-
+    sources: list[_Source] = []
     for start in range(0, len(frames), params.batch_size):
         batch = frames[start : start + params.batch_size]
         t0 = time.perf_counter()
@@ -292,9 +307,50 @@ def detect_faces(
                 items.append((frame.image, c))
                 owners.append(frame)
         _add(timings, "detect_s", time.perf_counter() - t0)
-        if items:
-            _add(timings, "embed_s", describe(items, owners))
-    return out
+        if not items:
+            continue
+        t0 = time.perf_counter()
+        described = backend.describe(items, [embed] * len(items))
+        for frame, (image, cand), desc in zip(owners, items, described, strict=True):
+            if not (desc.quality >= min_quality or math.isnan(desc.quality)):
+                continue
+            h, w = frame.image.shape[:2]
+            emb = EMPTY_EMBEDDING if desc.embedding is None else _unit(desc.embedding)
+            out.append(
+                FaceDetection(
+                    frame.time, _normalized(cand.box, w, h), cand.score, desc.quality, emb
+                )
+            )
+            sources.append(_Source(image, cand))
+        _add(timings, "embed_s" if embed else "describe_s", time.perf_counter() - t0)
+    return out, sources
+
+
+def detect_faces(
+    frames: Sequence[Frame],
+    params: FaceParams,
+    backend: FaceBackend | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[FaceDetection]:
+    """Faces on `frames` (sampled at `face_fps`), kept by score and quality, in frame order.
+
+    Boxes are normalized to 0..1; embeddings are unit length when `embed_fps` is None and empty
+    otherwise (`clip_faces` then embeds a few faces per track). A `TASKMEM_FACE_BACKEND`
+    plug-in, when set, replaces the backend (and always embeds). `timings`, if given,
+    accumulates the seconds spent in "detect_s" and "embed_s" (or "describe_s": quality
+    without embeddings). Without a `backend`, one is made for this call (loading its models);
+    streams should make one and pass it.
+    """
+    plugin = params.resolved_face_plugin()
+    if plugin:
+        return _plugin_faces(frames, params, plugin, timings)
+    if backend is None:
+        own = make_face_backend(params)
+        try:
+            return detect_faces(frames, params, own, timings)
+        finally:
+            own.close()
+    return _detect(frames, params, backend, params.embed_fps is None, timings)[0]
 
 
 def clip_faces(
@@ -303,11 +359,12 @@ def clip_faces(
     backend: FaceBackend | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[FaceDetection]:
-    """detect -> cluster -> link: the faces of one clip's sampled frames, ready for identities.
+    """detect -> cuts -> tracks -> embed a few per track -> split -> cluster -> link.
 
-    `frames` must be sampled at `params.face_fps` (the spacing decides how long a track lasts).
-    `timings` (if given) accumulates "detect_s", "embed_s" and "cluster_s" (clustering and
-    linking).
+    The faces of one clip's sampled frames, ready for identities. `frames` must be sampled at
+    `params.face_fps` (the spacing decides how long a track lasts). `timings` (if given)
+    accumulates "detect_s", "describe_s", "embed_s", "shots_s" and "cluster_s" (clustering
+    and linking).
     """
     times = [f.time for f in frames]
     if len(times) > 1:
@@ -317,9 +374,45 @@ def clip_faces(
                 f"frames are {spacing:.4f}s apart but face_fps is {params.face_fps}: sample the "
                 "span with video.sample_times(start, end, face_fps)"
             )
-    dets = detect_faces(frames, params, backend, timings)
+    plugin = params.resolved_face_plugin()
+    sources: list[_Source] = []
+    if plugin:
+        dets = _plugin_faces(frames, params, plugin, timings)
+    elif backend is None:
+        own = make_face_backend(params)
+        try:
+            return clip_faces(frames, params, own, timings)
+        finally:
+            own.close()
+    else:
+        dets, sources = _detect(frames, params, backend, params.embed_fps is None, timings)
     t0 = time.perf_counter()
-    out = link_tracks(cluster_faces(dets, params), params, times)
+    cuts = (
+        shot_cuts(frames, params.cut_hist_threshold, params.cut_pixel_threshold)
+        if params.cut_detection and len(frames) > 1
+        else []
+    )
+    _add(timings, "shots_s", time.perf_counter() - t0)
+
+    def embed(indices: Sequence[int]) -> None:
+        todo = [i for i in indices if not dets[i].embedding.size and i < len(sources)]
+        if not todo or backend is None:
+            return
+        t1 = time.perf_counter()
+        items = [(sources[i].image, sources[i].candidate) for i in todo]
+        for i, desc in zip(todo, backend.describe(items, [True] * len(todo)), strict=True):
+            if desc.embedding is not None:
+                dets[i].embedding = _unit(desc.embedding)
+        _add(timings, "embed_s", time.perf_counter() - t1)
+
+    tracks = build_tracks(dets, params, times, cuts)
+    if params.embed_fps is not None:
+        # One batch for the whole clip: the best faces, spread over each track.
+        embed([i for tr in tracks for i in pick_for_embedding(dets, tr, params.embed_fps)])
+    limit = params.split_limit
+    pieces = [piece for tr in tracks for piece in split_track(tr, dets, limit, embed)]
+    t0 = time.perf_counter()
+    out = link_tracks(cluster_faces(dets, params), params, times, tracks=pieces)
     _add(timings, "cluster_s", time.perf_counter() - t0)
     return out
 
@@ -338,6 +431,7 @@ __all__ = [
     "FaceParams",
     "InsightFaceBackend",
     "box_iou",
+    "build_tracks",
     "clip_faces",
     "cluster_faces",
     "detect_faces",
@@ -347,4 +441,7 @@ __all__ = [
     "insightface_model_dir",
     "link_tracks",
     "make_face_backend",
+    "pick_for_embedding",
+    "shot_cuts",
+    "split_track",
 ]
