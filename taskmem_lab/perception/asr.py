@@ -55,7 +55,11 @@ class AsrParams:
             directory; vlm: a model spec ("openai:NAME") used when no model object is given.
         device: whisper device, "cpu", "cuda" or "auto".
         compute_type: CTranslate2 compute type; "default" is int8 on CPU and float16 on CUDA.
-        vad: filter non-speech with faster-whisper's Silero VAD before decoding.
+        vad: drop what Whisper writes where faster-whisper's Silero VAD hears no speech (its
+            hallucinations on silence and noise), and skip windows without speech. Whisper
+            still hears the window whole: VAD as faster-whisper's `vad_filter` would instead
+            splice the speech of the window together, so what Whisper hears, and writes,
+            would depend on where a clip cut the stream.
         language: spoken language code ("en", "zh"); None detects it per window.
         beam_size: whisper beam width (1 is greedy).
         cpu_threads: whisper CPU threads (0: CTranslate2's default).
@@ -270,11 +274,14 @@ class WhisperAsr:
         if duration < 0.1:
             return []
         model = self.load()
+        speech = _speech_spans(audio) if self.params.vad else None
+        if speech is not None and not speech:
+            return []
         chunks, _info = model.transcribe(
             audio,
             language=self.params.language,
             beam_size=self.params.beam_size,
-            vad_filter=self.params.vad,
+            vad_filter=False,
             word_timestamps=True,
             condition_on_previous_text=False,
         )
@@ -287,7 +294,34 @@ class WhisperAsr:
                 sentences += split_sentences(words, self.params.split_pause_s)
             elif chunk.text.strip():
                 sentences.append(Word(float(chunk.start), float(chunk.end), chunk.text.strip()))
+        if speech is not None:
+            sentences = [_to_speech(w, speech) for w in sentences if _heard(w, speech)]
         return to_segments(sentences, t0, duration)
+
+
+def _speech_spans(audio: np.ndarray) -> list[tuple[float, float]]:
+    """Window-relative (start, end) seconds where Silero VAD (faster-whisper's) hears speech."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    spans = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=500, speech_pad_ms=100))
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in spans]
+
+
+def _heard(piece: Word, speech: Sequence[tuple[float, float]], min_overlap: float = 0.3) -> bool:
+    """Whether VAD heard speech during `min_overlap` of the piece (or 0.2 s of it)."""
+    length = max(piece.end - piece.start, 1e-3)
+    overlap = sum(max(0.0, min(piece.end, b) - max(piece.start, a)) for a, b in speech)
+    return overlap >= min(min_overlap * length, 0.2)
+
+
+def _to_speech(piece: Word, speech: Sequence[tuple[float, float]]) -> Word:
+    """The piece with its ends moved inside the speech it overlaps (Whisper without VAD
+    stretches a first or last sentence over the silence around it)."""
+    inside = [(a, b) for a, b in speech if a < piece.end and b > piece.start]
+    if not inside:
+        return piece
+    start, end = max(piece.start, inside[0][0]), min(piece.end, inside[-1][1])
+    return Word(start, end, piece.text) if end > start else piece
 
 
 # --------------------------------------------------------------------------- vlm
