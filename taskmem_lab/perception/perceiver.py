@@ -217,6 +217,25 @@ def _det_from_json(d: dict[str, Any]) -> FaceDetection:
     )
 
 
+def _alone(
+    segments: Sequence[Segment], dets: Sequence[FaceDetection], face_fps: float, share: float = 0.6
+) -> list[str | None]:
+    """Per segment, the global face id that alone was visible while it was said: the only
+    identity among the detections in its span, seen on at least `share` of the span's sampled
+    frames; else None."""
+    out: list[str | None] = []
+    for seg in segments:
+        inside = [d for d in dets if seg.start - 1e-6 <= d.time <= seg.end + 1e-6 and d.identity]
+        people = {d.identity for d in inside}
+        if len(people) != 1:
+            out.append(None)
+            continue
+        frames = len({round(d.time, 3) for d in inside})
+        expected = max(1, int(round((seg.end - seg.start) * face_fps)))
+        out.append(next(iter(people)) if frames >= share * expected else None)
+    return out
+
+
 def _ordered_unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
 
@@ -348,6 +367,8 @@ class StreamPerceiver:
             self._face_frames.evict_before(clip.end)
         segments: list[Segment] = []
         speakers_how: list[str] = []
+        links_before = set(self.registry.links)
+        links: dict[str, Any] = {}
         transcriber = self._asr()
         if transcriber is not None:
             previous = self.records.get(clip.index - 1, {}).get("asr_state")
@@ -379,8 +400,10 @@ class StreamPerceiver:
                 self._voices(),
                 self.params.voices,
                 visible=visible,
+                alone=_alone(segments, window_dets, fp.face_fps) if fp is not None else None,
             )
             speakers_how = list(how)
+            links = {v: link for v, link in self.registry.links.items() if v not in links_before}
             timings["speakers_s"] = time.perf_counter() - t0
         record = {
             "schema": SCHEMA_VERSION,
@@ -391,6 +414,7 @@ class StreamPerceiver:
             "identities": new_ids,
             "transcript": [s.to_json() for s in segments],
             "speakers_how": speakers_how,
+            "speaker_links": links,
             "asr_state": [transcriber.carry_from, transcriber.last_end] if transcriber else None,
             "warnings": warnings,
             "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -452,7 +476,9 @@ def perception_params(
         faces=face,
         asr=speech,
         # Without faces, voices are the only identities: unknown voices become characters.
-        voices=VoiceParams(embed=voices, match_faces=faces, new_voices=not faces) if asr else None,
+        # Voices nobody matched to a face become voice-only speakers `[voice_N]` (offline
+        # diarization), linked to a face once it is seen speaking alone.
+        voices=VoiceParams(embed=voices, match_faces=faces, new_voices=True) if asr else None,
         identities=IdentityParams(face_backend=face_backend),
         speaker_model=speaker_model,
     )

@@ -59,8 +59,17 @@ class VoiceParams:
         device: device of the resemblyzer encoder ("cpu" or "cuda").
         min_segment_s: segments shorter than this are not embedded.
         match_faces: ask the VLM which visible face says each segment.
-        new_voices: an embedded segment that matches no face and no known voice starts a
-            character known only by voice (off: it stays "unknown").
+        new_voices: embedded segments that match no face and no known voice are clustered
+            within the clip (average linkage on cosine distance, cut at the registry's voice
+            threshold), and each cluster starts a character known only by voice, `[voice_N]`
+            (off: they stay "unknown"). This is offline diarization: labels persist across
+            clips through the voice banks, with no speaker model.
+        link_faces: link a voice-only character to a face character when the voice has
+            spoken for `link_min_s` seconds while that face, and no other, was visible, and
+            that face has at least `link_share` of the voice's such seconds; from then on the
+            voice is labelled with the face's id (records say "visible_alone").
+        link_min_s: seconds of speaking-alone evidence a link needs.
+        link_share: share of the voice's speaking-alone seconds the face must have.
         temperature: sampling temperature of the speaker-matching call.
         max_tokens: completion budget of that call.
         reasks: how often it is asked again when its reply cannot be parsed.
@@ -72,6 +81,9 @@ class VoiceParams:
     min_segment_s: float = MIN_VOICE_S
     match_faces: bool = True
     new_voices: bool = False
+    link_faces: bool = True
+    link_min_s: float = 3.0
+    link_share: float = 0.8
     temperature: float = 0.0
     max_tokens: int = 512
     reasks: int = 1
@@ -86,6 +98,8 @@ class VoiceParams:
             self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device!r}"
         )
         require(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
+        require(self.link_min_s > 0, "link_min_s", "must be > 0 seconds")
+        require(0.5 <= self.link_share <= 1, "link_share", "must be in [0.5, 1]")
         require(self.temperature >= 0, "temperature", "must be >= 0")
         require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
         require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
@@ -374,6 +388,28 @@ class VoiceRegistry(Protocol):
 
     def new_voice_character(self, embedding: np.ndarray) -> str: ...
 
+    def add_evidence(self, voice_id: str, face_id: str, seconds: float) -> float: ...
+
+    def evidence_share(self, voice_id: str, face_id: str) -> float: ...
+
+    def link_voice(self, voice_id: str, face_id: str, how: str) -> None: ...
+
+
+def cluster_voices(embeddings: Sequence[np.ndarray], min_similarity: float) -> list[int]:
+    """Speaker labels 0..k-1 for unit voice embeddings: average-linkage clustering on cosine
+    distance, cut where clusters are less similar than `min_similarity` on average."""
+    n = len(embeddings)
+    if n <= 1:
+        return [0] * n
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    matrix = np.stack([np.asarray(e, np.float64) for e in embeddings])
+    tree = linkage(pdist(matrix, "cosine"), method="average")
+    labels = fcluster(tree, t=1.0 - min_similarity, criterion="distance")
+    order: dict[int, int] = {}
+    return [order.setdefault(int(label), len(order)) for label in labels]
+
 
 def assign_speakers(
     segments: Sequence[Segment],
@@ -382,8 +418,10 @@ def assign_speakers(
     registry: VoiceRegistry | None,
     ids: IdMap,
     new_voices: bool = False,
+    alone: Sequence[str | None] | None = None,
+    params: VoiceParams | None = None,
 ) -> list[str]:
-    """Set each segment's `speaker` to a global id `[face_N]` or "unknown", in this order:
+    """Set each segment's `speaker` to a global id (`[face_N]`, `[voice_N]`) or "unknown":
 
     1. face: the VLM matched a visible `<face_N>` (mapped to its global id through `ids`); the
        segment's embedding, if any, is banked with that character.
@@ -391,8 +429,13 @@ def assign_speakers(
        same clip has, and all face-matched segments with that label agree on one person.
     3. voice: the embedding matches a character's voice bank (`registry.match_voice`), which is
        how speakers who are off screen are recognized.
-    4. new_voice: with `new_voices`, an unmatched embedding starts a voice-only character.
-    5. unknown.
+    4. new_voice: with `new_voices`, the unmatched embeddings of the clip are clustered
+       (`cluster_voices`) and each cluster starts a voice-only character `[voice_N]`.
+    5. visible_alone: with `alone` (per segment, the one face id visible while it was said,
+       or None) and `params.link_faces`, a voice-only speaker is linked to a face once the
+       evidence is strong (see `VoiceParams.link_min_s`); its segments of this clip then
+       take the face's id.
+    6. unknown.
 
     Face matches are banked before any voice is matched, so a voice seen with a face earlier in
     the same clip is already known. Returns how each segment was decided.
@@ -402,6 +445,7 @@ def assign_speakers(
             f"{len(segments)} segments, {len(face_matches)} face matches and "
             f"{len(embeddings)} embeddings: need one of each per segment"
         )
+    params = params or VoiceParams()
     to_global = ids.to_global_ids
     how = [UNKNOWN_SPEAKER] * len(segments)
     labels = [s.speaker if s.speaker.startswith("vlm:") else "" for s in segments]
@@ -419,6 +463,7 @@ def assign_speakers(
         emb = embeddings[i]
         if emb is not None and registry is not None:
             registry.add_voice(gid, emb)
+    unmatched: list[int] = []
     for i in range(len(segments)):
         if decided[i] is not None:
             continue
@@ -432,8 +477,33 @@ def assign_speakers(
         gid = registry.match_voice(emb)
         if gid is not None:
             decided[i], how[i] = gid, "voice"
-        elif new_voices:
-            decided[i], how[i] = registry.new_voice_character(emb), "new_voice"
+        else:
+            unmatched.append(i)
+    if new_voices and unmatched and registry is not None:
+        threshold = float(getattr(getattr(registry, "params", None), "voice_threshold", 0.7))
+        groups: dict[int, list[int]] = {}
+        found = cluster_voices([embeddings[i] for i in unmatched], threshold)  # type: ignore[misc]
+        for i, label in zip(unmatched, found, strict=True):
+            groups.setdefault(label, []).append(i)
+        for members in groups.values():
+            rows = np.stack([embeddings[i] for i in members])  # type: ignore[misc]
+            gid = registry.new_voice_character(rows)
+            for i in members:
+                decided[i], how[i] = gid, "new_voice"
+    if alone is not None and registry is not None and params.link_faces:
+        for i, face in enumerate(alone):
+            voice = decided[i]
+            if face is None or voice is None or not voice.startswith("[voice_"):
+                continue
+            seconds = registry.add_evidence(voice, face, segments[i].end - segments[i].start)
+            if (
+                seconds >= params.link_min_s
+                and registry.evidence_share(voice, face) >= params.link_share
+            ):
+                registry.link_voice(voice, face, "visible_alone")
+                for k in range(len(segments)):
+                    if decided[k] == voice:
+                        decided[k], how[k] = face, "visible_alone"
     for seg, gid in zip(segments, decided, strict=True):
         seg.speaker = gid if gid is not None else UNKNOWN_SPEAKER
     return how
@@ -451,12 +521,14 @@ def identify_speakers(
     embedder: VoiceEmbedder | None,
     params: VoiceParams | None = None,
     visible: Sequence[str] | None = None,
+    alone: Sequence[str | None] | None = None,
 ) -> list[str]:
     """One clip's speakers, end to end: embed, match faces, assign. Returns how each was decided.
 
     `audio` covers stream times from `t0` (the audio the transcript came from, e.g.
     `ClipTranscriber.audio`); `frames` are the annotated window frames; `visible` the local ids
-    drawn on them (default: every local id of `ids`).
+    drawn on them (default: every local id of `ids`); `alone` per segment the one global face
+    id visible while it was said (None: none or several), for voice-face links.
     """
     params = params or VoiceParams()
     if not segments:
@@ -470,7 +542,9 @@ def identify_speakers(
         faces = match_speakers(model, segments, frames, visible, fps, params).labels
     else:
         faces = tuple(UNKNOWN_SPEAKER for _ in segments)
-    return assign_speakers(segments, faces, embeddings, registry, ids, params.new_voices)
+    return assign_speakers(
+        segments, faces, embeddings, registry, ids, params.new_voices, alone, params
+    )
 
 
 __all__ = [
@@ -483,6 +557,7 @@ __all__ = [
     "VoiceParams",
     "VoiceRegistry",
     "assign_speakers",
+    "cluster_voices",
     "cosine",
     "embed_segments",
     "identify_speakers",
