@@ -40,17 +40,48 @@ def test_rotated_frames_are_upright_in_both_decoders(media):
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "forward"])
 def test_exact_frame_by_timestamp_constant_rate(media, backend):
     frames = sample_frames(media["index"], [0.0, 0.05, 0.1, 0.95, 1.0, 9.9], backend=backend)
     assert [grey(f) for f in frames] == [0, 0, 1, 9, 10, 99 % 16]
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "forward"])
 def test_exact_frame_by_timestamp_variable_rate(media, backend):
     # frames start at 0, .5, .6, .7, 2.0, 2.1, 3.5, 5.0
     frames = sample_frames(media["vfr"], [0.0, 0.49, 0.5, 1.9, 2.0, 3.4, 3.6, 5.0], backend=backend)
     assert [grey(f) for f in frames] == [0, 0, 1, 3, 4, 5, 6, 7]
+
+
+def test_forward_reader_keeps_its_place_and_seeks_back(media):
+    from taskmem_lab.media.video import open_reader
+
+    reader = open_reader(media["vfr"], 640, "forward")
+    try:
+        # clip by clip, forward: no seek between requests
+        assert [grey(f) for f in reader.frames_at([0.0, 0.49])] == [0, 0]
+        assert [grey(f) for f in reader.frames_at([0.5, 1.9])] == [1, 3]
+        assert [grey(f) for f in reader.frames_at([1.95, 2.0, 3.4])] == [3, 4, 5]
+        # unsorted and repeated times come back in the order asked
+        assert [grey(f) for f in reader.frames_at([5.0, 3.6, 5.0])] == [7, 6, 7]
+        # a request before the current place seeks again
+        assert [grey(f) for f in reader.frames_at([0.6, 0.7])] == [2, 3]
+        assert reader.frames_at([]) == []
+    finally:
+        reader.close()
+
+
+def test_stream_frames_forward_equals_decord(media):
+    stream = Stream("s", (StreamFile(str(media["index"]), 0.0, 10.0),))
+    times = [round(0.1 * k, 6) for k in range(40)]
+    a, b = StreamFrames(stream, 64), StreamFrames(stream, 64, "forward")
+    try:
+        for k in range(0, 40, 10):
+            wa, wb = a.window(times[k : k + 10]), b.window(times[k : k + 10])
+            assert [grey(f.image) for f in wa] == [grey(f.image) for f in wb]
+    finally:
+        a.close()
+        b.close()
 
 
 def test_downscaled_frames_have_even_size(media):
