@@ -70,8 +70,9 @@ def _perception_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--embed-fps",
         type=float,
-        default=2.0,
-        help="embed faces on this grid only; frames between take their track's id (2; 0 = every frame)",
+        default=0.5,
+        help="face embeddings per second of each track, best faces first; the others take "
+        "their track's id (0.5; 0 = every face)",
     )
     g.add_argument(
         "--detect-max-side",

@@ -59,8 +59,11 @@ class FaceBackend(Protocol):
 
     name: str
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
-        """Faces per RGB image, boxes in that image's pixels, scores in 0..1."""
+    def detect(
+        self, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
+        """Faces per RGB image, boxes in that image's pixels, scores in 0..1. `upsample`
+        overrides the backend's own upsampling (for regions already scaled to the face)."""
         ...
 
     def describe(
@@ -170,15 +173,19 @@ class DlibBackend:
         self._pool = ThreadPoolExecutor(params.threads) if params.threads > 1 else None
         self._adjust = _score_margin(params.min_score)
 
-    def _hog_run(self, detector: Any, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
+    def _hog_run(
+        self, detector: Any, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
         from PIL import Image
+
+        times = self.params.upsample if upsample is None else upsample
 
         out = []
         for img in images:
             # HOG on grey finds the same faces as on RGB (which takes the strongest channel's
             # gradient) at about 70 % of the time.
             grey = np.asarray(Image.fromarray(img).convert("L"))
-            rects, margins, _ = detector.run(grey, self.params.upsample, self._adjust)
+            rects, margins, _ = detector.run(grey, times, self._adjust)
             out.append(
                 [
                     Candidate(
@@ -195,10 +202,13 @@ class DlibBackend:
             )
         return out
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
+    def detect(
+        self, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
         images = [np.ascontiguousarray(img) for img in images]
+        times = self.params.upsample if upsample is None else upsample
         if self._cnn is not None:
-            batches = self._cnn(list(images), self.params.upsample, batch_size=len(images))
+            batches = self._cnn(list(images), times, batch_size=len(images))
             return [
                 [
                     Candidate(
@@ -215,10 +225,10 @@ class DlibBackend:
                 for found in batches
             ]
         if self._pool is None or len(images) < 2:
-            return self._hog_run(self._hog[0], images)
+            return self._hog_run(self._hog[0], images, times)
         n = min(len(self._hog), len(images))
         chunks = [images[i::n] for i in range(n)]
-        parts = list(self._pool.map(self._hog_run, self._hog[:n], chunks))
+        parts = list(self._pool.map(self._hog_run, self._hog[:n], chunks, [times] * n))
         out: list[list[Candidate]] = [[] for _ in images]
         for i, part in enumerate(parts):
             for j, found in enumerate(part):
@@ -329,7 +339,9 @@ class InsightFaceBackend:
             det_size=(params.det_size, params.det_size),
         )
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
+    def detect(
+        self, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
         out = []
         for img in images:
             bgr = np.ascontiguousarray(img[:, :, ::-1])

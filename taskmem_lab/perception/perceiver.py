@@ -388,7 +388,14 @@ class StreamPerceiver:
             order = _ordered_unique([d.identity for d in sorted(window_dets, key=lambda d: d.time)])
             ids = IdMap.from_order(order)
             visible = [ids.to_local_ids[g] for g in _ordered_unique([d.identity for d in dets])]
-            drawn = annotate(window, window_dets, earlier_segs + segments, ids.to_local_ids)
+            vp = self.params.voices
+            asks_model = self.model is not None and vp is not None and vp.match_faces
+            # The annotated window is what the speaker model looks at; without one, no drawing.
+            drawn = (
+                annotate(window, window_dets, earlier_segs + segments, ids.to_local_ids)
+                if asks_model and visible
+                else []
+            )
             audio = transcriber.audio if transcriber is not None else None
             how = identify_speakers(
                 segments,
@@ -398,7 +405,7 @@ class StreamPerceiver:
                 self.mp.frame_fps,
                 ids,
                 self.registry,
-                self.model if (self.params.voices and self.params.voices.match_faces) else None,
+                self.model if asks_model else None,
                 self._voices(),
                 self.params.voices,
                 visible=visible,
@@ -441,7 +448,7 @@ def perception_params(
     face_backend: str = "dlib",
     face_fps: float = 10.0,
     min_cluster_size: int = 3,
-    embed_fps: float | None = 2.0,
+    embed_fps: float | None = 0.5,
     detect_max_side: int = 480,
     asr_backend: str = "whisper",
     asr_model: str = "tiny.en",
@@ -451,9 +458,10 @@ def perception_params(
     """Perception settings from the few choices the CLI and notebooks expose (None: all off).
 
     With the `vlm` ASR backend, `asr_model` is a model spec and also matches speakers unless
-    `speaker_model` names another. Faces are embedded on an `embed_fps` grid (2 by default: the
-    frames between are detected and tracked and take their track's identity), which keeps the
-    stage faster than real time on a CPU; `None` embeds every sampled face.
+    `speaker_model` names another. Each face track embeds its two ends and its best face of
+    every `1 / embed_fps` seconds (0.5 by default: a 10 s track embeds about 7 faces; tracks
+    break at cuts and split where their embeddings disagree), which keeps the stage several
+    times faster than real time on a CPU; `None` embeds every sampled face.
     """
     if not faces and not asr:
         return None

@@ -143,20 +143,37 @@ class ResemblyzerEmbedder:
         return self._encoder
 
     def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]:
-        from resemblyzer import preprocess_wav
+        """Embeddings as `VoiceEncoder.embed_utterance` computes them (the mean of its 1.6 s
+        partials, normalized), with the partials of all clips in one forward pass: the LSTM
+        runs its time steps once per batch instead of once per clip."""
+        import torch
+        from resemblyzer import audio, preprocess_wav
         from resemblyzer.hparams import sampling_rate
 
         encoder = self._load()
-        out: list[np.ndarray | None] = []
-        for clip in clips:
+        mels: list[np.ndarray] = []
+        owner: list[int] = []
+        out: list[np.ndarray | None] = [None] * len(clips)
+        for k, clip in enumerate(clips):
             # Volume normalization and long-silence trimming, as the encoder was trained with.
             wav = preprocess_wav(
                 np.asarray(clip, np.float32), source_sr=None if sr == sampling_rate else sr
             )
             if len(wav) < 0.5 * sampling_rate:
-                out.append(None)  # nothing voiced left after trimming
-                continue
-            out.append(_unit(np.asarray(encoder.embed_utterance(wav), np.float32)))
+                continue  # nothing voiced left after trimming
+            wav_slices, mel_slices = encoder.compute_partial_slices(len(wav), 1.3, 0.75)
+            if wav_slices[-1].stop >= len(wav):
+                wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)), "constant")
+            mel = audio.wav_to_mel_spectrogram(wav)
+            mels += [mel[s] for s in mel_slices]
+            owner += [k] * len(mel_slices)
+        if not mels:
+            return out
+        with torch.no_grad():
+            partials = encoder(torch.from_numpy(np.stack(mels)).to(encoder.device)).cpu().numpy()
+        index = np.asarray(owner)
+        for k in sorted(set(owner)):
+            out[k] = _unit(partials[index == k].mean(axis=0))
         return out
 
 
