@@ -414,10 +414,12 @@ class StreamFrames:
 
     `window(times)` returns frames for sorted stream times, decoding only those not yet held;
     `evict_before(t)` drops frames older than the next window. Files are opened when first needed
-    and closed once the stream has moved past them.
+    and closed once the stream has moved past them. Frames are requested in stream order, so the
+    default reader is PyAV's forward one (`open_reader(..., "forward")`), which holds a third of
+    decord's memory; `backend` picks another.
     """
 
-    def __init__(self, stream: Stream, max_side: int = 640, backend: str = "auto") -> None:
+    def __init__(self, stream: Stream, max_side: int = 640, backend: str = "forward") -> None:
         self.stream = stream
         self.max_side = max_side
         self.backend = backend
