@@ -69,6 +69,9 @@ def main() -> None:
         "--embed-fps", type=float, default=0.5, help="embeddings per track second (0: every face)"
     )
     parser.add_argument(
+        "--detect-every", type=int, default=0, help="whole-frame search every N frames (0: default)"
+    )
+    parser.add_argument(
         "--threads", type=int, default=0, help="whisper CPU threads (0: CTranslate2's default)"
     )
     parser.add_argument("--detect-max-side", type=int, default=480, help="detection frame size")
@@ -88,6 +91,8 @@ def main() -> None:
     faces = replace(
         perception.faces, embed_fps=args.embed_fps or None, detect_max_side=args.detect_max_side
     )
+    if args.detect_every:
+        faces = replace(faces, detect_every=args.detect_every)
     perception = replace(perception, faces=faces)
     if args.threads and perception.asr is not None:
         perception = replace(perception, asr=replace(perception.asr, cpu_threads=args.threads))
