@@ -246,11 +246,13 @@ def bounded_map(
     progress: Progress | None = None,
     catch: tuple[type[BaseException], ...] = (Exception,),
     stop_after_failures: int | None = None,
+    ahead: int = 0,
 ) -> Iterator[Outcome[T, R]]:
     """Run `fn` over `items` with at most `concurrency` calls in flight; yield as they finish.
 
-    `items` is read lazily (at most `concurrency` are held at once, so a generator of heavy
-    items, e.g. video windows, stays bounded). An exception of a `catch` type becomes a failed
+    `items` is read lazily: at most `concurrency + ahead` are held at once, so a generator of
+    heavy items (video windows) stays bounded, and with `ahead` > 0 the next items are prepared
+    (decoded) while the running ones wait for the model. An exception of a `catch` type becomes a failed
     `Outcome` and the other items go on; any other exception cancels what has not started and
     propagates. After `stop_after_failures` failures in a row no new item is started (a dead
     endpoint ends the job early). Results are yielded in the consumer's thread, in completion
@@ -258,6 +260,8 @@ def bounded_map(
     """
     if concurrency < 1:
         raise ConfigError(f"parameter 'concurrency': must be >= 1, got {concurrency}")
+    if ahead < 0:
+        raise ConfigError(f"parameter 'ahead': must be >= 0, got {ahead}")
     bar = (progress or Progress("", enabled=False)).bar()
     pending: dict[Future[R], tuple[Key, T]] = {}
     streak = 0
@@ -265,7 +269,7 @@ def bounded_map(
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="taskmem-job")
 
     def fill() -> None:
-        while len(pending) < concurrency:
+        while len(pending) < concurrency + ahead:
             if stop_after_failures is not None and streak >= stop_after_failures:
                 return
             item = next(source, _END)

@@ -174,7 +174,8 @@ def test_a_resumed_job_runs_only_what_is_not_done(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the map
 
 
-def test_map_keeps_at_most_concurrency_in_flight_and_reads_items_lazily() -> None:
+@pytest.mark.parametrize("ahead", [0, 3])
+def test_map_keeps_at_most_concurrency_in_flight_and_reads_items_lazily(ahead: int) -> None:
     lock = threading.Lock()
     state = {"running": 0, "most": 0, "pulled": 0, "finished": 0, "ahead": 0}
 
@@ -194,12 +195,14 @@ def test_map_keeps_at_most_concurrency_in_flight_and_reads_items_lazily() -> Non
             state["running"] -= 1
         return i
 
-    for outcome in bounded_map(work, items(), 4, key=lambda i: i):
+    for outcome in bounded_map(work, items(), 4, key=lambda i: i, ahead=ahead):
         with lock:
             state["finished"] += 1
         assert outcome.ok
-    assert state["most"] <= 4 and state["ahead"] <= 4 and state["finished"] == 30
+    assert state["most"] <= 4 and state["ahead"] <= 4 + ahead and state["finished"] == 30
     assert state["most"] >= 2  # and it does run concurrently
+    if ahead:
+        assert state["ahead"] > 4  # items are prepared ahead of the running ones
 
 
 def test_map_records_failures_and_goes_on() -> None:

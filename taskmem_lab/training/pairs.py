@@ -293,6 +293,7 @@ def make_pairs(
             key=lambda j: (j[0].clip.index, j[1], j[2]),
             progress=bar,
             catch=(),
+            ahead=concurrency,  # the next clip is replayed while the judge answers
         ):
             row = outcome.value
             assert row is not None

@@ -373,7 +373,13 @@ def score_groups(
 
         # score_group records model failures in its rows; anything else is a bug and propagates
         for outcome in bounded_map(
-            one, groups, concurrency, key=lambda g: g[0].clip.index, progress=progress, catch=()
+            one,
+            groups,
+            concurrency,
+            key=lambda g: g[0].clip.index,
+            progress=progress,
+            catch=(),
+            ahead=concurrency,  # the next clips' frames are decoded while judges answer
         ):
             rows = outcome.value or []
             out.extend(rows)

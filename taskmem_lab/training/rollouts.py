@@ -195,7 +195,13 @@ def rollout(
     )
     # sample() stores a model failure as a failed row; anything else is a bug and propagates
     for outcome in bounded_map(
-        one, jobs(), concurrency, key=lambda j: (j[0].clip.index, j[1]), progress=bar, catch=()
+        one,
+        jobs(),
+        concurrency,
+        key=lambda j: (j[0].clip.index, j[1]),
+        progress=bar,
+        catch=(),
+        ahead=concurrency,  # the next clip is replayed while samples are drawn
     ):
         row = outcome.value
         assert row is not None
