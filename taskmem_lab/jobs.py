@@ -184,6 +184,24 @@ class ResumableDir:
         with self._lock:
             append_jsonl(self.rows_path, dict(row))
 
+    def run(
+        self,
+        fn: Callable[[T], Mapping[str, Any]],
+        items: Iterable[T],
+        concurrency: int,
+        key: Callable[[T], Key] = id,
+        progress: Progress | None = None,
+        ahead: int = 0,
+    ) -> Iterator[dict[str, Any]]:
+        """`bounded_map` for jobs whose `fn` returns the row to store, a failed one included:
+        each row is appended as it finishes, then yielded. An exception propagates (a bug)."""
+        for outcome in bounded_map(
+            fn, items, concurrency, key=key, progress=progress, catch=(), ahead=ahead
+        ):
+            row = dict(outcome.value or {})
+            self.append(row)
+            yield row
+
     def write_summary(self, summary: Mapping[str, Any], status: str) -> dict[str, Any]:
         """Write `summary.json` and set the settings file's `status` (`complete`, `partial`)."""
         data = dict(summary)

@@ -256,3 +256,23 @@ def test_map_refuses_a_bad_bound_and_shows_progress(capsys) -> None:
         list(bounded_map(str, [1], 0))
     list(bounded_map(str, [1, 2], 1, progress=Progress("demo", total=2, unit="q")))
     assert "demo" in capsys.readouterr().err
+
+
+def test_run_stores_every_row_as_it_finishes_failures_included(tmp_path: Path) -> None:
+    d = folder(tmp_path).open(SETTINGS)
+
+    def work(i: int) -> dict:
+        status = "failed" if i == 2 else "ok"
+        on_disk = len(d.rows())
+        return {"id": i, "status": status, "rows_before": on_disk}
+
+    rows = list(d.run(work, range(5), 2, key=lambda i: i))
+    assert sorted(r["id"] for r in rows) == list(range(5)) and len(d.rows()) == 5
+    assert sorted(d.good()) == [0, 1, 3, 4] and d.latest()[2]["status"] == "failed"
+
+    def broken(i: int) -> dict:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        list(d.run(broken, range(3), 1))
+    assert len(d.rows()) == 5

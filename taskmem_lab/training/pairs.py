@@ -23,7 +23,7 @@ from typing import Any
 from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
-from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
+from taskmem_lab.jobs import Progress, ResumableDir
 from taskmem_lab.params import require
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Task
@@ -286,20 +286,16 @@ def make_pairs(
     bar = Progress("pairs", total=sum(len(v) for v in todo.values()), enabled=progress)
     try:
         # judge_pair stores a model failure as a failed row; anything else propagates
-        for outcome in bounded_map(
+        for row in store.run(
             one,
             jobs(),
             concurrency,
             key=lambda j: (j[0].clip.index, j[1], j[2]),
             progress=bar,
-            catch=(),
             ahead=concurrency,  # the next clip is replayed while the judge answers
         ):
-            row = outcome.value
-            assert row is not None
-            store.append(row)
             if row["status"] == "ok":
-                done[outcome.key] = row
+                done[store.key(row)] = row
             else:
                 failed += 1
     finally:

@@ -21,7 +21,7 @@ from typing import Any
 from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap
-from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
+from taskmem_lab.jobs import Progress, ResumableDir
 from taskmem_lab.params import require
 from taskmem_lab.replies import parse_description
 from taskmem_lab.schema import SCHEMA_VERSION
@@ -194,18 +194,14 @@ def rollout(
         enabled=progress,
     )
     # sample() stores a model failure as a failed row; anything else is a bug and propagates
-    for outcome in bounded_map(
+    for row in store.run(
         one,
         jobs(),
         concurrency,
         key=lambda j: (j[0].clip.index, j[1]),
         progress=bar,
-        catch=(),
         ahead=concurrency,  # the next clip is replayed while samples are drawn
     ):
-        row = outcome.value
-        assert row is not None
-        store.append(row)
         counts["sampled" if row["status"] == "ok" else "failed"] += 1
         counts["unreadable"] += bool(row.get("parse_error"))
     summary = {
