@@ -43,6 +43,7 @@ R = TypeVar("R")
 Key = Hashable
 
 SUMMARY = "summary.json"
+_END: Any = object()  # the end of a map's items
 
 
 def _status_ok(row: Mapping[str, Any]) -> bool:
@@ -270,8 +271,8 @@ def bounded_map(
 
     `items` is read lazily: at most `concurrency + ahead` are held at once, so a generator of
     heavy items (video windows) stays bounded, and with `ahead` > 0 the next items are prepared
-    (decoded) while the running ones wait for the model. An exception of a `catch` type becomes a failed
-    `Outcome` and the other items go on; any other exception cancels what has not started and
+    (decoded) while the running ones wait for the model. An exception of a `catch` type becomes a
+    failed `Outcome` and the other items go on; any other exception cancels what has not started and
     propagates. After `stop_after_failures` failures in a row no new item is started (a dead
     endpoint ends the job early). Results are yielded in the consumer's thread, in completion
     order; `results_by_key` sorts them.
@@ -319,9 +320,6 @@ def bounded_map(
     finally:
         bar.close()
     pool.shutdown(wait=True)
-
-
-_END: Any = object()
 
 
 def results_by_key(outcomes: Iterable[Outcome[T, R]]) -> tuple[dict[Key, R], dict[Key, str]]:

@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
 RUN = "run.json"
 MISSING = "missing.json"
-SUMMARY = "summary.json"
 TABLE_MD = "table.md"
 TABLE_PARQUET = "table.parquet"
 MEMORY_SUFFIXES = (".jsonl", ".pkl", ".pickle")
