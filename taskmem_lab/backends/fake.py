@@ -91,7 +91,8 @@ class FakeAsk:
                     images += len(p.frames)
                     for f in p.frames:
                         media.update(f"{f.time:.3f}".encode())
-                        media.update(np.ascontiguousarray(f.image).tobytes())
+                        # a sparse grid of pixels tells windows apart at a fraction of the cost
+                        media.update(np.ascontiguousarray(f.image[::16, ::16]).tobytes())
                 elif isinstance(p, ImagePart):
                     images += 1
                     media.update(p.jpeg)
