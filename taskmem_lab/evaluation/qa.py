@@ -278,7 +278,7 @@ def qa_request(record: QARecord, context: Context, params: QAParams, sample: int
     return Request(
         messages=(Message.text("system", system), Message.text("user", user)),
         sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
-        purpose="qa",
+        purpose=f"qa_{record.answer_kind}",
     )
 
 

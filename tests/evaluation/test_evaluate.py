@@ -195,6 +195,59 @@ def test_killed_eval_resumes_to_the_same_results(tmp_path, server, api_config):
     assert len(server.requests) == n
 
 
+def test_resumed_eval_re_asks_only_questions_whose_memory_changed(tmp_path, server, api_config):
+    videomme_memories(tmp_path / "mem")
+    out = tmp_path / "out"
+    common = [*EVAL_VIDEOMME, "--memories", tmp_path / "mem", "--out", out]
+    taskmem(*common)
+    first = rows_by_id(out)
+    assert len(server.requests) == 5
+    assert first["901-1"]["memory_hash"] == first["901-3"]["memory_hash"]
+    assert first["901-1"]["memory_hash"] != first["902-1"]["memory_hash"]
+
+    # Edit one video's memory (a re-run of memorize added an entry) and evaluate again.
+    run = open_run(
+        memory_dir(tmp_path / "mem", "tmSmpl0002b", "m"),
+        {
+            "stream_id": "tmSmpl0002b",
+            "model": "test",
+            "params": {},
+            "source": [],
+            "prompts": {},
+            "tasks": None,
+        },
+    )
+    run.append(
+        ClipRecord(
+            clip=2,
+            start=20.0,
+            end=30.0,
+            window=(0.0, 30.0),
+            status="ok",
+            episodic="A player scores a free throw.",
+        )
+    )
+    run.update_manifest(status="complete")
+    before = len(server.requests)
+    again = taskmem(*common)
+    asked = [
+        re.search(r"QUESTION \(asked at [^)]*\):\n(.*)\n", t).group(1)
+        for t in user_texts(server)[before:]
+    ]
+    assert sorted(asked) == sorted(first[k]["question"] for k in ("902-1", "902-2"))
+    assert "this run: 2 model calls" in again.stdout
+    second = rows_by_id(out)  # the latest row per question
+    for k in ("901-1", "901-2", "901-3"):
+        assert second[k] == first[k]
+    for k in ("902-1", "902-2"):
+        assert second[k]["memory_hash"] != first[k]["memory_hash"]
+        assert second[k]["context"]["memory_entries"] == 3
+    # With the memory unchanged since, nothing is asked again.
+    n = len(server.requests)
+    taskmem(*common)
+    assert len(server.requests) == n
+
+
 def egolife_memory(path):
     """A JSONL memory of A1_JAKE's week: evidence, distractors, and entries after each question."""
     from taskmem_lab.bench.egolife import stream_time as t
