@@ -227,7 +227,12 @@ def _eval(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         max_context_chars=args.max_context_chars,
     )
-    params = EvalParams(concurrency=args.concurrency, limit=args.limit, n_boot=args.bootstrap)
+    params = EvalParams(
+        concurrency=args.concurrency,
+        limit=args.limit,
+        n_boot=args.bootstrap,
+        unparseable=args.unparseable,
+    )
     result = run_eval(
         args.benchmark,
         args.source,
@@ -546,9 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--memories",
         required=True,
-        help="memories root: <DIR>/<video_id>/memory/<tag>/, <DIR>/<video_id>.jsonl or .pkl",
+        help="memories root: <DIR>/<video_id>/memory/<tag>/, <DIR>/<video_id>/<video_id>_<tag>.pkl"
+        " (original TaskMem, also under test_time/), <DIR>/<video_id>.jsonl or .pkl",
     )
-    e.add_argument("--tag", help="memory tag of run directories under --memories")
+    e.add_argument("--tag", help="memory tag of run directories or original pickles")
     e.add_argument("--answerer", required=True, help="model spec that answers, e.g. openai:gpt-4o")
     e.add_argument("--judge", help="model spec that judges free-form answers (EgoTempo)")
     e.add_argument(
@@ -571,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--concurrency", type=int, default=8, help="questions in flight (8)")
     e.add_argument("--limit", type=int, help="only the first N questions")
     e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (2000)")
+    e.add_argument(
+        "--unparseable",
+        choices=["wrong", "abstain"],
+        default="wrong",
+        help="a reply with no readable answer counts as answered-and-wrong (default) or abstained",
+    )
     e.add_argument(
         "--price",
         action="append",

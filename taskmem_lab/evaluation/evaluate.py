@@ -1,13 +1,15 @@
 """Evaluating stored memories on a benchmark: answer from memory, judge, score, tabulate.
 
 Floor 4. `evaluate` looks up each question's memory by `video_id` (a run directory
-`<memories>/<video_id>/memory/<tag>/`, or `<memories>/<video_id>.jsonl` / `.pkl` from other
-systems), builds its context (`qa.py`), asks the answerer (and the judge for free-form answers)
+`<memories>/<video_id>/memory/<tag>/`; the original TaskMem layout
+`<memories>/<video_id>/<video_id>_<tag>.pkl` or its `test_time/` variant; or
+`<memories>/<video_id>.jsonl` / `.pkl` from other systems), builds its context (`qa.py`), asks the answerer (and the judge for free-form answers)
 with bounded concurrency, and appends one row per finished question to `results.jsonl` (append +
 fsync, written by one thread). A killed run is resumed by running it again: finished questions are
 skipped, and the response cache makes repeated requests free, so a finished evaluation re-run makes
 no model calls. Questions without a memory are listed in `missing.json` and counted in the table,
-never dropped silently. A question whose model call fails is not written (the next run retries it).
+never dropped silently; when no question has a memory the run stops with an error naming the
+video ids looked for and where. A question whose model call fails is not written (the next run retries it).
 
 Output folder: `run.json` (what was evaluated, with which models, prompts and parameters),
 `results.jsonl`, `missing.json`, `table.md` and `table.parquet` (Acc/Cov/Prec per benchmark,
@@ -36,7 +38,15 @@ from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError, ModelError, StoreError
 from taskmem_lab.evaluation.judge import Verdict, judge
 from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
-from taskmem_lab.evaluation.metrics import MetricRow, Outcome, summarize, to_markdown, to_records
+from taskmem_lab.evaluation.metrics import (
+    READINGS,
+    WRONG,
+    MetricRow,
+    Outcome,
+    summarize,
+    to_markdown,
+    to_records,
+)
 from taskmem_lab.evaluation.qa import (
     ANSWERED,
     QAParams,
@@ -79,6 +89,8 @@ class EvalParams:
         judge_reasks: how often an unreadable judge reply is asked again.
         n_boot: bootstrap resamples per table line.
         max_consecutive_failures: stop dispatching after this many failed questions in a row.
+        unparseable: how a reply with no readable answer counts: "wrong" (answered and wrong,
+            the paper's reading) or "abstain" (not answered).
     """
 
     concurrency: int = 8
@@ -86,8 +98,10 @@ class EvalParams:
     judge_reasks: int = 1
     n_boot: int = 2000
     max_consecutive_failures: int = 8
+    unparseable: str = WRONG
 
     def __post_init__(self) -> None:
+        require(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
         require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
         require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
         require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
@@ -100,7 +114,13 @@ class EvalParams:
 
 @dataclass(frozen=True)
 class MemoryLocator:
-    """Finds a video's memory under `root`: a tagged run directory, or a JSONL / pickle file."""
+    """Finds a video's memory under `root`, in this order:
+
+    1. a run directory `<root>/<video_id>/memory/<tag>/` (with `--tag`);
+    2. an original TaskMem pickle `<root>/<video_id>/<video_id>_<tag>.pkl`, else the same under
+       `<root>/<video_id>/test_time/` (with `--tag`; the original scripts' layout);
+    3. a file `<root>/<video_id>.jsonl` / `.pkl` / `.pickle` (memories of other systems).
+    """
 
     root: Path
     tag: str | None = None
@@ -110,21 +130,36 @@ class MemoryLocator:
             raise ConfigError(f"memories directory not found: {self.root}")
         if self.tag is None:
             tags = sorted({p.name for p in self.root.glob("*/memory/*") if p.is_dir()})
+            tags += sorted(
+                f"{p.stem[len(p.parent.name) + 1 :]} (original pickles)"
+                for p in self.root.glob("*/*.pkl")
+                if p.stem.startswith(p.parent.name + "_")
+            )
             if tags:
-                raise ConfigError(
-                    f"{self.root} holds run directories with tags {tags[:8]}; pass --tag"
-                )
+                shown = sorted(set(tags))
+                raise ConfigError(f"{self.root} holds memories with tags {shown[:8]}; pass --tag")
+
+    def candidates(self, video_id: str) -> list[Path]:
+        """Every path looked at for `video_id`, in order."""
+        paths = []
+        if self.tag is not None:
+            folder = self.root / video_id
+            paths += [
+                folder / "memory" / self.tag / "manifest.json",
+                folder / f"{video_id}_{self.tag}.pkl",
+                folder / "test_time" / f"{video_id}_{self.tag}.pkl",
+            ]
+        return paths + [self.root / f"{video_id}{suffix}" for suffix in MEMORY_SUFFIXES]
 
     def find(self, video_id: str) -> Path | None:
-        if self.tag is not None:
-            run = self.root / video_id / "memory" / self.tag
-            if (run / "manifest.json").is_file():
-                return run
-        for suffix in MEMORY_SUFFIXES:
-            path = self.root / f"{video_id}{suffix}"
+        for path in self.candidates(video_id):
             if path.is_file():
-                return path
+                return path.parent if path.name == "manifest.json" else path
         return None
+
+    def patterns(self) -> str:
+        """Where memories are looked for, as patterns (for error messages)."""
+        return ", ".join(str(p) for p in self.candidates("<video_id>"))
 
 
 # --------------------------------------------------------------------------- run folder
@@ -275,6 +310,7 @@ def outcome_of(row: Mapping[str, Any]) -> Outcome:
         score=row.get("score"),
         judge_unparseable=judged.get("status") == "unparseable",
         groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v is not None},
+        video=str(row.get("video_id") or ""),
     )
 
 
@@ -415,16 +451,22 @@ def evaluate(
         raise ConfigError(
             f"{records[0].benchmark} has no evidence windows: use --context full or retrieval"
         )
-    done_rows = open_eval(out, _identity(records, locator, answerer, judge_model, qa))
     selected = list(records[: params.limit] if params.limit else records)
-    wanted = {r.id for r in selected}
-    done = {row["id"]: row for row in done_rows if row["id"] in wanted}
-
     paths: dict[str, Path | None] = {}
     for r in selected:
         if r.video_id not in paths:
             paths[r.video_id] = locator.find(r.video_id)
     missing = [{"id": r.id, "video_id": r.video_id} for r in selected if paths[r.video_id] is None]
+    if len(missing) == len(selected):
+        ids = sorted(paths)
+        shown = ", ".join(ids[:5]) + (f" (+{len(ids) - 5} more)" if len(ids) > 5 else "")
+        raise ConfigError(
+            f"no memory for any of the {len(selected)} question(s): looked for video id(s) "
+            f"{shown} as {locator.patterns()}; check --memories and --tag"
+        )
+    done_rows = open_eval(out, _identity(records, locator, answerer, judge_model, qa))
+    wanted = {r.id for r in selected}
+    done = {row["id"]: row for row in done_rows if row["id"] in wanted}
     atomic_write_json(out / MISSING, {"count": len(missing), "questions": missing})
     todo = [r for r in selected if r.id not in done and paths[r.video_id] is not None]
 
@@ -493,6 +535,7 @@ def evaluate(
             by=("task_type", *_groups(name)),
             n_boot=params.n_boot,
             missing={name: len(missing)},
+            unparseable=params.unparseable,
         )
         if rows
         else []
@@ -504,6 +547,7 @@ def evaluate(
         "questions": len(selected),
         "evaluated": len(rows),
         "missing_memory": len(missing),
+        "unparseable_reading": params.unparseable,
         "failed": len(failures),
         "failures": failures[:50],
         "incomplete_memories": incomplete,
