@@ -48,6 +48,9 @@ class Memory:
 
     @classmethod
     def load(cls, run: str | Path | RunDir) -> Memory:
+        """A stored run directory; a `.jsonl` or original `.pkl` memory file also loads."""
+        if not isinstance(run, RunDir) and Path(run).is_file():
+            return load_any(run)
         run = run if isinstance(run, RunDir) else RunDir(Path(run))
         manifest = run.manifest()
         entries = [
@@ -500,3 +503,92 @@ def dumps_jsonl(memory: Memory) -> str:
         + "\n"
         for e in memory.entries
     )
+
+
+# --------------------------------------------------------------------------- importing
+
+
+@dataclass(frozen=True)
+class Imported:
+    """One memory brought into the run layout by `import_memories`."""
+
+    video_id: str
+    source: Path
+    run: Path
+    entries: int
+    new: bool  # False: the run already held this import (nothing written)
+
+
+def original_memories(folder: str | Path, tag: str, test_time: bool = False) -> dict[str, Path]:
+    """`{video_id: pickle}` of the original layout `<folder>/<video_id>/<video_id>_<tag>.pkl`
+    (or `<folder>/<video_id>/test_time/<video_id>_<tag>.pkl` with `test_time`)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise StoreError(f"memories folder not found: {root}")
+    found = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        path = sub / ("test_time" if test_time else "") / f"{sub.name}_{tag}.pkl"
+        if path.is_file():
+            found[sub.name] = path
+    if not found:
+        where = f"{root}/<video_id>/{'test_time/' if test_time else ''}<video_id>_{tag}.pkl"
+        raise StoreError(f"no original TaskMem memories with tag {tag!r}: nothing matches {where}")
+    return found
+
+
+def import_memories(
+    folder: str | Path,
+    tag: str,
+    runs: str | Path,
+    new_tag: str | None = None,
+    test_time: bool = False,
+    interval: float | None = None,
+) -> list[Imported]:
+    """Convert original TaskMem pickles into run directories `<runs>/<video_id>/memory/<tag>/`.
+
+    Each pickle is read with the safe unpickler, its clips written as finished clip records
+    (episodic text, semantic knowledge, the original's clip times), and the manifest records
+    the source file and its sha256; an import already done is left as it is. Baseline
+    memories converted to the same pickle layout (EgoGPT, HippoMM, M3-Agent in the paper's
+    table) go through the same path.
+    """
+    import hashlib
+
+    from taskmem_lab.schema import ClipRecord
+    from taskmem_lab.store import memory_dir, open_run
+
+    out_tag = new_tag or tag
+    done = []
+    for vid, path in original_memories(folder, tag, test_time).items():
+        memory = Memory.from_taskmem_pickle(path, interval)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest = {
+            "stream_id": vid,
+            "model": "imported:taskmem-pickle",
+            "params": {"interval": memory.meta.get("interval"), "format": memory.meta["format"]},
+            "source": [{"path": str(path.resolve()), "sha256": digest}],
+            "prompts": {},
+            "tasks": None,
+            "imported_from": str(path.resolve()),
+        }
+        target = memory_dir(runs, vid, out_tag)
+        run = open_run(target, manifest)
+        have = run.finished()
+        for e in memory.entries:
+            if e.clip in have:
+                continue
+            run.append(
+                ClipRecord(
+                    clip=e.clip,
+                    start=e.start,
+                    end=e.end,
+                    window=(e.start, e.end),
+                    status="ok",
+                    episodic=e.text,
+                    semantic=list(e.knowledge),
+                    model="imported:taskmem-pickle",
+                )
+            )
+        run.update_manifest(status="complete")
+        done.append(Imported(vid, path, run.path, len(memory), not have))
+    return done

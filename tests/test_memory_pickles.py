@@ -2,9 +2,7 @@
 every protocol, and bombs, huge allocations and foreign classes are refused quickly."""
 
 import pickle
-import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -12,45 +10,16 @@ import pytest
 from taskmem_lab.errors import StoreError, UnsafePickleError
 from taskmem_lab.memory import Memory, PickleLimits, load_any, safe_unpickle
 from taskmem_lab.testing.command import taskmem
+from taskmem_lab.testing.original import fake_original_classes
 
 # --------------------------------------------------------------------------- original records
 
 
 @pytest.fixture
-def fake_original_module(monkeypatch):
+def fake_original_module():
     """Record classes under the original's module path, so pickles name them as it does."""
-    pkg = types.ModuleType("memory")
-    mod = types.ModuleType("memory.long_term_memory")
-
-    class Character:
-        def __init__(self, node_id):
-            self.id = node_id
-            self.features = {"face": [{"embedding": np.ones(4, dtype=np.float32)}], "voice": []}
-
-    class Semantic:
-        def __init__(self):
-            self.node_id = 0
-            self.characters = {}
-            self.knowledge = {}
-
-    class Episodic:
-        def __init__(self):
-            self.description = {}
-
-    class LongTermMemory:
-        def __init__(self, interval):
-            self.interval = interval
-            self.semantic = Semantic()
-            self.episodic = Episodic()
-
-    for cls in (Character, Semantic, Episodic, LongTermMemory):
-        cls.__module__ = mod.__name__
-        cls.__qualname__ = cls.__name__
-        setattr(mod, cls.__name__, cls)
-    pkg.long_term_memory = mod
-    monkeypatch.setitem(sys.modules, "memory", pkg)
-    monkeypatch.setitem(sys.modules, "memory.long_term_memory", mod)
-    return mod
+    with fake_original_classes() as mod:
+        yield mod
 
 
 def original_memory(mod, interval=10, clips=3):
@@ -59,6 +28,7 @@ def original_memory(mod, interval=10, clips=3):
         m.episodic.description[str(k)] = f"Clip {k}: <face_1> stirs the pot."
         m.semantic.knowledge[str(k)] = [f"<face_1> cooks (fact {k})"]
     m.semantic.characters[1] = mod.Character(1)
+    m.semantic.characters[1].features["face"].append({"embedding": np.ones(4, np.float32)})
     return m
 
 
@@ -83,6 +53,7 @@ def test_original_interval_comes_from_the_pickle(tmp_path, fake_original_module)
     path.write_bytes(pickle.dumps(original_memory(fake_original_module, interval=30, clips=2)))
     assert [e.end for e in Memory.from_taskmem_pickle(path).entries] == [30.0, 60.0]
     assert [e.end for e in load_any(path).until(30).entries] == [30.0]
+    assert Memory.load(path).entries == Memory.from_taskmem_pickle(path).entries
 
 
 def test_show_renders_an_original_pickle(tmp_path, fake_original_module):
