@@ -145,7 +145,7 @@ ORIGINAL_CLASSES = (
 """The record classes of the original TaskMem scripts, loaded by default as inert records."""
 
 MAX_ALLOC_BYTES = 1 << 30  # one array or byte string built while unpickling
-MAX_NODES = 2_000_000  # objects visited when walking the result, shared ones counted each time
+MAX_NODES = 50_000_000  # objects in the result unfolded as a tree (shared ones counted each time)
 MAX_DEPTH = 200  # nesting of containers and records
 
 
@@ -332,34 +332,65 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     return np.frombuffer(data, dtype=dtype)[0]
 
 
-def _children(obj: Any) -> Iterable[Any]:
+def _is_container(obj: Any) -> bool:
+    if isinstance(obj, dict | list | tuple | set | frozenset | PickledRecord):
+        return True
+    return type(obj).__module__ == "numpy" and bool(
+        getattr(obj, "dtype", None) is not None and obj.dtype.hasobject and obj.ndim > 0
+    )
+
+
+def _children(obj: Any) -> list[Any]:
+    if isinstance(obj, PickledRecord):
+        obj = obj.__dict__
     if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield k
-            yield v
-    elif isinstance(obj, list | tuple | set | frozenset):
-        yield from obj
-    elif isinstance(obj, PickledRecord):
-        yield from _children(obj.__dict__)
-    elif type(obj).__module__ == "numpy" and getattr(getattr(obj, "dtype", None), "hasobject", 0):
-        yield from obj.ravel().tolist()
+        return [x for kv in obj.items() for x in kv]
+    if isinstance(obj, list | tuple | set | frozenset):
+        return list(obj)
+    return list(obj.ravel())  # an object array: its elements are the objects themselves
 
 
 def check_size(obj: Any, limits: PickleLimits = PickleLimits()) -> None:
-    """Refuse a result that is too deep, cyclic, or too large when walked as a tree."""
-    nodes = 0
-    stack: list[tuple[Any, int]] = [(obj, 0)]
+    """Refuse a result that is cyclic, nested too deep, or too large when unfolded as a tree.
+
+    The unfolded size (a shared object counted once per reference) is computed over distinct
+    objects only, so the check itself is linear in the pickle's real size, while a small pickle
+    of nested shared references, which would make any later walk or `str()` take exponential
+    time, is refused.
+    """
+    if not _is_container(obj):
+        return
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()  # containers whose children are being sized: the current path
+    stack: list[tuple[Any, int, list[Any] | None]] = [(obj, 0, None)]
     while stack:
-        item, depth = stack.pop()
-        nodes += 1
-        if nodes > limits.max_nodes:
+        item, depth, kids = stack[-1]
+        key = id(item)
+        if kids is None:
+            if key in sizes:
+                stack.pop()
+                continue
+            if depth > limits.max_depth:
+                raise _refuse(f"nests deeper than {limits.max_depth} levels")
+            kids = _children(item)
+            stack[-1] = (item, depth, kids)
+            open_ids.add(key)
+            for kid in kids:
+                if _is_container(kid):
+                    if id(kid) in open_ids:
+                        raise _refuse("contains a cycle (an object that holds itself)")
+                    if id(kid) not in sizes:
+                        stack.append((kid, depth + 1, None))
+            continue
+        total = 1 + sum(sizes[id(k)] if _is_container(k) else 1 for k in kids)
+        if total > limits.max_nodes:
             raise _refuse(
                 f"unfolds into more than {limits.max_nodes:,} objects (shared references "
                 "counted each time they are reached)"
             )
-        if depth > limits.max_depth:
-            raise _refuse(f"nests deeper than {limits.max_depth} levels")
-        stack.extend((child, depth + 1) for child in _children(item))
+        sizes[key] = total
+        open_ids.discard(key)
+        stack.pop()
 
 
 def safe_unpickle(
@@ -403,6 +434,18 @@ def _format_of(obj: Any) -> str:
     return getattr(obj, "_qualname", type(obj).__name__)
 
 
+TEXT_LIMITS = PickleLimits(max_nodes=100_000)
+
+
+def _as_text(value: Any, where: str) -> str:
+    """A text field; other values (the original scripts sometimes stored lists) are written out,
+    after checking they are small enough to write."""
+    if isinstance(value, str):
+        return value
+    check_size(value, TEXT_LIMITS)
+    return str(value)
+
+
 def _original_entries(state: dict[str, Any], interval: float, where: str) -> list[Entry]:
     """Entries of an original `LongTermMemory`: `episodic.description` and
     `semantic.knowledge`, both keyed by the clip index as a string."""
@@ -431,8 +474,8 @@ def _original_entries(state: dict[str, Any], interval: float, where: str) -> lis
                 clip,
                 clip * interval,
                 (clip + 1) * interval,
-                text if isinstance(text, str) else str(text),
-                tuple(str(k) for k in facts),
+                _as_text(text, where),
+                tuple(_as_text(k, where) for k in facts),
             )
         )
     return sorted(entries, key=lambda e: (e.start, e.clip))
@@ -469,11 +512,22 @@ def _entries_from_pickle(data: Any, interval: float, where: str) -> list[Entry]:
         if text is None:
             raise StoreError(f"{where}: entry {n} has no text field (one of {_TEXT_KEYS})")
         clip_value = next((item[k] for k in ("clip", "clip_id", "index") if k in item), n)
-        clip = int(clip_value)
-        start = float(item.get("start", clip * interval))
-        end = float(item.get("end", start + interval))
+        try:
+            clip = int(clip_value)
+            start = float(item.get("start", clip * interval))
+            end = float(item.get("end", start + interval))
+        except (TypeError, ValueError, OverflowError):
+            raise StoreError(
+                f"{where}: entry {n} has a clip, start or end that is not a number"
+            ) from None
+        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+            raise StoreError(f"{where}: entry {n} spans [{start}, {end}]")
         knowledge = item.get("semantic") or item.get("knowledge") or ()
-        entries.append(Entry(clip, start, end, text, tuple(str(k) for k in knowledge)))
+        if isinstance(knowledge, str):
+            knowledge = (knowledge,)
+        elif not isinstance(knowledge, list | tuple):
+            raise StoreError(f"{where}: knowledge of entry {n} is a {type(knowledge).__name__}")
+        entries.append(Entry(clip, start, end, text, tuple(_as_text(k, where) for k in knowledge)))
     return sorted(entries, key=lambda e: e.start)
 
 
