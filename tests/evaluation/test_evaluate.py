@@ -109,7 +109,11 @@ def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, 
     assert set(row["answerer"]["prompts"]) == {"qa_choice_system", "qa_user"}
     assert row["answerer"]["samples"][0]["text"].count("[fake server]") == 1
     assert row["context"]["entries"] == 3
-    assert row["groups"] == {"duration": "short", "domain": "Life Record", "sub_category": "Cooking"}
+    assert row["groups"] == {
+        "duration": "short",
+        "domain": "Life Record",
+        "sub_category": "Cooking",
+    }
     # Table: Acc = 3/5, Cov = 4/5, Prec = 3/4, per task type and per duration.
     table = (out / "table.md").read_text()
     overall = next(line for line in table.splitlines() if "| all " in line)
