@@ -37,6 +37,8 @@ class Benchmark:
         has_evidence: whether its questions carry evidence windows.
         answer_kind: "choice" or "open".
         hub_ids: Hub repo ids that name the original (loaded with `hub_original`'s config).
+        cluster_by_video: whether bootstrap intervals resample videos (questions of one video
+            move together) rather than questions.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Benchmark:
     groups: tuple[str, ...] = ()
     has_evidence: bool = False
     hub_ids: tuple[str, ...] = ()
+    cluster_by_video: bool = True
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -310,8 +310,15 @@ def outcome_of(row: Mapping[str, Any]) -> Outcome:
         score=row.get("score"),
         judge_unparseable=judged.get("status") == "unparseable",
         groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v is not None},
-        video=str(row.get("video_id") or ""),
+        video=str(row.get("video_id") or "") if _clustered(row["benchmark"]) else "",
     )
+
+
+def _clustered(benchmark: str) -> bool:
+    """Whether a benchmark's intervals resample videos (a question set of one's own: yes)."""
+    from taskmem_lab.bench import BENCHMARKS
+
+    return benchmark not in BENCHMARKS or get_benchmark(benchmark).cluster_by_video
 
 
 # --------------------------------------------------------------------------- usage and cost

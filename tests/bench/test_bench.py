@@ -113,7 +113,7 @@ def test_egolife_clock_is_hhmmssff_at_20_fps(clock, seconds):
 
 
 @pytest.mark.parametrize(
-    "clock", ["11096208", "11604208", "11094220", "1109", "11:09:42", "abcdefgh"]
+    "clock", ["11096208", "11604208", "11094220", "25000000", "1109", "11:09:42", "abcdefgh"]
 )
 def test_egolife_bad_clocks_are_refused(clock):
     with pytest.raises(BenchmarkError, match="is not HHMMSSFF"):

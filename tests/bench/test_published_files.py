@@ -75,6 +75,7 @@ def test_egolife_file_with_all_three_target_time_shapes_loads_whole(tmp_path):
     [
         ({"date": "DAY4", "time": "17044917DAY4_2059"}, "packed"),
         ({"date": "DAY4", "time": "17046917"}, "is not HHMMSSFF"),
+        ({"date": "DAY4", "time": "24000000"}, "hours must be < 24"),
         ({"date": "DAYX", "time": "17044917"}, "not DAYn"),
         ({"date": "DAY4", "time": "17044917DAY0_20593813"}, "not DAYn"),
     ],

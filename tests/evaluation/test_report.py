@@ -91,3 +91,12 @@ def test_readings_lists_the_lines_that_differ():
     assert (overall["coverage (wrong)"], overall["precision (wrong)"]) == (0.75, 2 / 3)
     assert (overall["coverage (abstain)"], overall["precision (abstain)"]) == (0.5, 1.0)
     assert overall["accuracy"] == 0.5
+
+
+def test_egolife_intervals_resample_questions_videomme_videos():
+    from taskmem_lab.evaluation.evaluate import outcome_of
+
+    row = result_row("1", "v1", "answered", True)
+    assert outcome_of(row).video == "v1"
+    assert outcome_of({**row, "benchmark": "egolife", "video_id": "A1_JAKE"}).video == ""
+    assert outcome_of({**row, "benchmark": "my_questions"}).video == "v1"
