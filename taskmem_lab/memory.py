@@ -228,6 +228,7 @@ class _AllowListUnpickler(pickle.Unpickler):
             "numpy.ndarray": self._ndarray,
             "numpy.dtype": _numpy_dtype,
         }
+        _find_scalar()
         for core in _NUMPY_CORE:
             self._guarded[f"{core}.multiarray._reconstruct"] = self._reconstruct
             self._guarded[f"{core}.multiarray.scalar"] = _numpy_scalar
@@ -324,12 +325,36 @@ def _numpy_dtype(spec: Any, align: bool = False, copy: bool = False) -> Any:
 
 
 def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """numpy's own scalar constructor, for plain (non-object) dtypes from their raw bytes."""
     import numpy as np
 
-    dtype = np.dtype(dtype)
-    if dtype.hasobject or not isinstance(data, bytes) or len(data) != dtype.itemsize:
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
         raise _refuse(f"builds a numpy {dtype} scalar from {type(data).__name__}")
-    return np.frombuffer(data, dtype=dtype)[0]
+    if len(data) != dtype.itemsize:
+        raise _refuse(f"gives a numpy {dtype} scalar {len(data)} bytes")
+    return _SCALAR[0](dtype, data)
+
+
+_SCALAR: list[Any] = []  # numpy's scalar constructor, found once
+
+
+def _find_scalar() -> None:
+    if not _SCALAR:
+        try:
+            from numpy._core.multiarray import scalar
+        except ImportError:  # numpy < 2
+            from numpy.core.multiarray import scalar
+        _SCALAR.append(scalar)
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _may_hold(kind: type) -> bool:
+    """Whether objects of this type can hold other objects (numpy: object arrays can)."""
+    return issubclass(kind, (*_CONTAINERS, PickledRecord)) or (
+        kind.__module__ == "numpy" and kind.__name__ == "ndarray"
+    )
 
 
 def _is_container(obj: Any) -> bool:
@@ -373,6 +398,12 @@ def check_size(obj: Any, limits: PickleLimits = PickleLimits()) -> None:
             if depth > limits.max_depth:
                 raise _refuse(f"nests deeper than {limits.max_depth} levels")
             kids = _children(item)
+            if not any(map(_may_hold, set(map(type, kids)))):  # only scalars: size at once
+                if 1 + len(kids) > limits.max_nodes:
+                    raise _refuse(f"unfolds into more than {limits.max_nodes:,} objects")
+                sizes[key] = 1 + len(kids)
+                stack.pop()
+                continue
             stack[-1] = (item, depth, kids)
             open_ids.add(key)
             for kid in kids:
