@@ -3,13 +3,14 @@
 Floor 4. `evaluate` looks up each question's memory by `video_id` (a run directory
 `<memories>/<video_id>/memory/<tag>/`; the original TaskMem layout
 `<memories>/<video_id>/<video_id>_<tag>.pkl` or its `test_time/` variant; or
-`<memories>/<video_id>.jsonl` / `.pkl` from other systems), builds its context (`qa.py`), asks the answerer (and the judge for free-form answers)
-with bounded concurrency, and appends one row per finished question to `results.jsonl` (append +
-fsync, written by one thread). A killed run is resumed by running it again: finished questions are
-skipped, and the response cache makes repeated requests free, so a finished evaluation re-run makes
-no model calls. Questions without a memory are listed in `missing.json` and counted in the table,
-never dropped silently; when no question has a memory the run stops with an error naming the
-video ids looked for and where. A question whose model call fails is not written (the next run retries it).
+`<memories>/<video_id>.jsonl` / `.pkl` from other systems), builds its context (`qa.py`), asks
+the answerer (and the judge for free-form answers) with bounded concurrency, and appends one row
+per finished question to `results.jsonl` (append + fsync, written by one thread). A killed run is
+resumed by running it again: finished questions are skipped, and the response cache makes
+repeated requests free, so a finished evaluation re-run makes no model calls. Questions without a
+memory are listed in `missing.json` and counted in the table, never dropped silently; when no
+question has a memory the run stops with an error naming the video ids looked for and where. A
+question whose model call fails is not written (the next run retries it).
 
 Output folder: `run.json` (what was evaluated, with which models, prompts and parameters),
 `results.jsonl`, `missing.json`, `table.md` and `table.parquet` (Acc/Cov/Prec per benchmark,
@@ -309,7 +310,7 @@ def outcome_of(row: Mapping[str, Any]) -> Outcome:
         correct=bool(row["correct"]),
         score=row.get("score"),
         judge_unparseable=judged.get("status") == "unparseable",
-        groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v is not None},
+        groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v not in (None, "")},
         video=str(row.get("video_id") or "") if _clustered(row["benchmark"]) else "",
     )
 
