@@ -297,19 +297,33 @@ _ANSWER_KEYS = ("answer", "final_answer", "choice", "option", "letter", "predict
 _MARKDOWN = re.compile(r"[*_`#]+")
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{\s*\(?([A-Ea-e])\)?\s*\}")
+_MARKER_TAIL = (
+    r"\s*(?:is|would be|should be|will be|=|:|-|,)?\s*(?:option|choice|letter)?\s*[:\-]?\s*"
+    r"[(\[]?(?P<letter>[A-Ea-e])[)\]]?(?![A-Za-z0-9'’])"
+)
+# Phrases that state an answer: the letter after them is the answer wherever it stands.
 _MARKER = re.compile(
     r"\b(?:final answer|correct answer|best answer|correct option|best option|correct choice"
-    r"|right answer|my answer|answer|choice|option selected|option|letter|selection|response"
-    r"|prediction"
+    r"|right answer|my answer|answer|choice|option selected|selection|response|prediction"
     r"|i choose|i chose|i pick|i picked|i select|i would choose|i'd choose|i would pick"
     r"|i'd pick|i would select|i'd select|i would go with|i'd go with|i'll go with|i will go with"
     r"|going with|go with|my pick is|my pick|i'd say|i would say|i'll say|leaning towards"
-    r"|lean towards|it must be|must be|it's|it is|therefore|thus|hence|so)"
-    r"\s*(?:is|would be|should be|will be|=|:|-|,)?\s*(?:option|choice|letter)?\s*[:\-]?\s*"
-    r"[(\[]?(?P<letter>[A-Ea-e])[)\]]?(?![A-Za-z0-9'’])",
+    r"|lean towards|it must be|must be)" + _MARKER_TAIL,
     re.IGNORECASE,
 )
-_AND_ANOTHER = re.compile(r"^[)\].]?\s*(?:,|/|&|\band\b|\bor\b)\s*[(\[]?[A-E](?![A-Za-z0-9])")
+# "Option A" also lists options ("Option A: milk. Option B: ..."): it states the answer only at
+# the end of the reply or of a line. Conclusions ("so B", "It's C") state it before a sentence end.
+_LISTING_MARKER = re.compile(r"\b(?:option|letter)" + _MARKER_TAIL, re.IGNORECASE)
+_CONCLUSION_MARKER = re.compile(
+    r"\b(?:it's|it is|therefore|thus|hence|so)" + _MARKER_TAIL, re.IGNORECASE
+)
+_LINE_END = re.compile(r"\s*[.!]?\s*(?:$|\n)")
+_SENTENCE_END = re.compile(r"\s*(?:[.!;]|$|\n)")
+_AND_ANOTHER = re.compile(
+    r"^[)\].]?\s*(?:,|/|&|\band\b|\bor\b)\s*(?:(?:maybe|possibly|perhaps|probably|also|option)\s+)?"
+    r"[(\[]?[A-E](?![A-Za-z0-9])",
+    re.IGNORECASE,
+)
 _LETTER_LIST = re.compile(
     r"\W*[A-E]\W*(?:(?:,|/|&|\band\b|\bor\b|\s)+\W*[A-E](?![A-Za-z0-9])\W*)+", re.IGNORECASE
 )
@@ -459,9 +473,14 @@ def parse_choice(text: str, letters: str = LETTERS, options: Sequence[str] = ())
     boxed = _BOXED.findall(t)
     if boxed:
         return _letter(boxed[-1], letters)
-    for m in reversed(list(_MARKER.finditer(t))):  # the last stated answer wins
-        letter = m.group("letter")
+    stated = [(m, None) for m in _MARKER.finditer(t)]
+    stated += [(m, _LINE_END) for m in _LISTING_MARKER.finditer(t)]
+    stated += [(m, _SENTENCE_END) for m in _CONCLUSION_MARKER.finditer(t)]
+    for m, must_end in sorted(stated, key=lambda x: -x[0].start("letter")):
+        letter = m.group("letter")  # the last stated answer wins
         rest = t[m.end() :]
+        if must_end is not None and not must_end.match(rest):
+            continue  # "Option A: milk", "so A is ...": not a statement of the answer
         if letter.islower() and letter != "e" and not re.match(r"\s*(?:[.!,;)\]]|$)", rest):
             continue  # "the answer is a lamp": an article, not an option
         if letter == "e" and re.match(r"\.?[a-z]", rest):
@@ -473,13 +492,6 @@ def parse_choice(text: str, letters: str = LETTERS, options: Sequence[str] = ())
         if _AND_ANOTHER.match(rest):
             return Parsed(UNPARSEABLE)
         return _letter(letter, letters)
-    lead = _LEADING.match(t)
-    if lead and _AND_ANOTHER.match(t[lead.end("letter" if lead.group("letter") else "prose") :]):
-        return Parsed(UNPARSEABLE)  # "A, B and C ...": several letters
-    if lead:
-        first_sentence = re.split(r"[.;!?\n]", t, maxsplit=1)[0]
-        if lead.group("letter") or not _NEGATIVE.search(first_sentence):
-            return _letter(lead.group("letter") or lead.group("prose"), letters)
     negated = {m.group(1).upper() for m in _NEGATED_LETTER.finditer(t)}
     negated |= {m.group(1).upper() for m in _REJECTED_LETTER.finditer(t)}
     found = {
@@ -487,6 +499,14 @@ def parse_choice(text: str, letters: str = LETTERS, options: Sequence[str] = ())
         for m in _STANDALONE.finditer(t)
         if not (m.group(1) == "A" and _is_article(t, m.start()))
     } - negated
+    lead = _LEADING.match(t)
+    if lead and _AND_ANOTHER.match(t[lead.end("letter" if lead.group("letter") else "prose") :]):
+        return Parsed(UNPARSEABLE)  # "A, B and C ...": several letters
+    if lead:
+        first = lead.group("letter") or lead.group("prose")
+        first_sentence = re.split(r"[.;!?\n]", t, maxsplit=1)[0]
+        if (lead.group("letter") or not _NEGATIVE.search(first_sentence)) and found <= {first}:
+            return _letter(first, letters)  # ("B. Actually no, C." names another: not this rule)
     if len(found) == 1:
         return _letter(found.pop(), letters)
     if found:
