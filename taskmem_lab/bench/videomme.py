@@ -66,7 +66,7 @@ def strip_option(text: str, index: int, where: str) -> str:
 def convert_row(row: Mapping[str, Any], where: str, fallback: Mapping[str, str]) -> QARecord:
     """One Video-MME row; `fallback` fills `question_id`/`duration`/`task_type` for rows of the
     original TaskMem `video_info_*.json` files, which may lack them."""
-    original = "question_id" not in row and "videoID" in row
+    original = TASK_KEY in row or ("videoID" in row and not set(FIELDS) <= set(row))
     require(row, ORIGINAL_FIELDS if original else FIELDS, where)
     options = row["options"]
     if isinstance(options, str) or not isinstance(options, Sequence):

@@ -216,13 +216,12 @@ def test_videomme_original_taskmem_video_info_files(tmp_path):
         "Attribute Perception": [row("fFjv93ACGo8", "What colour?", "C")],
     }
     (tmp_path / "video_info_short.json").write_text(json.dumps(short))
-    (tmp_path / "video_info_long.json").write_text(
-        json.dumps({"all": [row("LONGvid0001", "Who wins?")], "Reasoning": []})
-    )
+    long_row = {**row("LONGvid0001", "Who wins?"), "question_id": "601-1", "domain": "Sports"}
+    (tmp_path / "video_info_long.json").write_text(json.dumps({"all": [long_row], "OCR": []}))
     records = load_benchmark("videomme", tmp_path)
     got = [(r.id, r.task_type, r.meta["duration"], r.options[1]) for r in records]
     assert got == [
-        ("LONGvid0001-1", "all", "long", "two"),  # listed under "all" only
+        ("601-1", "all", "long", "two"),  # listed under "all" only; its own id kept
         ("fFjv93ACGo8-1", "Counting Problem", "short", "two"),
         ("fFjv93ACGo8-2", "Attribute Perception", "short", "two"),
     ]
