@@ -1,9 +1,12 @@
 """A memory as the QA step sees it: entries with stream times, rendered as text.
 
 Floor 3. Loads a stored run, a JSONL memory from another system (`clip`, `start`, `end`, `text`),
-or an original TaskMem pickle through an allow-listed unpickler that builds only plain
-containers, numpy arrays and inert stand-ins for allow-listed record classes; any other class
-(the way a malicious pickle runs code) is refused before it is touched.
+or an original TaskMem pickle (`memory.long_term_memory.LongTermMemory`, clip k at
+`[k * interval, (k + 1) * interval)`) through an allow-listed unpickler that builds only plain
+containers, numpy arrays and inert stand-ins for the original's record classes; any other class
+(the way a malicious pickle runs code) is refused before it is touched, and allocations, object
+count and nesting are bounded (`PickleLimits`). `import_memories` turns a folder of original
+pickles into run directories.
 """
 
 from __future__ import annotations
