@@ -11,7 +11,8 @@ mean: a letter, or "" (no answer given). Compared:
 - `VLMEvalKit style`: its rule-based matching (`can_infer`), restated here: split the reply into
   words after turning `.()[],:;!*#{}` into spaces; exactly one word that is an option letter
   gives that letter (unless "A" appears in a reply of more than three words: "A" may be an
-  article); otherwise the one option whose text appears in the lowercased reply.
+  article); otherwise (no letter, several, or that possible article) the one option whose text
+  appears in the lowercased reply.
 
 Both restatements use the letters A-E (the E option's text "Cannot tell from memory"), so every
 tool can read an abstention; they are small reimplementations of the rules as documented in the
@@ -69,12 +70,9 @@ def vlmevalkit_style(reply: str, options: Sequence[str]) -> str:
         mod = mod.replace(ch, " ")
     words = mod.split()
     named = [c for c in choices if c in words]
-    if len(named) == 1:
-        if "A" in words and len(words) > 3:
-            return ""
+    if len(named) == 1 and not ("A" in words and len(words) > 3):
         return named[0]
-    if named:
-        return ""
+    # No single letter (or a possible article "A"): fall back to the options' texts.
     lowered = reply.lower()
     hits = [c for c, text in choices.items() if text.lower() in lowered]
     return hits[0] if len(hits) == 1 else ""
