@@ -141,7 +141,13 @@ class MemoryLocator:
                 raise ConfigError(f"{self.root} holds memories with tags {shown[:8]}; pass --tag")
 
     def candidates(self, video_id: str) -> list[Path]:
-        """Every path looked at for `video_id`, in order."""
+        """Every path looked at for `video_id`, in order (all inside `root`)."""
+        for what, name in (("video id", video_id), ("--tag", self.tag)):
+            if name is not None and not _plain_name(name):
+                raise ConfigError(
+                    f"{what} {name!r} is not a plain name (a path separator or '..'): memories "
+                    f"are only looked for inside {self.root}"
+                )
         paths = []
         if self.tag is not None:
             folder = self.root / video_id
@@ -161,6 +167,10 @@ class MemoryLocator:
     def patterns(self) -> str:
         """Where memories are looked for, as patterns (for error messages)."""
         return ", ".join(str(p) for p in self.candidates("<video_id>"))
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 # --------------------------------------------------------------------------- run folder

@@ -5,6 +5,10 @@ import json
 import pickle
 from pathlib import Path
 
+import pytest
+
+from taskmem_lab.errors import ConfigError
+from taskmem_lab.evaluation.evaluate import MemoryLocator
 from taskmem_lab.memory import Memory, import_memories, load_any
 from taskmem_lab.testing.command import taskmem
 from taskmem_lab.testing.original import write_original_memory
@@ -129,3 +133,14 @@ def test_import_of_a_missing_tag_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no original TaskMem memories with tag 'nope'" in proc.stderr
     assert import_memories(mem, "taskmem_ep", tmp_path / "r2", test_time=False)
+
+
+def test_ids_and_tags_cannot_point_outside_the_memories_folder(tmp_path):
+    (tmp_path / "mem").mkdir()
+    locator = MemoryLocator(tmp_path / "mem", "t")
+    assert locator.find("tmSmpl0001a") is None
+    for bad in ("../outside", "a/b", "..", "a\\b"):
+        with pytest.raises(ConfigError, match="not a plain name"):
+            locator.find(bad)
+    with pytest.raises(ConfigError, match="--tag '../x'"):
+        MemoryLocator(tmp_path / "mem", "../x").find("v")
