@@ -646,6 +646,9 @@ def import_memories(
     from taskmem_lab.store import memory_dir, open_run
 
     out_tag = new_tag or tag
+    for what, name in (("--tag", tag), ("--as", out_tag)):
+        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+            raise StoreError(f"{what} {name!r} is not a plain name (a path separator or '..')")
     done = []
     for vid, path in original_memories(folder, tag, test_time).items():
         memory = Memory.from_taskmem_pickle(path, interval)

@@ -133,6 +133,11 @@ def test_import_of_a_missing_tag_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no original TaskMem memories with tag 'nope'" in proc.stderr
     assert import_memories(mem, "taskmem_ep", tmp_path / "r2", test_time=False)
+    proc = taskmem(
+        "import", mem, "--tag", "taskmem_ep", "--as", "../up", "--out", tmp_path / "r", check=False
+    )
+    assert proc.returncode == 2 and "'--as' is not" not in proc.stderr
+    assert "--as '../up' is not a plain name" in proc.stderr and not (tmp_path / "up").exists()
 
 
 def test_ids_and_tags_cannot_point_outside_the_memories_folder(tmp_path):
