@@ -1,14 +1,18 @@
 """Evaluating stored memories on a benchmark: answer from memory, judge, score, tabulate.
 
 Floor 4. `evaluate` looks up each question's memory by `video_id` (a run directory
-`<memories>/<video_id>/memory/<tag>/`, or `<memories>/<video_id>.jsonl` / `.pkl` from other
-systems), builds its context (`qa.py`), asks the answerer (and the judge for free-form answers)
-with bounded concurrency, and appends one row per finished question to `results.jsonl` (append +
-fsync, written by one thread; the folder is a `jobs.ResumableDir`). A killed run is resumed by
-running it again: finished questions are skipped unless their memory changed since (each row records
-the `memory_hash` it was answered from), and the response cache makes repeated requests free, so a
-finished evaluation re-run makes no model calls. Questions without a memory are listed in `missing.json` and counted in the table,
-never dropped silently. A question whose model call fails is not written (the next run retries it).
+`<memories>/<video_id>/memory/<tag>/`; the original TaskMem layout
+`<memories>/<video_id>/<video_id>_<tag>.pkl` or its `test_time/` variant; or
+`<memories>/<video_id>.jsonl` / `.pkl` from other systems), builds its context (`qa.py`), asks
+the answerer (and the judge for free-form answers) with bounded concurrency, and appends one row
+per finished question to `results.jsonl` (append + fsync, written by one thread; the folder is a
+`jobs.ResumableDir`). A killed run is resumed by running it again: finished questions are skipped
+unless their memory changed since (each row records the `memory_hash` it was answered from), and
+the response cache makes repeated requests free, so a finished evaluation re-run makes no model
+calls. Questions without a
+memory are listed in `missing.json` and counted in the table, never dropped silently; when no
+question has a memory the run stops with an error naming the video ids looked for and where. A
+question whose model call fails is not written (the next run retries it).
 
 Output folder: `run.json` (what was evaluated, with which models, prompts and parameters),
 `results.jsonl`, `missing.json`, `table.md` and `table.parquet` (Acc/Cov/Prec per benchmark,
@@ -33,7 +37,15 @@ from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError, ModelError
 from taskmem_lab.evaluation.judge import Verdict, judge
 from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
-from taskmem_lab.evaluation.metrics import MetricRow, Outcome, summarize, to_markdown, to_records
+from taskmem_lab.evaluation.metrics import (
+    READINGS,
+    WRONG,
+    MetricRow,
+    Outcome,
+    summarize,
+    to_markdown,
+    to_records,
+)
 from taskmem_lab.evaluation.qa import (
     ANSWERED,
     QAParams,
@@ -68,6 +80,8 @@ class EvalParams:
         judge_reasks: how often an unreadable judge reply is asked again.
         n_boot: bootstrap resamples per table line.
         max_consecutive_failures: stop dispatching after this many failed questions in a row.
+        unparseable: how a reply with no readable answer counts: "wrong" (answered and wrong,
+            the paper's reading) or "abstain" (not answered).
     """
 
     concurrency: int = 8
@@ -75,8 +89,10 @@ class EvalParams:
     judge_reasks: int = 1
     n_boot: int = 2000
     max_consecutive_failures: int = 8
+    unparseable: str = WRONG
 
     def __post_init__(self) -> None:
+        require(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
         require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
         require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
         require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
@@ -89,7 +105,13 @@ class EvalParams:
 
 @dataclass(frozen=True)
 class MemoryLocator:
-    """Finds a video's memory under `root`: a tagged run directory, or a JSONL / pickle file."""
+    """Finds a video's memory under `root`, in this order:
+
+    1. a run directory `<root>/<video_id>/memory/<tag>/` (with `--tag`);
+    2. an original TaskMem pickle `<root>/<video_id>/<video_id>_<tag>.pkl`, else the same under
+       `<root>/<video_id>/test_time/` (with `--tag`; the original scripts' layout);
+    3. a file `<root>/<video_id>.jsonl` / `.pkl` / `.pickle` (memories of other systems).
+    """
 
     root: Path
     tag: str | None = None
@@ -99,21 +121,46 @@ class MemoryLocator:
             raise ConfigError(f"memories directory not found: {self.root}")
         if self.tag is None:
             tags = sorted({p.name for p in self.root.glob("*/memory/*") if p.is_dir()})
+            tags += sorted(
+                f"{p.stem[len(p.parent.name) + 1 :]} (original pickles)"
+                for p in self.root.glob("*/*.pkl")
+                if p.stem.startswith(p.parent.name + "_")
+            )
             if tags:
+                shown = sorted(set(tags))
+                raise ConfigError(f"{self.root} holds memories with tags {shown[:8]}; pass --tag")
+
+    def candidates(self, video_id: str) -> list[Path]:
+        """Every path looked at for `video_id`, in order (all inside `root`)."""
+        for what, name in (("video id", video_id), ("--tag", self.tag)):
+            if name is not None and not _plain_name(name):
                 raise ConfigError(
-                    f"{self.root} holds run directories with tags {tags[:8]}; pass --tag"
+                    f"{what} {name!r} is not a plain name (a path separator or '..'): memories "
+                    f"are only looked for inside {self.root}"
                 )
+        paths = []
+        if self.tag is not None:
+            folder = self.root / video_id
+            paths += [
+                folder / "memory" / self.tag / "manifest.json",
+                folder / f"{video_id}_{self.tag}.pkl",
+                folder / "test_time" / f"{video_id}_{self.tag}.pkl",
+            ]
+        return paths + [self.root / f"{video_id}{suffix}" for suffix in MEMORY_SUFFIXES]
 
     def find(self, video_id: str) -> Path | None:
-        if self.tag is not None:
-            run = self.root / video_id / "memory" / self.tag
-            if (run / "manifest.json").is_file():
-                return run
-        for suffix in MEMORY_SUFFIXES:
-            path = self.root / f"{video_id}{suffix}"
+        for path in self.candidates(video_id):
             if path.is_file():
-                return path
+                return path.parent if path.name == "manifest.json" else path
         return None
+
+    def patterns(self) -> str:
+        """Where memories are looked for, as patterns (for error messages)."""
+        return ", ".join(str(p) for p in self.candidates("<video_id>"))
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 # --------------------------------------------------------------------------- run folder
@@ -258,8 +305,16 @@ def outcome_of(row: Mapping[str, Any]) -> Outcome:
         correct=bool(row["correct"]),
         score=row.get("score"),
         judge_unparseable=judged.get("status") == "unparseable",
-        groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v is not None},
+        groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v not in (None, "")},
+        video=str(row.get("video_id") or "") if _clustered(row["benchmark"]) else "",
     )
+
+
+def _clustered(benchmark: str) -> bool:
+    """Whether a benchmark's intervals resample videos (a question set of one's own: yes)."""
+    from taskmem_lab.bench import BENCHMARKS
+
+    return benchmark not in BENCHMARKS or get_benchmark(benchmark).cluster_by_video
 
 
 # --------------------------------------------------------------------------- usage and cost
@@ -384,14 +439,20 @@ def evaluate(
         raise ConfigError(
             f"{records[0].benchmark} has no evidence windows: use --context full or retrieval"
         )
-    store = results_dir(out).open(_identity(records, locator, answerer, judge_model, qa))
     selected = list(records[: params.limit] if params.limit else records)
-
     paths: dict[str, Path | None] = {}
     for r in selected:
         if r.video_id not in paths:
             paths[r.video_id] = locator.find(r.video_id)
     missing = [{"id": r.id, "video_id": r.video_id} for r in selected if paths[r.video_id] is None]
+    if len(missing) == len(selected):
+        ids = sorted(paths)
+        shown = ", ".join(ids[:5]) + (f" (+{len(ids) - 5} more)" if len(ids) > 5 else "")
+        raise ConfigError(
+            f"no memory for any of the {len(selected)} question(s): looked for video id(s) "
+            f"{shown} as {locator.patterns()}; check --memories and --tag"
+        )
+    store = results_dir(out).open(_identity(records, locator, answerer, judge_model, qa))
     atomic_write_json(out / MISSING, {"count": len(missing), "questions": missing})
     memories, incomplete = _load_memories(selected, paths)
     hashes = {vid: memory_hash(m) for vid, m in memories.items()}
@@ -457,6 +518,7 @@ def evaluate(
             by=("task_type", *_groups(name)),
             n_boot=params.n_boot,
             missing={name: len(missing)},
+            unparseable=params.unparseable,
         )
         if rows
         else []
@@ -468,6 +530,7 @@ def evaluate(
         "questions": len(selected),
         "evaluated": len(rows),
         "missing_memory": len(missing),
+        "unparseable_reading": params.unparseable,
         "failed": len(failures),
         "failures": failures[:50],
         "incomplete_memories": incomplete,

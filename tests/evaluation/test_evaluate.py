@@ -108,13 +108,19 @@ def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, 
     assert row["answerer"]["model"] == "openai:local-vlm"
     assert set(row["answerer"]["prompts"]) == {"qa_choice_system", "qa_user"}
     assert row["answerer"]["samples"][0]["text"].count("[fake server]") == 1
-    assert row["context"]["entries"] == 3 and row["groups"] == {"duration": "short"}
+    assert row["context"]["entries"] == 3
+    assert row["groups"] == {
+        "duration": "short",
+        "domain": "Life Record",
+        "sub_category": "Cooking",
+    }
     # Table: Acc = 3/5, Cov = 4/5, Prec = 3/4, per task type and per duration.
     table = (out / "table.md").read_text()
     overall = next(line for line in table.splitlines() if "| all " in line)
     assert "| 60.0 [" in overall and "| 80.0 [" in overall and "| 75.0 [" in overall
     assert overall.rstrip().endswith("1 |")  # one question without memory
     assert "task_type: OCR Problems" in table and "duration: short" in table
+    assert "domain: Life Record" in table and "sub_category: Cooking" in table
     assert proc.stdout.startswith(table)
     assert "no memory for 1 question(s): 903-1" in proc.stdout
     missing = json.loads((out / "missing.json").read_text())
