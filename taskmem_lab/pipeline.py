@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
     from taskmem_lab.evaluation.qa import QAParams
     from taskmem_lab.perception.base import Perception
-    from taskmem_lab.perception.perceiver import PerceptionParams, StreamPerceiver
+    from taskmem_lab.perception.params import PerceptionParams
+    from taskmem_lab.perception.perceiver import StreamPerceiver
     from taskmem_lab.schema import ClipSpec, Stream
 
 

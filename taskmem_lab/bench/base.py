@@ -112,7 +112,7 @@ def records_from_path(
     return records
 
 
-def require(row: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
+def require_fields(row: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
         raise BenchmarkError(f"{where}: missing field(s) {missing} (found {sorted(row)[:12]})")

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, records_from_path, require
+from taskmem_lab.bench.base import Benchmark, records_from_path, require_fields
 from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -125,7 +125,7 @@ def participant_of(path: Path) -> str | None:
 
 
 def convert_row(row: Mapping[str, Any], participant: str | None, where: str) -> QARecord:
-    require(row, FIELDS, where)
+    require_fields(row, FIELDS, where)
     who = str(row.get("participant") or row.get("identity") or participant or "")
     if not who:
         raise BenchmarkError(

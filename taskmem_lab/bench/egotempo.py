@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, records_from_path, require
+from taskmem_lab.bench.base import Benchmark, records_from_path, require_fields
 from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -47,7 +47,7 @@ def parse_clip_id(clip_id: str) -> tuple[str, float, float]:
 
 
 def convert_row(row: Mapping[str, Any], where: str) -> QARecord:
-    require(row, FIELDS, where)
+    require_fields(row, FIELDS, where)
     uid, start, end = parse_clip_id(row["clip_id"])
     return QARecord(
         id=str(row["question_id"]),

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, records_from_path, require
+from taskmem_lab.bench.base import Benchmark, records_from_path, require_fields
 from taskmem_lab.bench.record import LETTERS, QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -60,7 +60,7 @@ def strip_option(text: str, index: int, where: str) -> str:
 
 
 def convert_row(row: Mapping[str, Any], where: str) -> QARecord:
-    require(row, FIELDS, where)
+    require_fields(row, FIELDS, where)
     options = row["options"]
     if isinstance(options, str) or not isinstance(options, Sequence):
         raise BenchmarkError(f"{where}: 'options' must be a list of strings, got {options!r}")

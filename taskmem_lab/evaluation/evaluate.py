@@ -46,7 +46,7 @@ from taskmem_lab.evaluation.qa import (
     prompt_hashes,
 )
 from taskmem_lab.memory import Memory, load_any
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import (
     append_jsonl,
@@ -88,11 +88,11 @@ class EvalParams:
     max_consecutive_failures: int = 8
 
     def __post_init__(self) -> None:
-        require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
-        require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
-        require(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
-        require(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
+        check_param(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
+        check_param(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        check_param(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        check_param(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
+        check_param(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
 
 
 # --------------------------------------------------------------------------- memories

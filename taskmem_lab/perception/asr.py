@@ -22,7 +22,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ from taskmem_lab.backends.base import AudioPart, ChatModel, Message, Request, Sa
 from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
 from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
 from taskmem_lab.media.stream import segments as stream_segments
-from taskmem_lab.params import require
+from taskmem_lab.perception.params import AsrParams
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
@@ -42,71 +42,7 @@ from taskmem_lab.timefmt import hms
 log = logging.getLogger(__name__)
 
 ASR_PROMPTS = ("asr_system", "asr_user")
-_DEVICES = ("cpu", "cuda", "auto")
 _ASR_HINT = "faster-whisper is not installed: pip install 'taskmem_lab[asr]'"
-
-
-@dataclass(frozen=True)
-class AsrParams:
-    """Parameters of speech recognition.
-
-    Attributes:
-        backend: "whisper" (local faster-whisper) or "vlm" (an API model that takes audio).
-        model: whisper: a model name ("small", "large-v3", "tiny.en") or a local CTranslate2
-            directory; vlm: a model spec ("openai:NAME") used when no model object is given.
-        device: whisper device, "cpu", "cuda" or "auto".
-        compute_type: CTranslate2 compute type; "default" is int8 on CPU and float16 on CUDA.
-        vad: filter non-speech with faster-whisper's Silero VAD before decoding.
-        language: spoken language code ("en", "zh"); None detects it per window.
-        beam_size: whisper beam width (1 is greedy).
-        cpu_threads: whisper CPU threads (0: CTranslate2's default).
-        split_pause_s: also end a sentence at a pause between words this long (0: only at
-            sentence punctuation).
-        boundary_tol_s: a segment ending this close to a clip's end counts as still running.
-        max_carry_s: an utterance running longer than this is cut at the clip end instead of
-            being carried into the next clip, which bounds the audio re-transcribed per clip.
-        temperature: vlm sampling temperature.
-        max_tokens: vlm completion budget.
-        reasks: how often the vlm is asked again when its reply cannot be parsed.
-    """
-
-    backend: str = "whisper"
-    model: str = "small"
-    device: str = "cpu"
-    compute_type: str = "default"
-    vad: bool = True
-    language: str | None = None
-    beam_size: int = 5
-    cpu_threads: int = 0
-    split_pause_s: float = 1.0
-    boundary_tol_s: float = 0.5
-    max_carry_s: float = 30.0
-    temperature: float = 0.0
-    max_tokens: int = 2048
-    reasks: int = 1
-
-    def __post_init__(self) -> None:
-        require(
-            self.backend in ASR_BACKENDS,
-            "backend",
-            f"must be one of {sorted(ASR_BACKENDS)}, got {self.backend!r}",
-        )
-        require(bool(self.model.strip()), "model", "must name a model or a directory")
-        require(
-            self.device in _DEVICES, "device", f"must be one of {_DEVICES}, got {self.device!r}"
-        )
-        require(bool(self.compute_type), "compute_type", "must not be empty")
-        require(self.beam_size >= 1, "beam_size", f"must be >= 1, got {self.beam_size}")
-        require(self.cpu_threads >= 0, "cpu_threads", f"must be >= 0, got {self.cpu_threads}")
-        require(self.split_pause_s >= 0, "split_pause_s", "must be >= 0 (0 disables)")
-        require(self.boundary_tol_s >= 0, "boundary_tol_s", "must be >= 0 seconds")
-        require(self.max_carry_s > 0, "max_carry_s", "must be > 0 seconds")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Asr(Protocol):

@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,74 +32,14 @@ import numpy as np
 from taskmem_lab.errors import StoreError
 from taskmem_lab.face_ids import GLOBAL_ID
 from taskmem_lab.media.video import Frame
-from taskmem_lab.params import require
+from taskmem_lab.perception.params import IdentityParams
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.store import IDENTITIES, atomic_write_json
 
 SCHEMA = 1
 BANKS_DIR = "identities"
 GALLERY_DIR = "gallery"
-# Mean cosine similarity for a face cluster to join a character, per embedding space. ArcFace
-# (insightface) separates people around 0.3. dlib's descriptors are not centred: different
-# people already have cosine ~0.75-0.93 and one person across frames and scales >= ~0.96 (dlib's
-# own rule, Euclidean distance < 0.6 on descriptors of norm ~1.45, is cosine > ~0.91).
-FACE_MATCH_THRESHOLD: dict[str, float] = {"insightface": 0.3, "dlib": 0.93, "plugin": 0.3}
 _TIME_KEY = 3  # decimals: detections within 1 ms are on the same sampled frame
-
-
-@dataclass(frozen=True)
-class IdentityParams:
-    """Parameters of the identity registry.
-
-    Attributes:
-        face_backend: the embedding space of the faces ("dlib", "insightface" or "plugin"),
-            which picks the default face threshold.
-        face_threshold: mean cosine similarity for a face cluster to join a character (None:
-            `FACE_MATCH_THRESHOLD[face_backend]`; 0.3 for ArcFace as in the design).
-        voice_threshold: mean cosine similarity for a voice to match a character.
-        face_cap, face_keep: a face bank larger than `face_cap` is pruned to `face_keep`.
-        voice_cap, voice_keep: the same for voice banks.
-        crop_side: longest side in pixels of a character's stored face crop.
-    """
-
-    face_backend: str = "dlib"
-    face_threshold: float | None = None
-    voice_threshold: float = 0.7
-    face_cap: int = 15
-    face_keep: int = 10
-    voice_cap: int = 25
-    voice_keep: int = 20
-    crop_side: int = 160
-
-    def __post_init__(self) -> None:
-        require(
-            self.face_backend in FACE_MATCH_THRESHOLD,
-            "face_backend",
-            f"must be one of {sorted(FACE_MATCH_THRESHOLD)}, got {self.face_backend!r}",
-        )
-        if self.face_threshold is not None:
-            require(-1 <= self.face_threshold <= 1, "face_threshold", "must be None or in -1..1")
-        require(-1 <= self.voice_threshold <= 1, "voice_threshold", "must be in -1..1")
-        require(
-            1 <= self.face_keep <= self.face_cap,
-            "face_keep",
-            f"must be in 1..face_cap ({self.face_cap}), got {self.face_keep}",
-        )
-        require(
-            1 <= self.voice_keep <= self.voice_cap,
-            "voice_keep",
-            f"must be in 1..voice_cap ({self.voice_cap}), got {self.voice_keep}",
-        )
-        require(self.crop_side >= 32, "crop_side", "must be >= 32 pixels")
-
-    @property
-    def face_min_similarity(self) -> float:
-        if self.face_threshold is not None:
-            return self.face_threshold
-        return FACE_MATCH_THRESHOLD[self.face_backend]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _empty_bank() -> np.ndarray:

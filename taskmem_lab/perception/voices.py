@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,7 +33,7 @@ from taskmem_lab.errors import ConfigError, ParseError, PluginError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.media.video import Frame
-from taskmem_lab.params import require
+from taskmem_lab.perception.params import MIN_VOICE_S, VoiceParams
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
 from taskmem_lab.plugins import call_plugin, plugin_function
 from taskmem_lab.prompts import render
@@ -44,55 +44,8 @@ log = logging.getLogger(__name__)
 
 PLUGIN_ENV = "TASKMEM_AUDIO_EMBED_BACKEND"
 PLUGIN_FUNCTION = "get_audio_embeddings"
-MIN_VOICE_S = 1.5
 SPEAKER_PROMPTS = ("speakers_system", "speakers_user")
 _RESEMBLYZER_HINT = "resemblyzer is not installed: pip install 'taskmem_lab[asr]'"
-
-
-@dataclass(frozen=True)
-class VoiceParams:
-    """Parameters of speaker identification.
-
-    Attributes:
-        embed: compute voice embeddings (for re-identifying off-screen speakers).
-        backend: voice embedding backend ("resemblyzer"); `TASKMEM_AUDIO_EMBED_BACKEND`, when
-            set, replaces it.
-        device: device of the resemblyzer encoder ("cpu" or "cuda").
-        min_segment_s: segments shorter than this are not embedded.
-        match_faces: ask the VLM which visible face says each segment.
-        new_voices: an embedded segment that matches no face and no known voice starts a
-            character known only by voice (off: it stays "unknown").
-        temperature: sampling temperature of the speaker-matching call.
-        max_tokens: completion budget of that call.
-        reasks: how often it is asked again when its reply cannot be parsed.
-    """
-
-    embed: bool = True
-    backend: str = "resemblyzer"
-    device: str = "cpu"
-    min_segment_s: float = MIN_VOICE_S
-    match_faces: bool = True
-    new_voices: bool = False
-    temperature: float = 0.0
-    max_tokens: int = 512
-    reasks: int = 1
-
-    def __post_init__(self) -> None:
-        require(
-            self.backend in VOICE_BACKENDS,
-            "backend",
-            f"must be one of {sorted(VOICE_BACKENDS)}, got {self.backend!r}",
-        )
-        require(
-            self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device!r}"
-        )
-        require(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- embeddings

@@ -25,7 +25,7 @@ from typing import Any
 from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Task
 from taskmem_lab.store import append_jsonl, atomic_write_json, read_jsonl
@@ -73,14 +73,14 @@ class PairParams:
     media: str = "both"
 
     def __post_init__(self) -> None:
-        require(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
-        require(
+        check_param(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
+        check_param(
             self.questions in QUESTION_MODES,
             "questions",
             f"must be one of {QUESTION_MODES}, got {self.questions!r}",
         )
         if self.max_pairs_per_clip is not None:
-            require(self.max_pairs_per_clip >= 1, "max_pairs_per_clip", "must be >= 1")
+            check_param(self.max_pairs_per_clip >= 1, "max_pairs_per_clip", "must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

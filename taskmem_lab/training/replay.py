@@ -121,15 +121,18 @@ def stored_perceiver(
 ) -> Any:
     """The perception a run used, read back from its stored records (no model runs).
 
-    Rebuilds `perception.stage.StreamPerceiver` from the settings in the run's manifest and checks
+    Rebuilds `perception.perceiver.StreamPerceiver` from the settings in the run's manifest and checks
     that it points at the same stored perception (settings hash); its `perceive` then answers
     every stored clip from disk, redrawing the same annotated frames.
     """
-    from taskmem_lab.perception.asr import AsrParams
-    from taskmem_lab.perception.faces import FaceParams
-    from taskmem_lab.perception.identities import IdentityParams
-    from taskmem_lab.perception.perceiver import PerceptionParams, StreamPerceiver
-    from taskmem_lab.perception.voices import VoiceParams
+    from taskmem_lab.perception.params import (
+        AsrParams,
+        FaceParams,
+        IdentityParams,
+        PerceptionParams,
+        VoiceParams,
+    )
+    from taskmem_lab.perception.perceiver import StreamPerceiver
 
     entry = manifest["perception"]
     where = manifest.get("perception_path")

@@ -23,7 +23,7 @@ from typing import Any
 from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.face_ids import IdMap
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.replies import parse_description
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import append_jsonl, atomic_write_json, read_jsonl
@@ -49,12 +49,12 @@ class RolloutParams:
     max_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        require(1 <= self.n <= 256, "n", f"must be in 1..256, got {self.n}")
-        require(self.temperature > 0, "temperature", "must be > 0 so candidates differ")
+        check_param(1 <= self.n <= 256, "n", f"must be in 1..256, got {self.n}")
+        check_param(self.temperature > 0, "temperature", "must be > 0 so candidates differ")
         if self.top_p is not None:
-            require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+            check_param(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         if self.max_tokens is not None:
-            require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+            check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
