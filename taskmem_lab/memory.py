@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.errors import StoreError, UnsafePickleError
+from taskmem_lab.params import MemorizeParams
 from taskmem_lab.store import RunDir, read_jsonl
 from taskmem_lab.timefmt import span
 
@@ -72,7 +73,7 @@ class Memory:
 
     @classmethod
     def from_taskmem_pickle(
-        cls, path: str | Path, interval: float = 10.0, allow: Iterable[str] = ()
+        cls, path: str | Path, interval: float = MemorizeParams.interval, allow: Iterable[str] = ()
     ) -> Memory:
         """An original TaskMem memory pickle; `allow` adds `module.Class` record types."""
         data = safe_unpickle(Path(path).read_bytes(), allow)

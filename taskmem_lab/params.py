@@ -62,7 +62,9 @@ class MemorizeParams:
             f"must be >= interval ({self.interval}), got {self.context_duration}",
         )
         if self.start is not None and self.end is not None:
-            check_param(self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}")
+            check_param(
+                self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}"
+            )
         check_param(self.frame_fps > 0, "frame_fps", f"must be > 0, got {self.frame_fps}")
         check_param(self.max_frames >= 1, "max_frames", f"must be >= 1, got {self.max_frames}")
         check_param(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")

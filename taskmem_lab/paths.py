@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -18,3 +19,8 @@ def cache_path() -> Path:
         return Path(explicit)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "taskmem_lab" / "responses.sqlite"
+
+
+def slug(text: str, fallback: str = "x") -> str:
+    """A directory-safe name: runs of characters other than `A-Za-z0-9._-` become one `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or fallback

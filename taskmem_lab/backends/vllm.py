@@ -118,7 +118,9 @@ class VllmParams:
         )
         check_option(self.top_p is None or 0 < self.top_p <= 1, name, "top_p", "must be in (0, 1]")
         check_option(self.top_k is None or self.top_k >= 1, name, "top_k", "must be >= 1")
-        check_option(self.max_tokens is None or self.max_tokens >= 1, name, "max_tokens", "must be >= 1")
+        check_option(
+            self.max_tokens is None or self.max_tokens >= 1, name, "max_tokens", "must be >= 1"
+        )
         check_option(self.max_images >= 0, name, "max_images", "must be >= 0")
         check_option(self.max_videos >= 0, name, "max_videos", "must be >= 0")
         for key in ("video_max_pixels", "image_max_pixels"):

@@ -36,7 +36,14 @@ from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError, ModelError, StoreError
 from taskmem_lab.evaluation.judge import Verdict, judge
 from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
-from taskmem_lab.evaluation.metrics import MetricRow, Outcome, summarize, to_markdown, to_records
+from taskmem_lab.evaluation.metrics import (
+    DEFAULT_N_BOOT,
+    MetricRow,
+    Outcome,
+    metrics_table,
+    to_markdown,
+    to_records,
+)
 from taskmem_lab.evaluation.qa import (
     ANSWERED,
     QAParams,
@@ -84,7 +91,7 @@ class EvalParams:
     concurrency: int = 8
     limit: int | None = None
     judge_reasks: int = 1
-    n_boot: int = 2000
+    n_boot: int = DEFAULT_N_BOOT
     max_consecutive_failures: int = 8
 
     def __post_init__(self) -> None:
@@ -488,7 +495,7 @@ def evaluate(
     rows = [done[r.id] for r in selected if r.id in done]
     name = selected[0].benchmark
     table = (
-        summarize(
+        metrics_table(
             [outcome_of(row) for row in rows],
             by=("task_type", *_groups(name)),
             n_boot=params.n_boot,

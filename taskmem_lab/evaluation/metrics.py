@@ -24,6 +24,8 @@ from typing import Any
 ANSWERED, ABSTAINED, UNPARSEABLE = "answered", "abstained", "unparseable"
 STATUSES = (ANSWERED, ABSTAINED, UNPARSEABLE)
 ALL = "all"
+# Bootstrap resamples per table line (`EvalParams.n_boot` takes its default from here).
+DEFAULT_N_BOOT = 2000
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,12 @@ def _seed(seed: int, *names: str) -> int:
     return zlib.crc32("\x1f".join([str(seed), *names]).encode())
 
 
-def score_group(
+def metric_row(
     outcomes: Sequence[Outcome],
     benchmark: str,
     group: str,
     value: str,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_N_BOOT,
     level: float = 0.95,
     seed: int = 0,
 ) -> MetricRow:
@@ -142,10 +144,10 @@ def score_group(
     )
 
 
-def summarize(
+def metrics_table(
     outcomes: Sequence[Outcome],
     by: Sequence[str] = ("task_type",),
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_N_BOOT,
     level: float = 0.95,
     seed: int = 0,
     missing: Mapping[str, int] | None = None,
@@ -160,7 +162,7 @@ def summarize(
     rows: list[MetricRow] = []
     for bench in sorted({o.benchmark for o in outcomes}):
         mine = [o for o in outcomes if o.benchmark == bench]
-        overall = score_group(mine, bench, ALL, ALL, n_boot, level, seed)
+        overall = metric_row(mine, bench, ALL, ALL, n_boot, level, seed)
         rows.append(_with_missing(overall, (missing or {}).get(bench, 0)))
         for field_name in by:
             values: dict[str, list[Outcome]] = {}
@@ -170,7 +172,7 @@ def summarize(
                     values.setdefault(str(key), []).append(o)
             for value in sorted(values):
                 rows.append(
-                    score_group(values[value], bench, field_name, value, n_boot, level, seed)
+                    metric_row(values[value], bench, field_name, value, n_boot, level, seed)
                 )
     return rows
 

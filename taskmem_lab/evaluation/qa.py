@@ -61,8 +61,8 @@ class QAParams:
         max_context_chars: cap on the memory text; the oldest entries are dropped first (0: none).
     """
 
-    context: str = "full"
-    memory_kind: str = "episodic"
+    context: str = field(default="full", metadata={"choices": CONTEXTS})
+    memory_kind: str = field(default="episodic", metadata={"choices": KINDS})
     top_k: int = 10
     embedder: str | None = None
     evidence_pad_s: float = 0.0

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from taskmem_lab.errors import VideoError
+from taskmem_lab.params import MemorizeParams
 from taskmem_lab.schema import ClipSpec, Stream, StreamFile
 
 MIN_TAIL_S = 1.0
@@ -295,7 +296,10 @@ def open_reader(path: str | Path, max_side: int, backend: str = "auto") -> Frame
 
 
 def sample_frames(
-    path: str | Path, times: Sequence[float], max_side: int = 640, backend: str = "auto"
+    path: str | Path,
+    times: Sequence[float],
+    max_side: int = MemorizeParams.max_side,
+    backend: str = "auto",
 ) -> list[np.ndarray]:
     """RGB frames displayed at each of `times` (seconds) in one file."""
     reader = open_reader(path, max_side, backend)
@@ -334,7 +338,9 @@ class StreamFrames:
     and closed once the stream has moved past them.
     """
 
-    def __init__(self, stream: Stream, max_side: int = 640, backend: str = "auto") -> None:
+    def __init__(
+        self, stream: Stream, max_side: int = MemorizeParams.max_side, backend: str = "auto"
+    ) -> None:
         self.stream = stream
         self.max_side = max_side
         self.backend = backend

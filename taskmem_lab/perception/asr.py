@@ -354,8 +354,8 @@ def make_asr(params: AsrParams, model: ChatModel | None = None) -> Asr:
 def split_running(
     segments: Sequence[Segment],
     clip_end: float,
-    tol_s: float = 0.5,
-    max_carry_s: float = 30.0,
+    tol_s: float = AsrParams.boundary_tol_s,
+    max_carry_s: float = AsrParams.max_carry_s,
 ) -> tuple[list[Segment], float | None]:
     """Apply the boundary rule to one clip's segments.
 

@@ -33,6 +33,7 @@ from taskmem_lab.errors import ConfigError, ParseError, PluginError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.media.video import Frame
+from taskmem_lab.params import MemorizeParams
 from taskmem_lab.perception.params import MIN_VOICE_S, VoiceParams
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
 from taskmem_lab.plugins import call_plugin, plugin_function
@@ -69,7 +70,7 @@ class ResemblyzerEmbedder:
 
     name = "resemblyzer"
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = VoiceParams.device) -> None:
         self.device = device
         self._encoder: Any = None
 
@@ -150,7 +151,7 @@ VOICE_BACKENDS: dict[str, Callable[[str], VoiceEmbedder]] = {
 
 
 def make_voice_embedder(
-    backend: str = "resemblyzer", device: str = "cpu", plugin: str | None = None
+    backend: str = VoiceParams.backend, device: str = VoiceParams.device, plugin: str | None = None
 ) -> VoiceEmbedder:
     """The voice embedder: the plug-in (`plugin`, else `$TASKMEM_AUDIO_EMBED_BACKEND`) when one is
     named, else `backend` from `VOICE_BACKENDS`."""
@@ -208,9 +209,9 @@ def speakers_request(
     frames: Sequence[Frame],
     visible: Sequence[str],
     fps: float,
-    jpeg_quality: int = 85,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
+    jpeg_quality: int = MemorizeParams.jpeg_quality,
+    temperature: float = VoiceParams.temperature,
+    max_tokens: int = VoiceParams.max_tokens,
 ) -> Request:
     """Annotated window frames and the numbered transcript; asks who says each line."""
     lines = "\n".join(

@@ -35,6 +35,7 @@ from taskmem_lab.errors import ConfigError, ReplayError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.video import Frame, encode_mp4
 from taskmem_lab.memorize import preceding_text
+from taskmem_lab.paths import slug
 from taskmem_lab.perception.base import Perceiver
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
@@ -59,7 +60,7 @@ class ExportParams:
         parquet: also write parquet files (needs pyarrow).
     """
 
-    media: str = "both"
+    media: str = field(default="both", metadata={"choices": MEDIA_MODES})
     on_policy: bool = True
     absolute_paths: bool = False
     parquet: bool = True
@@ -72,10 +73,6 @@ class ExportParams:
 
 
 # --------------------------------------------------------------------------- media
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"
 
 
 class MediaWriter:
@@ -119,7 +116,7 @@ class MediaWriter:
             jpeg = f.jpeg(quality)
             digest = hashlib.sha256(jpeg).hexdigest()[:12]
             ms = int(round(f.time * 1000))
-            path = self.root / "media" / _safe(stream_id) / "frames" / f"{ms:010d}-{digest}.jpg"
+            path = self.root / "media" / slug(stream_id) / "frames" / f"{ms:010d}-{digest}.jpg"
             if not path.exists():
                 self._write(path, jpeg)
                 self.frames_written += 1
@@ -140,7 +137,7 @@ class MediaWriter:
             return None
         while len(self._pending) >= self._limit:
             self._pending.popleft().result()
-        path = self.root / "media" / _safe(stream_id) / _safe(tag) / f"{name}.mp4"
+        path = self.root / "media" / slug(stream_id) / slug(tag) / f"{name}.mp4"
         self._pending.append(self._pool.submit(self._encode, path, tuple(frames), fps))
         return self._ref(path)
 

@@ -18,7 +18,7 @@ import json
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from taskmem_lab.store import append_jsonl, atomic_write_json, read_jsonl
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms
 from taskmem_lab.training.export import (
+    MEDIA_MODES,
+    ExportParams,
     MediaWriter,
     clip_record,
     require_pyarrow,
@@ -68,9 +70,9 @@ class PairParams:
     """
 
     max_questions: int = 5
-    questions: str = "arrived"
+    questions: str = field(default="arrived", metadata={"choices": QUESTION_MODES})
     max_pairs_per_clip: int | None = None
-    media: str = "both"
+    media: str = field(default=ExportParams.media, metadata={"choices": MEDIA_MODES})
 
     def __post_init__(self) -> None:
         check_param(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")

@@ -64,7 +64,9 @@ class RewardParams:
 
     def __post_init__(self) -> None:
         check_param(self.think_threshold >= 1, "think_threshold", "must be >= 1 token")
-        check_param(self.think_penalty >= 0, "think_penalty", "must be >= 0 (the size of a penalty)")
+        check_param(
+            self.think_penalty >= 0, "think_penalty", "must be >= 0 (the size of a penalty)"
+        )
         check_param(self.max_entry_tokens >= 1, "max_entry_tokens", "must be >= 1 token")
         check_param(self.richness_bonus >= 0, "richness_bonus", "must be >= 0")
         check_param(self.judge_max_tokens >= 16, "judge_max_tokens", "must be >= 16")

@@ -19,7 +19,7 @@ quality in ablations (`taskmem score-memory`). Pure functions hold the arithmeti
   candidate the full bonus).
 
 `total = format + thinking + quality + richness`. Judges are `ChatModel`s given by the caller
-(never picked from the environment); `score_groups` runs them with bounded concurrency and
+(never picked from the environment); `score_clips` runs them with bounded concurrency and
 `score_run` stores one row per entry beside the run (`rewards/<name>/entries.jsonl`, resumable)
 with `summary.json` (rates and means).
 
@@ -300,7 +300,7 @@ def _richness(
     return out, ""
 
 
-def score_group(
+def score_clip(
     ctx: ClipContext,
     candidates: Sequence[Candidate],
     judges: Judges,
@@ -352,7 +352,7 @@ def score_group(
     return rows
 
 
-def score_groups(
+def score_clips(
     groups: Iterable[tuple[ClipContext, Sequence[Candidate]]],
     judges: Judges,
     params: RewardParams,
@@ -381,7 +381,7 @@ def score_groups(
     ):
         pending: deque[Future[list[dict[str, Any]]]] = deque()
         for ctx, cands in groups:
-            pending.append(group_pool.submit(score_group, ctx, cands, judges, params, calls.submit))
+            pending.append(group_pool.submit(score_clip, ctx, cands, judges, params, calls.submit))
             while len(pending) >= 2 * concurrency or (pending and pending[0].done()):
                 done(pending.popleft().result())
         while pending:
@@ -407,7 +407,7 @@ def latest_rows(rows: Iterable[dict[str, Any]]) -> dict[tuple[int, str], dict[st
     return dict(sorted(latest.items()))
 
 
-def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def reward_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Rates and means of the four figures over the scored entries (failed ones counted apart)."""
     latest = list(latest_rows(rows).values())
     ok = [r for r in latest if r.get("status") == "ok"]
@@ -499,7 +499,7 @@ class ScoreDir:
             append_jsonl(self.entries_path, row)
 
     def write_summary(self) -> dict[str, Any]:
-        summary = {**summarize(self.rows()), **self.settings}
+        summary = {**reward_summary(self.rows()), **self.settings}
         atomic_write_json(self.summary_path, summary)
         return summary
 
@@ -570,7 +570,7 @@ def score_run(
         store.append(rows)
         bar.update(1)
 
-    score_groups(groups(), judges, params, concurrency, on_rows)
+    score_clips(groups(), judges, params, concurrency, on_rows)
     bar.close()
     return store.write_summary()
 
@@ -665,12 +665,12 @@ __all__ = [
     "rule_rewards",
     "run_candidates",
     "sample_candidates",
-    "score_group",
-    "score_groups",
+    "score_clip",
+    "score_clips",
     "score_memory",
     "score_run",
     "scoring_settings",
-    "summarize",
+    "reward_summary",
     "text_judge_request",
     "thinking_reward",
     "video_judge_request",

@@ -58,7 +58,11 @@ def test_defaults_follow_the_design():
         0.6,
         0.6,
     )
-    assert p.embed_fps is None  # every sampled frame is embedded unless asked otherwise
+    assert p.embed_fps == 2.0  # faces are embedded on a 2 fps grid, as the CLI always did
+    # no grid coarser than the sampled frames (or 0) means every sampled face is embedded
+    assert FaceParams(face_fps=2.0).embed_fps is None
+    assert FaceParams(embed_fps=0).embed_fps is None
+    assert FaceParams(embed_fps=None).embed_fps is None
     assert p.quality_threshold == F.DEFAULT_MIN_QUALITY["dlib"]
     assert FaceParams(backend="insightface").quality_threshold == 20.0
     assert FaceParams(min_quality=0.5).quality_threshold == 0.5
@@ -69,7 +73,7 @@ def test_defaults_follow_the_design():
     [
         ("backend", "opencv"),
         ("face_fps", 0),
-        ("embed_fps", 20.0),
+        ("embed_fps", -1.0),
         ("min_score", 1.5),
         ("min_quality", math.nan),
         ("min_cluster_size", 1),

@@ -10,13 +10,12 @@ import pytest
 from taskmem_lab.errors import ConfigError, StoreError
 from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.identities import (
-    FACE_MATCH_THRESHOLD,
     Character,
-    IdentityParams,
     IdentityRegistry,
     gallery,
     prune_bank,
 )
+from taskmem_lab.perception.params import FACE_MATCH_THRESHOLD, IdentityParams
 from taskmem_lab.perception.records import FaceDetection
 
 DIM = 64

@@ -1,0 +1,41 @@
+"""`taskmem publish`: a benchmark as a Hugging Face dataset (parquet shards and a card)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    from taskmem_lab.bench.hub import publish, push
+    from taskmem_lab.paths import runs_root
+
+    out = Path(args.out) if args.out else runs_root() / "publish" / args.benchmark
+    pub = publish(args.benchmark, args.source, out, card=args.card)
+    print(
+        f"dataset: {pub.folder} ({pub.rows} questions; config {pub.name}, split test, "
+        f"{len(pub.files)} parquet shard(s), card README.md)"
+    )
+    if not args.push:
+        print(
+            f"dry run, nothing uploaded: check it with datasets.load_dataset('{pub.folder}', "
+            f"'{pub.name}', split='test'), then add --push ORG/NAME"
+        )
+        return 0
+    url = push(pub.folder, args.push, private=args.private)
+    print(f"pushed to https://huggingface.co/datasets/{args.push} ({url})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `publish`."""
+    from taskmem_lab.bench import BENCHMARKS
+
+    p = sub.add_parser("publish", help="convert a benchmark into a Hugging Face dataset")
+    p.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    p.add_argument("--source", help="original source (default: the original on the Hub)")
+    p.add_argument("--out", help="dataset folder (default: runs/publish/<benchmark>)")
+    p.add_argument("--card", help="dataset card (default: benchmarks/<benchmark>/README.md)")
+    p.add_argument("--push", metavar="REPO_ID", help="upload to this Hub dataset repo (HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    p.set_defaults(func=publish_command)
