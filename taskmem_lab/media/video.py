@@ -84,7 +84,7 @@ def probe(path: str | Path) -> VideoInfo:
     times = _pyav_frame_times(p)
     if not times:
         raise VideoError(f"video has no frames: {p}")
-    frame = _PyAVReader(p, 0).frames_at([0.0])[0]
+    frame = _PyAVReader(p, FULL_SIZE).frames_at([0.0])[0]  # displayed size, rotation applied
     fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     last = times[-1] + (1.0 / fps if fps else 0.0)
     height, width = frame.shape[:2]
@@ -164,8 +164,12 @@ def thin(times: Sequence[float], max_frames: int) -> list[float]:
 # --------------------------------------------------------------------------- decoding
 
 
+FULL_SIZE = 0  # `max_side` that keeps frames at their full (even) size
+
+
 def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(width, height))
+    """Even output size for a frame scaled down to `max_side` (<= 0: full size, made even)."""
+    scale = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
     w = max(2, int(round(width * scale / 2)) * 2)
     h = max(2, int(round(height * scale / 2)) * 2)
     return w, h
