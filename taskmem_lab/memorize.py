@@ -37,9 +37,10 @@ from taskmem_lab.backends.base import (
 )
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap, globals_in
-from taskmem_lab.media.stream import file_digest, segments
+from taskmem_lab.media.stream import segments
 from taskmem_lab.media.video import Frame, StreamFrames, clip_schedule, sample_times, thin
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.paths import file_sha256
 from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
@@ -301,7 +302,7 @@ def run_manifest(
                 "start": f.start,
                 "duration": round(f.duration, 6),
                 "size": Path(f.path).stat().st_size,
-                "sha256": file_digest(f.path),
+                "sha256": file_sha256(f.path),
             }
             for f in stream.files
         ],

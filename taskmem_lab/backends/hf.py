@@ -39,13 +39,13 @@ from taskmem_lab.backends.options import (
 )
 from taskmem_lab.backends.visual import (
     frame_images,
+    frame_label,
     frame_offsets,
     jpeg_image,
     window_label,
 )
 from taskmem_lab.backends.weights import SharedWeights, load_error, locate
 from taskmem_lab.errors import ConfigError, ModelError
-from taskmem_lab.timefmt import hms
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def chat_messages(
                 metadata.append(video_metadata(p))
             elif isinstance(p, VideoPart):
                 for frame, image in zip(p.frames, frame_images(p), strict=True):
-                    blocks.append({"type": "text", "text": f"Frame at {hms(frame.time, True)}"})
+                    blocks.append({"type": "text", "text": frame_label(frame.time)})
                     blocks.append({"type": "image", "image": image})
         messages.append({"role": m.role, "content": blocks})
     return messages, metadata

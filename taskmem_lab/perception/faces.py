@@ -45,7 +45,6 @@ from taskmem_lab.perception.face_backends import (
     _add,
     _normalized,
     _plugin_faces,
-    _unit,
     dlib_model_paths,
     dlib_quality,
     insightface_model_dir,
@@ -66,7 +65,7 @@ from taskmem_lab.perception.params import (
     FACE_PLUGIN_ENV,
     FaceParams,
 )
-from taskmem_lab.perception.records import FaceDetection
+from taskmem_lab.perception.records import FaceDetection, unit
 
 EMPTY_EMBEDDING = np.zeros(0, dtype=np.float32)
 
@@ -124,7 +123,7 @@ def detect_faces(
             if not (desc.quality >= min_quality or math.isnan(desc.quality)):
                 continue
             h, w = frame.image.shape[:2]
-            emb = EMPTY_EMBEDDING if desc.embedding is None else _unit(desc.embedding)
+            emb = EMPTY_EMBEDDING if desc.embedding is None else unit(desc.embedding)
             out.append(
                 FaceDetection(
                     frame.time, _normalized(cand.box, w, h), cand.score, desc.quality, emb

@@ -20,8 +20,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +31,8 @@ from taskmem_lab.errors import StoreError
 from taskmem_lab.face_ids import GLOBAL_ID
 from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.params import IdentityParams
-from taskmem_lab.perception.records import FaceDetection
-from taskmem_lab.store import IDENTITIES, atomic_write_json
+from taskmem_lab.perception.records import FaceDetection, unit_rows
+from taskmem_lab.store import IDENTITIES, atomic_write_bytes, atomic_write_json
 
 SCHEMA = 1
 BANKS_DIR = "identities"
@@ -44,12 +42,6 @@ _TIME_KEY = 3  # decimals: detections within 1 ms are on the same sampled frame
 
 def _empty_bank() -> np.ndarray:
     return np.zeros((0, 0), dtype=np.float32)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 @dataclass
@@ -95,7 +87,7 @@ def prune_bank(bank: np.ndarray, keep: int) -> np.ndarray:
 
 
 def _grow(bank: np.ndarray, new: np.ndarray, cap: int, keep: int, what: str) -> np.ndarray:
-    new = _unit_rows(new)
+    new = unit_rows(new)
     if bank.size == 0:
         merged = new
     elif bank.shape[1] != new.shape[1]:
@@ -170,7 +162,7 @@ class IdentityRegistry:
                 _Cluster(
                     label,
                     members,
-                    _unit_rows(np.stack(embedded)),
+                    unit_rows(np.stack(embedded)),
                     {round(d.time, _TIME_KEY) for d in members},
                     min((d.time, d.box[0]) for d in members),
                 )
@@ -278,7 +270,7 @@ class IdentityRegistry:
     def match_voice(self, embedding: np.ndarray) -> str | None:
         """The character whose voice bank has the highest mean cosine similarity to
         `embedding`, if it reaches the voice threshold; else None."""
-        e = _unit_rows(embedding)
+        e = unit_rows(embedding)
         best: tuple[float, int] | None = None
         for char in self.characters.values():
             sim = _mean_similarity(e, char.voices)
@@ -343,7 +335,7 @@ class IdentityRegistry:
             if entry["voices"]:
                 _atomic_npy(root / entry["voices"], c.voices)
             if entry["crop"]:
-                _atomic_bytes(root / entry["crop"], c.crop or b"")
+                atomic_write_bytes(root / entry["crop"], c.crop or b"")
         path = root / IDENTITIES
         atomic_write_json(path, data)
         return path
@@ -407,23 +399,10 @@ def _load_npy(path: Path) -> np.ndarray:
     return bank.astype(np.float32)
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-    _atomic_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def face_crop_jpeg(

@@ -35,7 +35,7 @@ from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.media.video import Frame
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.perception.params import MIN_VOICE_S, VoiceParams
-from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
+from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment, unit
 from taskmem_lab.plugins import call_plugin, plugin_function
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
@@ -58,11 +58,6 @@ class VoiceEmbedder(Protocol):
     name: str
 
     def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]: ...
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
-    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
 
 
 class ResemblyzerEmbedder:
@@ -97,7 +92,7 @@ class ResemblyzerEmbedder:
             if len(wav) < 0.5 * sampling_rate:
                 out.append(None)  # nothing voiced left after trimming
                 continue
-            out.append(_unit(np.asarray(encoder.embed_utterance(wav), np.float32)))
+            out.append(unit(encoder.embed_utterance(wav)))
         return out
 
 
@@ -141,7 +136,7 @@ def _check_plugin_result(name: str, result: Any, n: int) -> list[np.ndarray | No
         if dim is not None and vec.size != dim:
             raise PluginError(f"{name}: embedding {i} has {vec.size} values, earlier ones {dim}")
         dim = vec.size
-        out.append(_unit(vec))
+        out.append(unit(vec))
     return out
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +36,7 @@ from taskmem_lab.memorize import preceding_text
 from taskmem_lab.paths import slug
 from taskmem_lab.perception.base import Perceiver
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
+from taskmem_lab.store import atomic_file, atomic_write_bytes
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
 
 VIDEO_TOKEN = "<video>"
@@ -99,11 +98,8 @@ class MediaWriter:
         return str(path.resolve()) if self.absolute else path.relative_to(self.root).as_posix()
 
     def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        # Media files can be re-made from the run, so they are renamed into place unsynced.
+        atomic_write_bytes(path, data, fsync=False)
         with self._lock:
             self.bytes_written += len(data)
 
@@ -392,20 +388,11 @@ def request_from_record(record: dict[str, Any], root: str | Path) -> Request:
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     """All rows to `path` at once (temp file + rename); returns the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 
@@ -425,10 +412,8 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(rows), fh)
 
 
 # --------------------------------------------------------------------------- export
