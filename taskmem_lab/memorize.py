@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import (
     ChatModel,
-    Message,
     Reply,
     Request,
     Sampling,
@@ -137,10 +136,11 @@ def episodic_request(
             render("episodic_instruction", new_start=times["new_start"], new_end=times["new_end"])
         ),
     )
-    return Request(
-        messages=(Message.text("system", render("episodic_system")), Message("user", parts)),
-        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
-        purpose="episodic",
+    return Request.chat(
+        render("episodic_system"),
+        parts,
+        Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
+        "episodic",
     )
 
 
@@ -154,10 +154,11 @@ def semantic_request(
         description=description,
     )
     parts = (VideoPart(tuple(frames), params.frame_fps, params.jpeg_quality), TextPart(user))
-    return Request(
-        messages=(Message.text("system", render("semantic_system")), Message("user", parts)),
-        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
-        purpose="semantic",
+    return Request.chat(
+        render("semantic_system"),
+        parts,
+        Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
+        "semantic",
     )
 
 

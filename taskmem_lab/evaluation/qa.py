@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.bench.record import ABSTAIN_LETTER, LETTERS, QARecord
 from taskmem_lab.errors import ConfigError, ParseError
 from taskmem_lab.memory import KINDS, Entry, Memory
@@ -275,10 +275,11 @@ def qa_request(record: QARecord, context: Context, params: QAParams, sample: int
         reply_format=reply_format,
     )
     seed = sample if params.num_samples > 1 else None
-    return Request(
-        messages=(Message.text("system", system), Message.text("user", user)),
-        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
-        purpose="qa",
+    return Request.chat(
+        system,
+        user,
+        Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
+        "qa",
     )
 
 

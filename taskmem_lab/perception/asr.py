@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.backends.base import AudioPart, ChatModel, Message, Request, Sampling, TextPart
+from taskmem_lab.backends.base import AudioPart, ChatModel, Request, Sampling, TextPart
 from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
 from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
 from taskmem_lab.media.stream import segments as stream_segments
@@ -299,12 +299,11 @@ class VlmAsr:
         duration = len(audio) / SAMPLE_RATE
         user = render("asr_user", duration=f"{duration:.1f}", start=hms(t0, True))
         parts = (TextPart(user), AudioPart(wav_bytes(audio, SAMPLE_RATE), SAMPLE_RATE))
-        return Request(
-            messages=(Message.text("system", render("asr_system")), Message("user", parts)),
-            sampling=Sampling(
-                temperature=self.params.temperature, max_tokens=self.params.max_tokens
-            ),
-            purpose="asr",
+        return Request.chat(
+            render("asr_system"),
+            parts,
+            Sampling(temperature=self.params.temperature, max_tokens=self.params.max_tokens),
+            "asr",
         )
 
     def transcribe(self, audio: np.ndarray, t0: float) -> list[Segment]:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
+from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ParseError, PluginError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
@@ -214,10 +214,11 @@ def speakers_request(
     )
     user = render("speakers_user", faces=", ".join(visible), lines=lines)
     parts = (VideoPart(tuple(frames), fps, jpeg_quality), TextPart(user))
-    return Request(
-        messages=(Message.text("system", render("speakers_system")), Message("user", parts)),
-        sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
-        purpose="speakers",
+    return Request.chat(
+        render("speakers_system"),
+        parts,
+        Sampling(temperature=temperature, max_tokens=max_tokens),
+        "speakers",
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.asking import ask
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.params import check_param
 from taskmem_lab.prompts import prompt_hash, render
@@ -110,10 +110,11 @@ def pair_request(
         entry_b=entry_b,
         **ctx.times,
     )
-    return Request(
-        messages=(Message.text("system", render("pairs_system")), Message.text("user", user)),
-        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
-        purpose="pairs",
+    return Request.chat(
+        render("pairs_system"),
+        user,
+        Sampling(temperature=0.0, max_tokens=max_tokens),
+        "pairs",
     )
 
 

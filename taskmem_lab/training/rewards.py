@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.asking import ask
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
+from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.media.video import Frame
 from taskmem_lab.memorize import preceding_text
@@ -130,23 +130,17 @@ def video_judge_request(ctx: ClipContext, entry: str, params: RewardParams) -> R
         "reward_video_user", speech=ctx.speech, preceding=ctx.preceding, entry=entry, **ctx.times
     )
     parts = (TextPart(user), VideoPart(ctx.frames, ctx.fps, ctx.jpeg_quality))
-    return Request(
-        messages=(Message.text("system", render("reward_video_system")), Message("user", parts)),
-        sampling=_judge_sampling(params),
-        purpose="reward_video",
+    return Request.chat(
+        render("reward_video_system"),
+        parts,
+        _judge_sampling(params),
+        "reward_video",
     )
 
 
 def text_judge_request(ctx: ClipContext, entry: str, params: RewardParams) -> Request:
     user = render("reward_text_user", preceding=ctx.preceding, entry=entry)
-    return Request(
-        messages=(
-            Message.text("system", render("reward_text_system")),
-            Message.text("user", user),
-        ),
-        sampling=_judge_sampling(params),
-        purpose="reward_text",
-    )
+    return Request.chat(render("reward_text_system"), user, _judge_sampling(params), "reward_text")
 
 
 def richness_request(ctx: ClipContext, entries: Sequence[str], params: RewardParams) -> Request:
@@ -156,13 +150,8 @@ def richness_request(ctx: ClipContext, entries: Sequence[str], params: RewardPar
     user = render(
         "reward_richness_user", preceding=ctx.preceding, candidates=candidates, **ctx.times
     )
-    return Request(
-        messages=(
-            Message.text("system", render("reward_richness_system")),
-            Message.text("user", user),
-        ),
-        sampling=_judge_sampling(params),
-        purpose="reward_richness",
+    return Request.chat(
+        render("reward_richness_system"), user, _judge_sampling(params), "reward_richness"
     )
 
 
