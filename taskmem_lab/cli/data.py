@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from taskmem_lab.bench import BENCHMARKS
 
     p = sub.add_parser("publish", help="convert a benchmark into a Hugging Face dataset")
-    p.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    p.add_argument("benchmark", choices=sorted(BENCHMARKS), help="benchmark name")
     p.add_argument("--source", help="original source (default: the original on the Hub)")
     p.add_argument("--out", help="dataset folder (default: runs/publish/<benchmark>)")
     p.add_argument("--card", help="dataset card (default: benchmarks/<benchmark>/README.md)")

@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from taskmem_lab.bench import BENCHMARKS  # light: no optional dependencies
 
     e = sub.add_parser("eval", help="answer a benchmark's questions from memories and score them")
-    e.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    e.add_argument("benchmark", choices=sorted(BENCHMARKS), help="benchmark name")
     e.add_argument(
         "--source",
         help="benchmark source: original file/folder, a `taskmem publish` folder, "

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         default=PROFILES[0],
         choices=PROFILES,
-        help="smoke (offline, fake model), demo, paper (default: %(default)s)",
+        help="smoke (offline, fake model), demo, paper",
     )
     rp.add_argument(
         "--only",

@@ -220,3 +220,14 @@ def test_no_function_or_option_repeats_a_stage_default():
                     if kw.arg == "default" and dest in stage_fields:
                         offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} --{dest}")
     assert not offenders, "defaults written twice:\n" + "\n".join(offenders)
+
+
+def test_docs_option_tables_are_up_to_date():
+    from taskmem_lab.cli.docs import options_table, render_page
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    text = page.read_text(encoding="utf-8")
+    assert render_page(text) == text, "run: python -m taskmem_lab.cli.docs docs/cli.md"
+    for command in _subparsers(build_parser()):
+        assert f"<!-- options: {command} -->" in text, f"docs/cli.md has no table for {command}"
+    assert "`--embed-fps` EMBED_FPS | `2` |" in options_table("perceive")
