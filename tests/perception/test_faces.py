@@ -251,6 +251,7 @@ def _cloud(center, n, spread, rng):
     return [unit(c + spread * rng.standard_normal(c.size)) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_hdbscan_separates_people_and_keeps_one_person_whole():
     pytest.importorskip("hdbscan")
     rng = np.random.default_rng(0)
@@ -558,6 +559,7 @@ def photo_dets(photo_image, dlib_backend) -> list[FaceDetection]:
     return detect_faces([Frame(0.0, photo_image)], FaceParams(detect_max_side=1280), dlib_backend)
 
 
+@pytest.mark.slow
 def test_dlib_finds_the_six_people_on_the_photo(photo_image, photo_dets):
     assert len(photo_dets) == 6
     found = _match_people(photo_dets, photo_image.shape)
@@ -569,6 +571,7 @@ def test_dlib_finds_the_six_people_on_the_photo(photo_image, photo_dets):
     assert sims[~np.eye(6, dtype=bool)].max() < 0.93  # six different people
 
 
+@pytest.mark.slow
 def test_downscaled_detection_maps_boxes_back(photo_image, photo_dets, dlib_backend):
     small = detect_faces([Frame(0.0, photo_image)], FaceParams(detect_max_side=800), dlib_backend)
     assert len(small) >= 5
@@ -597,6 +600,7 @@ def test_dlib_quality_drops_blurred_tiny_and_turned_faces(dlib_backend, photo_im
     assert dlib_quality(100, chip, turned) < 0.3
 
 
+@pytest.mark.slow
 def test_threads_and_batches_do_not_change_detections(photo_image, dlib_backend):
     frames = [Frame(k * STEP, photo_image[:, k * 8 : k * 8 + 640].copy()) for k in range(3)]
     one = detect_faces(frames, FaceParams(threads=1, batch_size=1, detect_max_side=640))
@@ -605,6 +609,7 @@ def test_threads_and_batches_do_not_change_detections(photo_image, dlib_backend)
     assert all(np.allclose(a.embedding, b.embedding) for a, b in zip(one, many, strict=True))
 
 
+@pytest.mark.slow
 def test_embed_fps_embeds_only_grid_frames(photo_image, dlib_backend):
     frames = [Frame(round(k * STEP, 6), photo_image[:, :640].copy()) for k in range(5)]
     out = detect_faces(frames, FaceParams(embed_fps=5.0, detect_max_side=640), dlib_backend)

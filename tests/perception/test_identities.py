@@ -293,6 +293,7 @@ def test_load_rejects_damaged_registries(tmp_path):
 # --------------------------------------------------------------------------- real faces
 
 
+@pytest.mark.slow
 def test_dlib_embeddings_of_the_same_people_match_again(group_photo_path):
     """Real dlib embeddings: six people at full size, then again at 60 %: same six ids."""
     pytest.importorskip("dlib")

@@ -71,6 +71,7 @@ def embeddings(spoken) -> list[np.ndarray | None]:
 # --------------------------------------------------------------------------- resemblyzer
 
 
+@pytest.mark.slow
 def test_two_espeak_voices_differ_and_the_same_voice_is_recognized(embeddings):
     male1, female1, male2, female2, other = embeddings
     assert all(e is not None and e.shape == (256,) for e in embeddings)
@@ -383,6 +384,7 @@ def test_without_registry_or_embeddings_speakers_are_faces_or_unknown():
     assert [s.speaker for s in segs] == ["[face_4]", "unknown"]
 
 
+@pytest.mark.slow
 def test_identify_speakers_end_to_end(spoken, api_config, server):
     pytest.importorskip("resemblyzer")
     segments, audio = spoken

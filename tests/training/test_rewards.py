@@ -439,6 +439,7 @@ def test_thinking_length_from_a_thinking_server(media, tmp_path, api_config, ser
     assert summary["format"]["rate"] == 1.0
 
 
+@pytest.mark.slow
 def test_score_memory_cli_one_line_errors(scripted_run, api_config, server):
     def run(*args):
         return subprocess.run(
