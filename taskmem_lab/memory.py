@@ -1,6 +1,6 @@
 """A memory as the QA step sees it: entries with stream times, rendered as text.
 
-Floor 3. Loads a stored run, a JSONL memory from another system (`clip`, `start`, `end`, `text`),
+Floor 4. Loads a stored run, a JSONL memory from another system (`clip`, `start`, `end`, `text`),
 or an original TaskMem pickle through an allow-listed unpickler that builds only plain
 containers, numpy arrays and inert stand-ins for allow-listed record classes; any other class
 (the way a malicious pickle runs code) is refused before it is touched.

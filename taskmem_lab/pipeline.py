@@ -1,6 +1,6 @@
 """One call from a video to a stored memory, shared by the CLI, the notebooks and the ablations.
 
-Floor 4: resolves the stream, the model (with the response cache), the tasks and the run
+Floor 6: resolves the stream, the model (with the response cache), the tasks and the run
 directory, then runs the streaming memorizer.
 """
 

@@ -1,6 +1,6 @@
 """Evaluating stored memories on a benchmark: answer from memory, judge, score, tabulate.
 
-Floor 4. `evaluate` looks up each question's memory by `video_id` (a run directory
+Floor 5. `evaluate` looks up each question's memory by `video_id` (a run directory
 `<memories>/<video_id>/memory/<tag>/`, or `<memories>/<video_id>.jsonl` / `.pkl` from other
 systems), builds its context (`qa.py`), asks the answerer (and the judge for free-form answers)
 with bounded concurrency, and appends one row per finished question to `results.jsonl` (append +
@@ -544,18 +544,12 @@ def _write_outputs(out: Path, table: Sequence[MetricRow], summary: dict[str, Any
     atomic_write_json(out / SUMMARY, summary)
 
 
-def load_results(out: str | Path) -> list[dict[str, Any]]:
-    """The rows of a results folder (for notebooks)."""
-    return read_jsonl(Path(out) / RESULTS)
-
-
 __all__ = [
     "EvalParams",
     "EvalResult",
     "MemoryLocator",
     "evaluate",
     "evaluate_question",
-    "load_results",
     "outcome_of",
     "usage_summary",
 ]

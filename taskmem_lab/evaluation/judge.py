@@ -1,6 +1,6 @@
 """Judging free-form answers against a reference with an LLM: `correct` (yes/no) and a 0-5 score.
 
-Floor 4. The judge model is always a run parameter (`taskmem eval --judge SPEC`), never an
+Floor 5. The judge model is always a run parameter (`taskmem eval --judge SPEC`), never an
 environment default. Judges reply in many shapes: strict JSON, a Python dict with single quotes
 (`{'pred': 'yes', 'score': 4}`, the style of the CVRR/Video-ChatGPT judges EgoTempo used), JSON
 in a code fence, or loose `correct: yes, score: 4` text. `parse_verdict` reads all of them; a reply

@@ -1,6 +1,6 @@
 """Coverage, precision and accuracy of memory QA, per benchmark and per group, with bootstrap CIs.
 
-Floor 4. Over the questions of a group:
+Floor 5. Over the questions of a group:
 
     Coverage  = answered / total      (an abstention or an unparseable reply is not an answer)
     Precision = correct / answered    (undefined, NaN, when nothing was answered)

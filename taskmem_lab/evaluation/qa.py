@@ -1,6 +1,6 @@
 """Answering benchmark questions from memory alone: context, prompt, reply parsing, voting.
 
-Floor 4. For each question the answerer sees only memory text, chosen by a context mode:
+Floor 5. For each question the answerer sees only memory text, chosen by a context mode:
 - `full`: every entry finished by the question's arrival time;
 - `evidence`: the entries overlapping the question's evidence windows (widened by
   `evidence_pad_s`), plus the latest entry before the question (the clip at query time), as the

@@ -1,6 +1,6 @@
 """Figures and tables with provenance: every output says which notebook, parameters and inputs made it.
 
-Floor 5. `save_figure(fig, name)` writes `figures/<name>.png`, `.pdf` and `<name>.json` (notebook,
+Floor 7. `save_figure(fig, name)` writes `figures/<name>.png`, `.pdf` and `<name>.json` (notebook,
 parameters, package version, git commit, input files with sha256, whether any model was fake);
 `save_table(df, name)` writes markdown and LaTeX beside the figures with the same provenance.
 Parameters pass through `redact` so nothing that looks like a key is ever written.

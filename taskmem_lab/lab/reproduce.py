@@ -1,6 +1,6 @@
 """`taskmem reproduce`: run the stage notebooks with papermill, in dependency order.
 
-Floor 5. A profile sets every notebook's parameters:
+Floor 7. A profile sets every notebook's parameters:
 
 - `smoke`: offline, minutes on 2 cores: generated media, the in-process `fake` model, sample
   benchmark rows. Everything it makes is marked as made by a fake model.

@@ -1,6 +1,6 @@
 """Streams: a single video, or a manifest of ordered files with absolute start times.
 
-Floor 2. A manifest is JSON or YAML:
+Floor 1. A manifest is JSON or YAML:
 
     stream_id: A1_JAKE
     files:

@@ -1,6 +1,6 @@
 """Video probing, the clip schedule, and exact frame sampling by timestamp.
 
-Floor 2 (media). Frames are decoded with decord's `get_batch` (PyAV when decord is missing or
+Floor 1 (media). Frames are decoded with decord's `get_batch` (PyAV when decord is missing or
 cannot open a file), resized in the decoder, and held in a ring buffer that never holds more than
 one context window: overlapping windows reuse decoded frames and their JPEG encodings, so each
 sampled frame of a stream is decoded and encoded once.

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import AudioPart, ChatModel, Request, Sampling, TextPart
 from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
 from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
@@ -310,9 +311,6 @@ class VlmAsr:
         duration = len(audio) / SAMPLE_RATE
         if duration < 0.1:
             return []
-        # The shared re-ask loop lives on floor 4 for now; imported at call time (no cycle).
-        from taskmem_lab.asking import ask
-
         shape = '{"segments": [{"start": 0.0, "end": 2.4, "speaker": "S1", "text": "..."}]}'
         asked = ask(self.model, self.request(audio, t0), parse_asr_reply, shape, self.params.reasks)
         pieces = [p for p, _ in asked.value]

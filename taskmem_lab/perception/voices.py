@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ParseError, PluginError
 from taskmem_lab.face_ids import IdMap
@@ -294,9 +295,6 @@ def match_speakers(
         return SpeakerMatches(())
     if not visible or not frames:
         return SpeakerMatches(tuple(UNKNOWN_SPEAKER for _ in segments))
-    # The shared re-ask loop lives on floor 4 for now; imported at call time (no cycle).
-    from taskmem_lab.asking import ask
-
     request = speakers_request(
         segments, frames, visible, fps, temperature=params.temperature, max_tokens=params.max_tokens
     )

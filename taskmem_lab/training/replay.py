@@ -1,6 +1,6 @@
 """Replay a stored memory run: rebuild, clip by clip, the exact request the memorizer sent.
 
-Floor 4, beside `memorize.py`. The memorizer does not store its requests, but it is a pure
+Floor 5 (training). The memorizer does not store its requests, but it is a pure
 function of the stream, its parameters, the clip schedule, the entries already written and the
 task stream, so a run directory holds everything needed to rebuild them. The selection of frames,
 preceding entries, tasks and local ids is `memorize.prepare_clip` + `memorize.clip_inputs`, the

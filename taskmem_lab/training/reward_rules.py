@@ -1,6 +1,6 @@
 """Reward arithmetic and judge-reply parsers: pure functions, no model calls.
 
-Floor 4. Format (`check_format`), thinking length (`thinking_reward`), their sum
+Floor 5. Format (`check_format`), thinking length (`thinking_reward`), their sum
 (`rule_rewards`, `compute_score`), judge verdict parsers, the quality reward (`quality_reward`)
 and the richness bonuses (`richness_bonuses`). The rules are described in `rewards`, which runs
 the judges and scores runs, and re-exports every public name here.

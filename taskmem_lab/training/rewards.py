@@ -1,6 +1,6 @@
 """Memory-quality rewards for episodic entries: Format, Thinking length, Quality and Richness.
 
-Floor 4. The same figures train the memorization policy (Phase One RL) and measure memory
+Floor 5. The same figures train the memorization policy (Phase One RL) and measure memory
 quality in ablations (`taskmem score-memory`). Pure functions hold the arithmetic:
 
 - Format (`check_format`): the reply after the reasoning block is strict JSON whose only key is

@@ -1,6 +1,6 @@
 """Rollouts: N sampled candidate entries per clip of a stored run, with the memorizer's prompts.
 
-Floor 4 (`taskmem rollout RUN --n N --model SPEC`). Each finished clip of the run is replayed
+Floor 5 (`taskmem rollout RUN --n N --model SPEC`). Each finished clip of the run is replayed
 (`replay.RunReplay`, checked against its stored request hash) and its exact episodic request is
 sent N times at temperature > 0, candidate i with its own seed
 (`random.Random(f"{seed}:{stream}:{clip}:{i}")`), so candidates differ, the response cache keeps
