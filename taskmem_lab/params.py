@@ -18,6 +18,20 @@ def check_param(ok: bool, name: str, message: str) -> None:
         raise ConfigError(f"parameter {name!r}: {message}")
 
 
+def check_model_call(params: Any, prefix: str = "") -> None:
+    """The checks every params class with model-call settings shares, on the fields it has:
+    `{prefix}temperature` >= 0, `{prefix}max_tokens` >= 16 and `{prefix}reasks` in 0..5."""
+    rules = (
+        ("temperature", lambda v: v >= 0, "must be >= 0"),
+        ("max_tokens", lambda v: v >= 16, "must be >= 16"),
+        ("reasks", lambda v: 0 <= v <= 5, "must be in 0..5"),
+    )
+    for name, ok, message in rules:
+        field_name = prefix + name
+        if hasattr(params, field_name):
+            check_param(ok(getattr(params, field_name)), field_name, message)
+
+
 @dataclass(frozen=True)
 class MemorizeParams:
     """Parameters of the streaming memorization stage.
@@ -70,9 +84,7 @@ class MemorizeParams:
         check_param(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
         check_param(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
         check_param(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")
-        check_param(self.temperature >= 0, "temperature", "must be >= 0")
-        check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        check_param(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
+        check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from taskmem_lab.params import check_param
+from taskmem_lab.params import check_model_call, check_param
 
 # --------------------------------------------------------------------------- names and defaults
 
@@ -246,9 +246,7 @@ class AsrParams:
         check_param(self.split_pause_s >= 0, "split_pause_s", "must be >= 0 (0 disables)")
         check_param(self.boundary_tol_s >= 0, "boundary_tol_s", "must be >= 0 seconds")
         check_param(self.max_carry_s > 0, "max_carry_s", "must be > 0 seconds")
-        check_param(self.temperature >= 0, "temperature", "must be >= 0")
-        check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        check_param(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
+        check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -292,9 +290,7 @@ class VoiceParams:
             self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device!r}"
         )
         check_param(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
-        check_param(self.temperature >= 0, "temperature", "must be >= 0")
-        check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        check_param(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
+        check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

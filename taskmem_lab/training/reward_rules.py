@@ -17,7 +17,7 @@ from typing import Any
 
 from taskmem_lab.errors import ConfigError, ParseError
 from taskmem_lab.face_ids import LOCAL_ID
-from taskmem_lab.params import check_param
+from taskmem_lab.params import check_model_call, check_param
 from taskmem_lab.replies import parse_object
 
 TEXT_FLAGS = (
@@ -69,8 +69,7 @@ class RewardParams:
         )
         check_param(self.max_entry_tokens >= 1, "max_entry_tokens", "must be >= 1 token")
         check_param(self.richness_bonus >= 0, "richness_bonus", "must be >= 0")
-        check_param(self.judge_max_tokens >= 16, "judge_max_tokens", "must be >= 16")
-        check_param(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        check_model_call(self, "judge_")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

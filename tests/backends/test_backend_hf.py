@@ -301,6 +301,7 @@ def test_missing_weights_offline_name_the_model_and_the_cache(tmp_path, monkeypa
     assert "offline" in message
 
 
+@pytest.mark.slow
 def test_bad_local_directories_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="directory not found"):
         make_model(f"hf:{tmp_path / 'nope'}")

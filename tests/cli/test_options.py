@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -135,18 +136,20 @@ def test_add_options_types_lists_and_switches():
 # --------------------------------------------------------------------------- one definition
 
 
-def _sources() -> list[Path]:
-    return [p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
+@cache
+def _trees() -> list[tuple[Path, ast.Module]]:
+    """Every module of the package, parsed once for the tests below."""
+    paths = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+    return [(p, ast.parse(p.read_text(encoding="utf-8"))) for p in paths]
 
 
 def test_perception_defaults_are_written_once():
     """No module outside perception/params.py spells the settled defaults as literals."""
     home = PACKAGE / "perception" / "params.py"
     offenders = []
-    for path in _sources():
+    for path, tree in _trees():
         if path == home:
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and node.value in ("tiny.en", "small"):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value!r}")
@@ -186,8 +189,7 @@ def test_no_function_or_option_repeats_a_stage_default():
         for name, value in _literal_defaults(cls).items():
             stage_fields.setdefault(name, set()).add(value)
     offenders = []
-    for path in _sources():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+    for path, tree in _trees():
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 a = node.args

@@ -438,6 +438,7 @@ def test_whisper_on_cuda_float16(speech):
     assert any("tomorrow" in _norm(s.text) for s in got)
 
 
+@pytest.mark.slow
 def test_whisper_on_silence_and_tiny_windows(tiny_en):
     assert tiny_en.transcribe(np.zeros(SAMPLE_RATE * 3, np.float32), 0.0) == []
     assert tiny_en.transcribe(np.zeros(100, np.float32), 0.0) == []

@@ -509,6 +509,7 @@ def _buffalo_l() -> Path | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_buffalo_l() is None, reason="buffalo_l is not in ~/.insightface/models")
 def test_insightface_finds_the_six_people(group_photo_path):
     pytest.importorskip("insightface")
@@ -581,6 +582,7 @@ def test_downscaled_detection_maps_boxes_back(photo_image, photo_dets, dlib_back
         assert float(d.embedding @ twin.embedding) > 0.96  # embedded from the full-size frame
 
 
+@pytest.mark.slow
 def test_dlib_quality_drops_blurred_tiny_and_turned_faces(dlib_backend, photo_image):
     from PIL import Image, ImageFilter
 

@@ -332,6 +332,7 @@ def two_faces(registry: IdentityRegistry) -> IdMap:
     return IdMap.from_order(registry.assign(dets))
 
 
+@pytest.mark.slow
 def test_a_face_match_banks_the_voice_and_an_off_screen_speaker_is_known_by_it(spoken, embeddings):
     segments, _ = spoken
     male1, female1, male2, female2, other = embeddings
