@@ -33,6 +33,14 @@ def _judges(args: argparse.Namespace) -> tuple[Any, Any]:
     )
 
 
+def _status(failed: int, what: str) -> int:
+    """Exit status 1 with one line when some items failed (a rerun retries them), else 0."""
+    if failed:
+        print(f"taskmem: error: {failed} {what} failed; run again to retry", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _scores_name(args: argparse.Namespace) -> str:
     return args.name or slug(f"{args.judge}+{args.video_judge}")
 
@@ -69,10 +77,7 @@ def score_memory_command(args: argparse.Namespace) -> int:
     keys = ("entries", "scored", "failed", "format", "thinking", "quality", "richness")
     print(json.dumps({**{k: s[k] for k in keys}, "total_mean": s["total_mean"]}, indent=2))
     print(f"scores: {s['path']}/entries.jsonl, summary: {s['path']}/summary.json")
-    if s["failed"]:
-        print(f"taskmem: error: {s['failed']} entries failed; run again to retry", file=sys.stderr)
-        return 1
-    return 0
+    return _status(s["failed"], "entries")
 
 
 def rollout_command(args: argparse.Namespace) -> int:
@@ -90,10 +95,7 @@ def rollout_command(args: argparse.Namespace) -> int:
         not args.quiet,
     )
     print(f"rollouts: {s['path']} ({s['stored']} candidates for {s['clips']} clips)")
-    if s["failed"]:
-        print(f"taskmem: error: {s['failed']} samples failed; run again to retry", file=sys.stderr)
-        return 1
-    return 0
+    return _status(s["failed"], "samples")
 
 
 def pairs_command(args: argparse.Namespace) -> int:
