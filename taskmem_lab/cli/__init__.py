@@ -55,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log retries and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     memorize.register(sub)
-    lab.register(sub)
     evaluate.register(sub)
     data.register(sub)
     training.register(sub)
+    lab.register(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from taskmem_lab.cli.common import response_cache
+from taskmem_lab.cli.common import add_cache_args, response_cache
 from taskmem_lab.cli.options import add_options, params_from
 from taskmem_lab.paths import slug
 from taskmem_lab.training.export import ExportParams
@@ -132,10 +132,8 @@ def _add_run_source(p: argparse.ArgumentParser) -> None:
 
 def _add_replay(p: argparse.ArgumentParser) -> None:
     _add_run_source(p)
-    p.add_argument("--cache", help="response cache file")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     p.add_argument("--concurrency", type=int, default=8, help="model calls in flight (8)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_cache_args(p)
 
 
 def _add_rewards(p: argparse.ArgumentParser) -> None:
