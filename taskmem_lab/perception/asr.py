@@ -11,7 +11,7 @@ Floor 3 (perception). An `Asr` turns window audio (16 kHz mono, from `taskmem_la
   with start/end to 0.1 s, one sentence each, split at speaker turns; parsed tolerantly, with a
   re-ask for an unreadable reply, times clamped to the window.
 
-`ClipTranscriber` applies DESIGN.md's boundary rule over a clip schedule: an utterance still
+`ClipTranscriber` applies the boundary rule of docs/design.md over a clip schedule: an utterance still
 running at a clip's end is left out of that clip and transcribed whole by the next clip, whose
 audio then starts where that utterance began.
 """
@@ -387,7 +387,7 @@ def drop_reheard(
 
 @dataclass
 class ClipTranscriber:
-    """Transcribes a stream clip by clip, in order, with the boundary rule of DESIGN.md.
+    """Transcribes a stream clip by clip, in order, with the boundary rule of docs/design.md.
 
     A segment that crosses a clip boundary belongs to the clip in which it ends: when a clip's
     last utterance is still running at the clip's end, the clip leaves it out, and the next clip
