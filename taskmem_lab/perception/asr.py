@@ -11,9 +11,9 @@ Floor 3 (perception). An `Asr` turns window audio (16 kHz mono, from `taskmem_la
   with start/end to 0.1 s, one sentence each, split at speaker turns; parsed tolerantly, with a
   re-ask for an unreadable reply, times clamped to the window.
 
-`ClipTranscriber` applies the boundary rule of docs/design.md over a clip schedule: an utterance still
-running at a clip's end is left out of that clip and transcribed whole by the next clip, whose
-audio then starts where that utterance began.
+`ClipTranscriber` applies the boundary rule of docs/design.md over a clip schedule: an utterance
+still running at a clip's end is left out of that clip and transcribed whole by the next clip,
+whose audio then starts where that utterance began.
 """
 
 from __future__ import annotations
