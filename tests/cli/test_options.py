@@ -15,7 +15,13 @@ from taskmem_lab.cli import COMMAND_PARAMS, build_parser, main
 from taskmem_lab.cli.options import add_options, field_docs, params_from
 from taskmem_lab.evaluation.qa import QAParams
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.perception.params import AsrParams, FaceParams, IdentityParams, PerceptionChoices
+from taskmem_lab.perception.params import (
+    AsrParams,
+    FaceParams,
+    IdentityParams,
+    PerceptionChoices,
+    VoiceParams,
+)
 
 PACKAGE = Path(taskmem_lab.__file__).resolve().parent
 
@@ -185,7 +191,7 @@ def test_no_function_or_option_repeats_a_stage_default():
             for name, value in _literal_defaults(cls).items():
                 if name not in JOB_SETTINGS:
                     stage_fields.setdefault(name, set()).add(value)
-    for cls in (FaceParams, AsrParams):
+    for cls in (FaceParams, AsrParams, VoiceParams, IdentityParams):
         for name, value in _literal_defaults(cls).items():
             stage_fields.setdefault(name, set()).add(value)
     offenders = []
