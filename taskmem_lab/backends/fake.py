@@ -1,6 +1,7 @@
 """`fake`: a deterministic in-process responder for tests and the offline smoke profile.
 
-It never looks at pixels. It answers by the request's `purpose` marker (the prompt it was built
+It never looks at pixels. `fake:reader` answers questions by the rule in `fake_reader` (used by
+the smoke profile so its figures have data). It answers by the request's `purpose` marker (the prompt it was built
 from) with text derived from the request itself, and every answer starts with `[fake model]` and
 carries `Reply.fake = True`, so nothing it writes can pass for model output.
 """
@@ -39,6 +40,16 @@ class FakeModel:
         where = f"{span.group(1)}-{span.group(2)}" if span else "?"
         purpose = request.purpose
         body: dict[str, object]
+        if purpose == "qa" and self.model_id == "fake:reader":
+            from taskmem_lab.backends.fake_reader import reader_reply
+
+            return Reply(
+                text=reader_reply(text),
+                usage={"prompt_tokens": len(text.split()), "completion_tokens": 12},
+                model=self.model_id,
+                backend=self.backend,
+                fake=True,
+            )
         if purpose == "semantic":
             body = {"knowledge": [f"{FAKE_MARK} statement about {where} ({digest})"]}
         elif purpose in ("episodic", "reask"):
