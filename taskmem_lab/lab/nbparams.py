@@ -28,6 +28,7 @@ class AudioNotebook:
     video: str = field(default="", metadata=INPUT)  # video file; "" makes a generated sample
     asr_backend: str = "whisper"  # whisper | vlm
     asr_model: str = "tiny.en"  # whisper model name or CTranslate2 directory; VLM spec for vlm
+    speaker_model: str = "fake"  # model spec matching speakers to faces (03: its memorizer)
     end: float = 60.0  # seconds of the stream to transcribe
     out: str = field(default="runs", metadata=OUTPUT)  # runs root
     figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
@@ -39,6 +40,7 @@ class FacesNotebook:
     face_backend: str = "dlib"  # dlib | insightface
     face_fps: float = 2.0  # frames per second searched for faces
     min_cluster_size: int = 3  # HDBSCAN minimum cluster size within a clip
+    speaker_model: str = "fake"  # model spec matching speakers to faces (03: its memorizer)
     end: float = 60.0  # seconds of the stream to process
     out: str = field(default="runs", metadata=OUTPUT)  # runs root
     figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
@@ -206,3 +208,31 @@ def _convert(kind: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise TypeError(value)
     return value
+
+
+def shared_perception(
+    faces: bool = True,
+    asr: bool = True,
+    audio: AudioNotebook | None = None,
+    face: FacesNotebook | None = None,
+    face_fps: float | None = None,
+    speaker_model: str | None = None,
+) -> Any:
+    """The perception settings 01, 02 and 03 share: faces and speech with the same settings, so
+    the stage (cached by its settings, the speaker-matching model included) runs once per video
+    and the later notebooks read it back. Settings not given come from the other notebook's
+    defaults."""
+    from taskmem_lab.perception.perceiver import perception_params
+
+    audio = audio or AudioNotebook()
+    face = face or FacesNotebook()
+    return perception_params(
+        faces,
+        asr,
+        face_backend=face.face_backend,
+        face_fps=face_fps if face_fps is not None else face.face_fps,
+        min_cluster_size=face.min_cluster_size,
+        asr_backend=audio.asr_backend,
+        asr_model=audio.asr_model,
+        speaker_model=speaker_model or audio.speaker_model,
+    )

@@ -324,3 +324,342 @@ def delta_table(table: pd.DataFrame, compare_to: str) -> pd.DataFrame:
     for col in values:
         out[col] = ours[col].astype(float) - float(base[col].iloc[0])
     return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- 04: evaluation
+
+
+def evaluate_benchmarks(
+    benchmarks: Sequence[str],
+    sources: Sequence[str],
+    memories: str | Path,
+    tag: str,
+    answerer: str,
+    judge: str | None,
+    qa: Any,
+    stand_in: bool = False,
+    fake_model: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run `pipeline.run_eval` per benchmark and write its metrics file under
+    `<memories>/results/`; returns `benchmark -> EvalResult`.
+
+    `sources` gives one source per benchmark (missing or "" entries use the repository's
+    `benchmarks/<name>/sample`); with `stand_in`, memories missing for a question's video are
+    made from a generated video by the fake model first (smoke runs only)."""
+    from taskmem_lab.bench.hub import load_benchmark
+    from taskmem_lab.lab.samples import stand_in_memories
+    from taskmem_lab.paths import repo_path
+    from taskmem_lab.pipeline import run_eval
+
+    if len(sources) > len(benchmarks):
+        raise ConfigError(f"{len(sources)} sources given for {len(benchmarks)} benchmarks")
+    results = {}
+    for i, name in enumerate(benchmarks):
+        given = sources[i] if i < len(sources) else ""
+        source = (
+            input_path(given, f"source of {name}")
+            if given
+            else repo_path(f"benchmarks/{name}/sample")
+        )
+        if stand_in:
+            made = stand_in_memories(load_benchmark(name, source), memories, tag)
+            print(f"{name}: stand-in memories for {len(made)} videos (generated, not real)")
+        result = run_eval(
+            name, source, memories, answerer, qa, tag=tag, judge=judge, progress=progress
+        )
+        from taskmem_lab.evaluation.metrics import to_records
+
+        write_metrics(
+            Path(memories) / "results",
+            name,
+            to_records(result.table),
+            answerer,
+            judge,
+            tag,
+            fake_model,
+            result.out,
+        )
+        results[name] = result
+    return results
+
+
+_PERCENT = ("accuracy", "accuracy_lo", "accuracy_hi", "coverage", "precision")
+
+
+def metrics_frame(results: Mapping[str, Any]) -> pd.DataFrame:
+    """The 04 table: one row per benchmark and group, scores in percent (NaN: undefined)."""
+    import pandas as pd
+
+    from taskmem_lab.evaluation.metrics import to_records
+
+    rows = [row for r in results.values() for row in to_records(r.table)]
+    table = pd.DataFrame(rows)
+    for col in _PERCENT:
+        table[col] = 100 * pd.to_numeric(table[col], errors="coerce")
+    return table[["benchmark", "group", "value", "n", *_PERCENT, "unparseable"]]
+
+
+def _na_mark(ax: Any, x: float, y: float = 2.0, horizontal: bool = False) -> None:
+    """A grey 'n/a' where a bar would be: an undefined value, not a zero."""
+    if horizontal:
+        ax.text(y, x, "n/a", va="center", ha="left", fontsize=6, color="0.45")
+    else:
+        ax.text(x, y, "n/a", ha="center", va="bottom", fontsize=6, color="0.45", rotation=90)
+
+
+def plot_metrics(table: pd.DataFrame) -> Any:
+    """04's bars: per benchmark, Acc / Cov / Prec (percent) for the overall line and each group;
+    accuracy with its 95% interval; undefined precision marked 'n/a'."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(table.benchmark))
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 3.1 * len(names)), squeeze=False)
+    colours = {"accuracy": "tab:blue", "coverage": "tab:orange", "precision": "tab:green"}
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        part = table[table.benchmark == name].reset_index(drop=True)
+        labels = [
+            "all" if g == "all" else (v if g == "task_type" else f"{g}: {v}")
+            for g, v in zip(part.group, part.value, strict=True)
+        ]
+        for k, metric in enumerate(METRICS):
+            xs = [i + 0.27 * (k - 1) for i in range(len(part))]
+            values = part[metric]
+            err = None
+            if metric == "accuracy":
+                err = [
+                    (values - part.accuracy_lo).clip(lower=0).fillna(0),
+                    (part.accuracy_hi - values).clip(lower=0).fillna(0),
+                ]
+            ax.bar(
+                xs,
+                values.fillna(0),
+                width=0.27,
+                yerr=err,
+                capsize=2,
+                label=metric,
+                color=colours[metric],
+            )
+            for x, v in zip(xs, values, strict=True):
+                if math.isnan(v):
+                    _na_mark(ax, x)
+                elif v == 0:  # a real zero: say so, since no bar is drawn
+                    ax.text(x, 1, "0", ha="center", va="bottom", fontsize=6, color=colours[metric])
+        ax.set_xticks(range(len(part)), labels, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("percent")
+        n = int(part.n.iloc[0]) if len(part) else 0
+        ax.set_title(f"{name} ({n} questions)", fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncols=3, loc="lower right", bbox_to_anchor=(1.0, 1.08))
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- 05: ablations
+
+
+def ablation_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """`pipeline.ablate`'s rows as a table, scores in percent."""
+    import pandas as pd
+
+    table = pd.DataFrame(list(rows))
+    if table.empty:
+        raise ConfigError(
+            "the ablation grid is empty (every context was shorter than its interval)"
+        )
+    for col in METRICS:
+        table[col] = 100 * pd.to_numeric(table[col], errors="coerce")
+    return table.drop(columns=["tag"], errors="ignore")
+
+
+def _switches(row: Any) -> str:
+    on = [name for name in ("faces", "asr", "tasks") if bool(row[name])]
+    return "+".join(on) if on else "video only"
+
+
+def plot_ablations(table: pd.DataFrame) -> Any:
+    """05's figure: a column per memorizer model; top accuracy vs memory length, bottom coverage
+    vs cost. Colour: interval / context duration; marker: which of faces / ASR / tasks were on
+    (hollow, so coinciding settings stay visible)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    models = list(dict.fromkeys(table.model))
+    schedules = list(dict.fromkeys(zip(table.interval, table.context, strict=True)))
+    kinds = list(dict.fromkeys(_switches(r) for _, r in table.iterrows()))
+    colour = {s: plt.cm.tab10(i % 10) for i, s in enumerate(schedules)}
+    marks = "osD^vP*X"
+    marker = {k: marks[i % len(marks)] for i, k in enumerate(kinds)}
+    sizes = {k: 90 - 12 * (i % 5) for i, k in enumerate(kinds)}
+    fig, axes = plt.subplots(2, len(models), figsize=(4.2 * len(models) + 2.6, 6.2), squeeze=False)
+    for col, model in enumerate(models):
+        part = table[table.model == model]
+        for row, (x, y, xlabel, ylabel) in enumerate(
+            [
+                ("memory_tokens", "accuracy", "memory length (completion tokens)", "accuracy (%)"),
+                ("cost_tokens", "coverage", "cost (all tokens)", "coverage (%)"),
+            ]
+        ):
+            ax = axes[row, col]
+            for _, r in part.iterrows():
+                k = _switches(r)
+                ax.scatter(
+                    r[x],
+                    r[y],
+                    s=sizes[k],
+                    marker=marker[k],
+                    facecolors="none",
+                    edgecolors=[colour[(r.interval, r.context)]],
+                    linewidths=1.6,
+                )
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(-5, 105)
+            ax.margins(x=0.15)
+            if row == 0:
+                ax.set_title(f"memorizer: {model}", fontsize=9)
+    colour_handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor="none",
+            markeredgecolor=colour[s],
+            markeredgewidth=1.6,
+            label=f"interval {s[0]:g} s, context {s[1]:g} s",
+        )
+        for s in schedules
+    ]
+    marker_handles = [
+        Line2D(
+            [],
+            [],
+            marker=marker[k],
+            linestyle="",
+            markerfacecolor="none",
+            markeredgecolor="0.2",
+            label=k,
+        )
+        for k in kinds
+    ]
+    edge = 1 - 2.4 / fig.get_figwidth()
+    fig.tight_layout(rect=(0, 0, edge, 1))
+    first = fig.legend(
+        handles=colour_handles,
+        title="schedule (colour)",
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(edge, 0.95),
+    )
+    fig.add_artist(first)
+    fig.legend(
+        handles=marker_handles,
+        title="perception (marker)",
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(edge, 0.55),
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- 06: the main table
+
+
+def plot_main_table(table: pd.DataFrame, metric: str = "accuracy") -> Any:
+    """06's figure: one panel per benchmark, one horizontal bar per system (reported blue,
+    reproduced red), value written at the bar's end; a missing value reads 'n/a'."""
+    import matplotlib.pyplot as plt
+
+    benchmarks = [c.split("/")[0] for c in table.columns if c.endswith(f"/{metric}")]
+    systems = list(table.system)
+    fig, axes = plt.subplots(
+        1,
+        len(benchmarks),
+        figsize=(3.2 * len(benchmarks) + 3, 0.32 * len(systems) + 1.4),
+        sharey=True,
+        squeeze=False,
+    )
+    ys = list(range(len(systems)))[::-1]
+    for ax, bench in zip(axes[0], benchmarks, strict=True):
+        values = table[f"{bench}/{metric}"].astype(float)
+        colours = ["tab:red" if s == "reproduced" else "tab:blue" for s in table.source]
+        ax.barh(ys, values.fillna(0), color=colours, height=0.7)
+        for y, v in zip(ys, values, strict=True):
+            if math.isnan(v):
+                _na_mark(ax, y, 1.0, horizontal=True)
+            else:
+                ax.text(v + 1, y, f"{v:.1f}", va="center", fontsize=6)
+        ax.set_xlim(0, 110)
+        ax.set_title(bench, fontsize=9)
+        ax.set_xlabel(f"{metric} (%)")
+    axes[0, 0].set_yticks(
+        ys, [f"{s} ({src})" for s, src in zip(systems, table.source, strict=True)], fontsize=7
+    )
+    fig.suptitle(
+        f"{metric.capitalize()}: reported in the paper (blue) and reproduced here (red)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_reported(reported: pd.DataFrame) -> Any:
+    """The paper's reported numbers alone (no run of this toolkit): a panel per benchmark, per
+    system Acc / Cov / Prec bars, titled as reported numbers."""
+    import matplotlib.pyplot as plt
+
+    benchmarks = [b for b in BENCHMARKS if b in set(reported.benchmark)]
+    systems = list(dict.fromkeys(reported.system))
+    fig, axes = plt.subplots(
+        1,
+        len(benchmarks),
+        figsize=(3.4 * len(benchmarks) + 2.5, 0.55 * len(systems) + 1.8),
+        sharey=True,
+        squeeze=False,
+    )
+    colours = {"accuracy": "tab:blue", "coverage": "tab:orange", "precision": "tab:green"}
+    for ax, bench in zip(axes[0], benchmarks, strict=True):
+        part = reported[reported.benchmark == bench].set_index("system")
+        for k, metric in enumerate(METRICS):
+            ys = [len(systems) - 1 - i + 0.26 * (1 - k) for i in range(len(systems))]
+            vals = [float(part[metric].get(s, float("nan"))) for s in systems]
+            ax.barh(
+                ys,
+                [0 if math.isnan(v) else v for v in vals],
+                height=0.26,
+                color=colours[metric],
+                label=metric,
+            )
+            for y, v in zip(ys, vals, strict=True):
+                if math.isnan(v):
+                    _na_mark(ax, y, 1.0, horizontal=True)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("percent")
+        ax.set_title(bench, fontsize=9)
+    axes[0, 0].set_yticks(range(len(systems))[::-1], systems, fontsize=7)
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Reported in the paper (not reproduced here): Acc / Cov / Prec", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_reported_figure(
+    directory: str | Path | None = None, reported: str | Path = "benchmarks/paper_results.csv"
+) -> Path:
+    """`paper_reported.png/.pdf/.json` in `directory` (the repository's `figures/` by default):
+    the paper's table drawn by `plot_reported`, with provenance."""
+    import matplotlib.pyplot as plt
+
+    from taskmem_lab.paths import repo_path
+
+    out = Path(directory) if directory is not None else repo_path("figures")
+    csv = input_path(reported, "the paper's results table")
+    fig = plot_reported(paper_table(csv))
+    path = save_figure(
+        fig, "paper_reported", Provenance("lab.report.write_reported_figure", {}, [str(csv)]), out
+    )
+    plt.close(fig)
+    return path
