@@ -1,0 +1,133 @@
+"""04's metrics file, the paper's table, the main-table assembly and the figures' conventions."""
+
+import math
+
+import pytest
+
+from taskmem_lab.errors import ConfigError
+from taskmem_lab.lab.report import (
+    delta_table,
+    main_table,
+    metrics_path,
+    paper_table,
+    plot_main_table,
+    plot_metrics,
+    read_metrics,
+    write_metrics,
+)
+
+ROWS = [
+    {"group": "all", "value": "all", "n": 4, "accuracy": 0.25, "coverage": 0.5, "precision": 0.5},
+    {
+        "group": "task_type",
+        "value": "OCR",
+        "n": 2,
+        "accuracy": 0.0,
+        "coverage": 0.0,
+        "precision": float("nan"),
+    },
+]
+
+
+def test_metrics_file_round_trip(tmp_path):
+    path = write_metrics(tmp_path, "videomme", ROWS, "fake:reader", "fake", "notebook", True, "x")
+    assert path == metrics_path(tmp_path, "videomme")
+    (data,) = read_metrics(tmp_path)
+    assert data["benchmark"] == "videomme" and data["answerer"] == "fake:reader"
+    assert data["fake_model"] is True and data["overall"]["accuracy"] == 0.25
+    assert data["path"] == str(path)
+
+
+def test_metrics_without_an_overall_row_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no overall"):
+        write_metrics(tmp_path, "egolife", ROWS[1:], "a", None, "t", False, "x")
+
+
+def test_read_metrics_names_the_folder_and_the_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match=f"no metrics files .* in {tmp_path}"):
+        read_metrics(tmp_path)
+    (tmp_path / "egolife.metrics.json").write_text('{"rows": []}')
+    with pytest.raises(ConfigError, match="egolife.metrics.json: not a metrics file"):
+        read_metrics(tmp_path)
+
+
+def test_paper_table_reads_long_and_wide_layouts(tmp_path):
+    long = tmp_path / "long.csv"
+    long.write_text(
+        "system,benchmark,metric,value,source\n"
+        "TaskMem,videomme,accuracy,67.9,paper\nTaskMem,videomme,coverage,79.3,paper\n"
+    )
+    wide = tmp_path / "wide.csv"
+    wide.write_text(
+        "system,benchmark,accuracy,coverage,precision\nTaskMem,videomme,67.9,79.3,85.6\n"
+    )
+    a, b = paper_table(long), paper_table(wide)
+    assert (
+        list(a.columns)
+        == list(b.columns)
+        == ["system", "benchmark", "accuracy", "coverage", "precision", "source"]
+    )
+    assert a.accuracy[0] == b.accuracy[0] == 67.9 and a.source[0] == "paper"
+    assert math.isnan(a.precision[0]) and b.precision[0] == 85.6
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="expected columns"):
+        paper_table(bad)
+    assert len(paper_table()) > 0  # the repository's own table, from any working directory
+
+
+def test_main_table_in_percent_keeps_undefined_as_missing(tmp_path):
+    write_metrics(tmp_path, "videomme", ROWS, "fake:reader", "fake", "nb", True, "x")
+    nan_rows = [{**ROWS[0], "precision": float("nan")}]
+    write_metrics(tmp_path, "egolife", nan_rows, "fake:reader", "fake", "nb", True, "x")
+    wide = tmp_path / "p.csv"
+    wide.write_text(
+        "system,benchmark,accuracy,coverage,precision\n"
+        "TaskMem (Qwen3-VL-30B-A3B),videomme,67.9,79.3,85.6\n"
+    )
+    table = main_table(paper_table(wide), read_metrics(tmp_path))
+    ours = table[table.source == "reproduced"].iloc[0]
+    assert ours["videomme/accuracy"] == 25.0 and ours["videomme/precision"] == 50.0
+    assert math.isnan(ours["egolife/precision"])  # undefined, not 0
+    deltas = delta_table(table, "TaskMem")  # unique prefix of the reported name
+    assert deltas["videomme/accuracy"].iloc[0] == pytest.approx(25.0 - 67.9)
+    with pytest.raises(ConfigError, match="not a reported system"):
+        delta_table(table, "GPT-9")
+    fig = plot_main_table(table)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "n/a" in texts and "25.0" in texts  # egotempo missing on both rows; videomme drawn
+
+
+def test_plot_metrics_marks_undefined_precision_and_real_zeros():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [
+            {
+                "benchmark": "videomme",
+                "group": "all",
+                "value": "all",
+                "n": 4,
+                "accuracy": 25.0,
+                "accuracy_lo": 0.0,
+                "accuracy_hi": 50.0,
+                "coverage": 50.0,
+                "precision": 50.0,
+            },
+            {
+                "benchmark": "videomme",
+                "group": "task_type",
+                "value": "OCR",
+                "n": 2,
+                "accuracy": 0.0,
+                "accuracy_lo": 0.0,
+                "accuracy_hi": 0.0,
+                "coverage": 0.0,
+                "precision": float("nan"),
+            },
+        ]
+    )
+    fig = plot_metrics(table)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts.count("n/a") == 1 and texts.count("0") == 2
+    assert fig.axes[0].get_ylabel() == "percent"
