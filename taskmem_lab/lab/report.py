@@ -22,7 +22,8 @@ import os
 import re
 import subprocess
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -640,10 +641,23 @@ def plot_reported(reported: pd.DataFrame) -> Any:
         ax.set_xlabel("percent")
         ax.set_title(bench, fontsize=9)
     axes[0, 0].set_yticks(range(len(systems))[::-1], systems, fontsize=7)
-    axes[0, -1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle("Reported in the paper (not reproduced here): Acc / Cov / Prec", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.legend(handles, labels, fontsize=7, ncols=3, loc="upper right", bbox_to_anchor=(1.0, 0.955))
     return fig
+
+
+@contextmanager
+def _working_directory(path: Path | None) -> Iterator[None]:
+    """Run a block in `path` (so relative input paths in provenance resolve there)."""
+    before = Path.cwd()
+    if path is not None:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def write_reported_figure(
@@ -658,8 +672,12 @@ def write_reported_figure(
     out = Path(directory) if directory is not None else repo_path("figures")
     csv = input_path(reported, "the paper's results table")
     fig = plot_reported(paper_table(csv))
-    path = save_figure(
-        fig, "paper_reported", Provenance("lab.report.write_reported_figure", {}, [str(csv)]), out
+    root = repo_root()
+    shown = csv.relative_to(root) if root is not None and csv.is_relative_to(root) else csv
+    provenance = Provenance(
+        "lab.report.write_reported_figure", {"reported": str(shown)}, [str(shown)]
     )
+    with _working_directory(root):
+        path = save_figure(fig, "paper_reported", provenance, Path(out).absolute())
     plt.close(fig)
     return path
