@@ -119,7 +119,7 @@ def _demo(work: Path) -> dict[str, dict[str, Any]]:
     base["01_audio"].update(speaker_model=vlm)
     base["02_faces"].update(speaker_model=vlm)
     base["03_episodic"].update(model=vlm)
-    base["04_qa"].update(answerer=vlm, judge=vlm, stand_in=False)
+    base["04_qa"].update(answerer=vlm, judge=vlm)
     base["05_ablations"].update(models=vlm, answerer=vlm, faces="false,true", asr="false,true")
     return base
 

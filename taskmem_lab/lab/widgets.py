@@ -270,7 +270,7 @@ class MemoryBrowser:
         if not entries:
             return ""
         cells = "".join(
-            f"<figure style='margin:2px'><img height='64' src='data:image/jpeg;base64,"
+            f"<figure style='margin:2px'><img style='height:64px;width:auto' src='data:image/jpeg;base64,"
             f"{base64.b64encode(Path(p).read_bytes()).decode()}'/>"
             f"<figcaption>{html.escape(gid)}</figcaption></figure>"
             for gid, p in entries
