@@ -165,8 +165,9 @@ def save_table(
     out = Path(directory) if directory is not None else figures_dir()
     out.mkdir(parents=True, exist_ok=True)
     note = "\n\n*Made with a fake model: not a result.*\n" if provenance.fake_model else "\n"
+    shown = table.astype(object).where(table.notna(), None)  # missing cells stay empty
     (out / f"{name}.md").write_text(
-        table.to_markdown(index=False, floatfmt=".1f") + note, encoding="utf-8"
+        shown.to_markdown(index=False, floatfmt=".1f", missingval="") + note, encoding="utf-8"
     )
     (out / f"{name}.tex").write_text(
         table.to_latex(index=False, float_format="%.1f", na_rep="--"), encoding="utf-8"

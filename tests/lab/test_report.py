@@ -131,3 +131,21 @@ def test_plot_metrics_marks_undefined_precision_and_real_zeros():
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts.count("n/a") == 1 and texts.count("0") == 2
     assert fig.axes[0].get_ylabel() == "percent"
+
+
+def test_saved_table_is_the_table_shown_and_leaves_missing_cells_empty(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from taskmem_lab.lab.report import Provenance, save_table
+
+    table = pd.DataFrame({"system": ["a", "b"], "videomme/precision": [85.64, float("nan")]})
+    shown = save_table(
+        table, "t", Provenance("06_paper", {"api_key": "sk-" + "x" * 20}, [], True), tmp_path
+    )
+    assert shown is table
+    md = (tmp_path / "t.md").read_text()
+    assert "| a        |                 85.6 |" in md and "nan" not in md
+    assert "fake model" in md and "--" in (tmp_path / "t.tex").read_text()
+    assert json.loads((tmp_path / "t.json").read_text())["parameters"]["api_key"] == "<redacted>"
