@@ -1,6 +1,7 @@
 """04's metrics file, the paper's table, the main-table assembly and the figures' conventions."""
 
 import math
+import shutil
 
 import pytest
 
@@ -149,3 +150,21 @@ def test_saved_table_is_the_table_shown_and_leaves_missing_cells_empty(tmp_path)
     assert "| a        |                 85.6 |" in md and "nan" not in md
     assert "fake model" in md and "--" in (tmp_path / "t.tex").read_text()
     assert json.loads((tmp_path / "t.json").read_text())["parameters"]["api_key"] == "<redacted>"
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+def test_evaluate_benchmarks_writes_the_metrics_06_reads(tmp_path, monkeypatch):
+    from taskmem_lab.evaluation.qa import QAParams
+    from taskmem_lab.lab.report import evaluate_benchmarks
+
+    monkeypatch.setenv("TASKMEM_CACHE", str(tmp_path / "cache.sqlite"))
+    results = evaluate_benchmarks(
+        ["videomme"], [], tmp_path, "nb", "fake:reader", "fake", QAParams(), True, True, False
+    )
+    (data,) = read_metrics(tmp_path / "results")
+    assert data["benchmark"] == "videomme" and data["results_dir"] == str(results["videomme"].out)
+    assert data["overall"]["coverage"] > 0  # the reader answers from the stand-in memories
+    with pytest.raises(ConfigError, match="source of egolife not found"):
+        evaluate_benchmarks(
+            ["egolife"], ["nowhere.json"], tmp_path, "nb", "fake", "fake", QAParams()
+        )
