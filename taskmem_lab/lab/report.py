@@ -24,7 +24,7 @@ import subprocess
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,36 +246,17 @@ def read_metrics(results: str | Path) -> list[dict[str, Any]]:
 
 
 def paper_table(path: str | Path = "benchmarks/paper_results.csv") -> pd.DataFrame:
-    """The paper's reported numbers, one row per (system, benchmark) with accuracy, coverage and
-    precision in percent (missing cells are NaN) and a `source` column.
-
-    Reads either layout: long (`system,benchmark,metric,value[,source]`) or wide
-    (`system,benchmark,accuracy,coverage,precision[,source]`). Relative paths resolve against the
-    repository, never the kernel's working directory."""
+    """The paper's reported numbers (`evaluation.report.paper_table`, which checks them), one row
+    per (system, benchmark): accuracy, coverage and precision in percent, and the source.
+    Relative paths resolve against the repository, never the kernel's working directory."""
     import pandas as pd
 
-    csv = input_path(path, "the paper's results table")
-    raw = pd.read_csv(csv)
-    if {"metric", "value"} <= set(raw.columns):
-        wide = raw.pivot_table(
-            index=["system", "benchmark"], columns="metric", values="value", sort=False
-        ).reset_index()
-        if "source" in raw.columns:
-            sources = raw.groupby(["system", "benchmark"], sort=False)["source"].first()
-            wide = wide.merge(sources.reset_index(), on=["system", "benchmark"], how="left")
-    elif set(METRICS) & set(raw.columns):
-        wide = raw
-    else:
-        raise ConfigError(
-            f"{csv}: expected columns system,benchmark,metric,value or "
-            f"system,benchmark,{','.join(METRICS)}; found {','.join(raw.columns)}"
-        )
-    for m in METRICS:
-        if m not in wide.columns:
-            wide[m] = float("nan")
-    if "source" not in wide.columns:
-        wide["source"] = str(csv.name)
-    return wide[["system", "benchmark", *METRICS, "source"]]
+    from taskmem_lab.evaluation.report import paper_table as load_paper_table
+
+    rows = load_paper_table(input_path(path, "the paper's results table"))
+    return pd.DataFrame(
+        [asdict(r) for r in rows], columns=["system", "benchmark", *METRICS, "source"]
+    )
 
 
 def main_table(
@@ -284,14 +265,16 @@ def main_table(
     benchmarks: Sequence[str] = BENCHMARKS,
 ) -> pd.DataFrame:
     """The paper's layout: one row per system (reported, then reproduced), one column per
-    `benchmark/metric`, in percent. Reproduced rows come from `read_metrics`; an undefined metric
-    (precision with nothing answered) stays NaN, never 0."""
+    `benchmark/metric`, in percent, and `cited`: the paper's source for a reported row, the
+    metrics files for a reproduced one. Reproduced rows come from `read_metrics`; an undefined
+    metric (precision with nothing answered) stays NaN, never 0."""
     import pandas as pd
 
     columns = [f"{b}/{m}" for b in benchmarks for m in METRICS]
     rows: list[dict[str, Any]] = []
     for system, part in reported.groupby("system", sort=False):
         row: dict[str, Any] = {"system": system, "source": "reported"}
+        row["cited"] = "; ".join(dict.fromkeys(part["source"]))
         for _, r in part.iterrows():
             for m in METRICS:
                 row[f"{r['benchmark']}/{m}"] = r[m]
@@ -299,13 +282,16 @@ def main_table(
     ours: dict[str, dict[str, Any]] = {}
     for data in metrics:
         name = f"taskmem_lab: {data['answerer']} on {data['tag']}"
-        entry = ours.setdefault(name, {"system": name, "source": "reproduced"})
+        entry = ours.setdefault(name, {"system": name, "source": "reproduced", "cited": []})
+        entry["cited"].append(data["path"])
         for m in METRICS:
             value = data["overall"].get(m)
             ok = value is not None and not (isinstance(value, float) and math.isnan(value))
             entry[f"{data['benchmark']}/{m}"] = 100 * float(value) if ok else float("nan")
+    for entry in ours.values():
+        entry["cited"] = ", ".join(entry["cited"])
     rows += list(ours.values())
-    return pd.DataFrame(rows).reindex(columns=["system", "source", *columns])
+    return pd.DataFrame(rows).reindex(columns=["system", "source", "cited", *columns])
 
 
 def delta_table(table: pd.DataFrame, compare_to: str) -> pd.DataFrame:
@@ -386,7 +372,7 @@ def evaluate_benchmarks(
     return results
 
 
-_PERCENT = ("accuracy", "accuracy_lo", "accuracy_hi", "coverage", "precision")
+_PERCENT = tuple(f"{m}{suffix}" for m in METRICS for suffix in ("", "_lo", "_hi"))
 
 
 def metrics_frame(results: Mapping[str, Any]) -> pd.DataFrame:
@@ -399,7 +385,32 @@ def metrics_frame(results: Mapping[str, Any]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     for col in _PERCENT:
         table[col] = 100 * pd.to_numeric(table[col], errors="coerce")
-    return table[["benchmark", "group", "value", "n", *_PERCENT, "unparseable"]]
+    return table[["benchmark", "group", "value", "n", "clusters", *_PERCENT, "unparseable"]]
+
+
+def group_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """04's breakdowns: `(title, lines)` per benchmark and group (task type, Video-MME's
+    duration, domain and sub-category, ...), intervals resampling videos (`clusters` per line)."""
+    columns = ["value", "n", "clusters", *_PERCENT]
+    return [
+        (f"{bench} by {group}", part[columns].reset_index(drop=True))
+        for (bench, group), part in table[table.group != "all"].groupby(
+            ["benchmark", "group"], sort=False
+        )
+    ]
+
+
+def readings_table(results: Mapping[str, Any]) -> pd.DataFrame:
+    """The lines whose Coverage and Precision change when unparseable replies are read as
+    abstentions instead of wrong answers (`evaluation.report.readings`), over all benchmarks."""
+    import pandas as pd
+
+    from taskmem_lab.bench import get_benchmark
+    from taskmem_lab.evaluation.report import readings
+
+    return pd.DataFrame(
+        [d for name, r in results.items() for d in readings(r.rows, get_benchmark(name).groups)]
+    )
 
 
 def _na_mark(ax: Any, x: float, y: float = 2.0, horizontal: bool = False) -> None:
@@ -410,13 +421,20 @@ def _na_mark(ax: Any, x: float, y: float = 2.0, horizontal: bool = False) -> Non
         ax.text(x, y, "n/a", ha="center", va="bottom", fontsize=6, color="0.45", rotation=90)
 
 
-def plot_metrics(table: pd.DataFrame) -> Any:
-    """04's bars: per benchmark, Acc / Cov / Prec (percent) for the overall line and each group;
-    accuracy with its 95% interval; undefined precision marked 'n/a'."""
+def plot_metrics(
+    table: pd.DataFrame, groups: Sequence[str] = ("all", "task_type", "duration", "domain")
+) -> Any:
+    """04's bars: per benchmark, Acc / Cov / Prec (percent) for the overall line and each line
+    of `groups`; accuracy with its 95% interval; undefined precision marked 'n/a', a real zero
+    '0'."""
     import matplotlib.pyplot as plt
 
+    table = table[table.group.isin(groups)]
     names = list(dict.fromkeys(table.benchmark))
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 3.1 * len(names)), squeeze=False)
+    widest = max(table.groupby("benchmark").size().max(), 1)
+    fig, axes = plt.subplots(
+        len(names), 1, figsize=(max(9.0, 0.5 * widest + 2), 3.1 * len(names)), squeeze=False
+    )
     colours = {"accuracy": "tab:blue", "coverage": "tab:orange", "precision": "tab:green"}
     for ax, name in zip(axes[:, 0], names, strict=True):
         part = table[table.benchmark == name].reset_index(drop=True)

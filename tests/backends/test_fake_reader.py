@@ -3,7 +3,6 @@
 import json
 
 from taskmem_lab.backends import Message, Request, make_model
-from taskmem_lab.backends.fake_reader import reader_reply
 
 
 def qa_text(memory: str, options: str | None) -> str:
@@ -14,44 +13,49 @@ def qa_text(memory: str, options: str | None) -> str:
     )
 
 
-OPTIONS = "A. Under the kitchen table\nB. In the blue bowl\nC. On the fence\nD. By the door\nE. Cannot tell from memory"
+OPTIONS = (
+    "A. Under the kitchen table\nB. In the blue bowl\nC. On the fence\nD. By the door\n"
+    "E. Cannot tell from memory"
+)
 
 
-def answer(text: str) -> str:
-    return json.loads(reader_reply(text))["answer"]
+def answer(memory: str, options: str | None = OPTIONS, spec: str = "fake:reader") -> str:
+    purpose = "qa_choice" if options is not None else "qa_open"
+    request = Request(
+        messages=(Message.text("system", "answer"), Message.text("user", qa_text(memory, options))),
+        purpose=purpose,
+    )
+    reply = make_model(spec).generate(request)
+    assert reply.fake and "[fake model]" in reply.text
+    return json.loads(reply.text)["answer"]
 
 
 def test_choice_with_shared_words_picks_the_best_option():
-    assert (
-        answer(qa_text("[00:00:00-00:00:10]\nA ball rolls under the kitchen table.", OPTIONS))
-        == "A"
-    )
-    assert answer(qa_text("[00:00:00-00:00:10]\nKeys in a blue bowl.", OPTIONS)) == "B"
+    assert answer("[00:00:00-00:00:10]\nA ball rolls under the kitchen table.") == "A"
+    assert answer("[00:00:00-00:00:10]\nKeys in a blue bowl.") == "B"
 
 
 def test_choice_without_shared_words_is_a_fixed_guess_or_an_abstention():
     memories = [
         f"[00:00:0{i}-00:00:10]\n[fake model] {i} frames seen; request {i}." for i in range(9)
     ]
-    answers = [answer(qa_text(m, OPTIONS)) for m in memories]
-    assert answers == [answer(qa_text(m, OPTIONS)) for m in memories]  # deterministic
+    answers = [answer(m) for m in memories]
+    assert answers == [answer(m) for m in memories]  # deterministic
     assert "E" in answers and set(answers) - {"E"}  # some abstain, some guess
-    assert answer(qa_text("", OPTIONS)) == "E"  # an empty memory is never guessed from
+    assert answer("") == "E"  # an empty memory is never guessed from
 
 
 def test_free_form_quotes_the_memory_line_sharing_words():
     memory = "[00:00:00-00:00:10]\nThe ball is under the table.\n[00:00:10-00:00:20]\nRain."
-    assert answer(qa_text(memory, None)) == "[fake model] The ball is under the table."
+    assert answer(memory, None) == "[fake model] The ball is under the table."
 
 
-def test_reader_spec_answers_qa_requests_and_is_marked_fake():
-    model = make_model("fake:reader")
+def test_plain_fake_keeps_its_own_rule():
     request = Request(
         messages=(
-            Message.text("system", "multiple-choice"),
-            Message.text("user", qa_text("ball under the kitchen table", OPTIONS)),
+            Message.text("system", "answer"),
+            Message.text("user", qa_text("[00:00:00-00:00:10]\nNothing here.", OPTIONS)),
         ),
-        purpose="qa",
+        purpose="qa_choice",
     )
-    reply = model.generate(request)
-    assert reply.fake and json.loads(reply.text)["answer"] == "A" and "[fake model]" in reply.text
+    assert "E" in make_model("fake").generate(request).text  # abstains: no option quoted

@@ -52,29 +52,27 @@ def test_read_metrics_names_the_folder_and_the_bad_file(tmp_path):
         read_metrics(tmp_path)
 
 
-def test_paper_table_reads_long_and_wide_layouts(tmp_path):
-    long = tmp_path / "long.csv"
-    long.write_text(
-        "system,benchmark,metric,value,source\n"
-        "TaskMem,videomme,accuracy,67.9,paper\nTaskMem,videomme,coverage,79.3,paper\n"
-    )
-    wide = tmp_path / "wide.csv"
-    wide.write_text(
-        "system,benchmark,accuracy,coverage,precision\nTaskMem,videomme,67.9,79.3,85.6\n"
-    )
-    a, b = paper_table(long), paper_table(wide)
-    assert (
-        list(a.columns)
-        == list(b.columns)
-        == ["system", "benchmark", "accuracy", "coverage", "precision", "source"]
-    )
-    assert a.accuracy[0] == b.accuracy[0] == 67.9 and a.source[0] == "paper"
-    assert math.isnan(a.precision[0]) and b.precision[0] == 85.6
+def test_paper_table_is_the_checked_table_in_percent(tmp_path, monkeypatch):
+    from taskmem_lab.errors import TaskmemError
+
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the repository
+    table = paper_table()
+    assert list(table.columns) == [
+        "system",
+        "benchmark",
+        "accuracy",
+        "coverage",
+        "precision",
+        "source",
+    ]
+    taskmem = table[(table.system == "TaskMem") & (table.benchmark == "videomme")].iloc[0]
+    assert taskmem.accuracy == 67.9 and taskmem.source
     bad = tmp_path / "bad.csv"
-    bad.write_text("a,b\n1,2\n")
-    with pytest.raises(ConfigError, match="expected columns"):
+    bad.write_text("system,benchmark,accuracy,coverage,precision,source\nX,videomme,50,80,80,s\n")
+    with pytest.raises(TaskmemError, match="not coverage x precision"):
         paper_table(bad)
-    assert len(paper_table()) > 0  # the repository's own table, from any working directory
+    with pytest.raises(ConfigError, match="results table not found: nowhere.csv"):
+        paper_table("nowhere.csv")
 
 
 def test_main_table_in_percent_keeps_undefined_as_missing(tmp_path):
@@ -83,11 +81,13 @@ def test_main_table_in_percent_keeps_undefined_as_missing(tmp_path):
     write_metrics(tmp_path, "egolife", nan_rows, "fake:reader", "fake", "nb", True, "x")
     wide = tmp_path / "p.csv"
     wide.write_text(
-        "system,benchmark,accuracy,coverage,precision\n"
-        "TaskMem (Qwen3-VL-30B-A3B),videomme,67.9,79.3,85.6\n"
+        "system,benchmark,accuracy,coverage,precision,source\n"
+        "TaskMem (Qwen3-VL-30B-A3B),videomme,67.9,79.3,85.6,the paper\n"
     )
     table = main_table(paper_table(wide), read_metrics(tmp_path))
+    assert table.cited.iloc[0] == "the paper"
     ours = table[table.source == "reproduced"].iloc[0]
+    assert "videomme.metrics.json" in ours.cited and "egolife.metrics.json" in ours.cited
     assert ours["videomme/accuracy"] == 25.0 and ours["videomme/precision"] == 50.0
     assert math.isnan(ours["egolife/precision"])  # undefined, not 0
     deltas = delta_table(table, "TaskMem")  # unique prefix of the reported name
