@@ -321,7 +321,12 @@ def _reader_choice(ask: FakeAsk, mark: str) -> str:
 def _reader_open(ask: FakeAsk, mark: str) -> str:
     memory, question, _ = _qa_slots(ask)
     asked = _words(question)
-    lines = [ln.strip() for ln in memory.splitlines() if ln.strip() and not ln.startswith("[")]
+    # entry lines (a fake entry starts with its mark), not the `[HH:MM:SS-HH:MM:SS]` headings
+    lines = [
+        ln.replace(FAKE_MARK, "").strip()
+        for ln in memory.splitlines()
+        if ln.strip() and not re.match(r"\[\d", ln.strip())
+    ]
     scored = [(len(_memory_words(ln) & asked), -i, ln) for i, ln in enumerate(lines)]
     best = max(scored, default=(0, 0, ""))
     if best[0] > 0:

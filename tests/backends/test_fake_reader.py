@@ -59,3 +59,10 @@ def test_plain_fake_keeps_its_own_rule():
         purpose="qa_choice",
     )
     assert "E" in make_model("fake").generate(request).text  # abstains: no option quoted
+
+
+def test_free_form_reads_fake_entries_too():
+    memories = [f"[00:00:0{i}-00:00:10]\n[fake model] entry for span {i}." for i in range(9)]
+    answers = [answer(m, None) for m in memories]
+    assert any(a.startswith("[fake model] entry for span") for a in answers)
+    assert any(a.startswith("Insufficient information") for a in answers)
