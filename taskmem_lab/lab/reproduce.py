@@ -14,7 +14,8 @@ Everything a run makes (executed notebooks, figures, tables, memories, results) 
 folder, `--work` (default `runs/reproduce/<profile>`), taken against the working directory and
 passed to the notebooks as absolute paths; the kernels run in that folder, so nothing lands in
 `notebooks/` or the repository (but `figures/` for `paper`). The kernels' own log lines go to
-`<work>/kernels.log`. Overrides (`-p key=value`) are
+`<work>/kernels.log`; a smoke run's response cache is `<work>/cache.sqlite` (unless
+`TASKMEM_CACHE` is set). Overrides (`-p key=value`) are
 checked against the notebook's parameters dataclass: an unknown name is an error, unlike
 papermill's warning. A failing notebook stops the run with its name and failing cell.
 """
@@ -197,17 +198,23 @@ def work_dir_for(profile: str, work: str | Path | None) -> Path:
 
 
 @contextmanager
-def _reproducing() -> Iterator[None]:
-    """Mark the kernels started meanwhile as run by `taskmem reproduce` (no progress bars)."""
-    before = os.environ.get(REPRODUCE_ENV)
-    os.environ[REPRODUCE_ENV] = "1"
+def _reproducing(profile: str, work: Path) -> Iterator[None]:
+    """Environment of the kernels started meanwhile: marked as run by `taskmem reproduce` (no
+    progress bars); a smoke run keeps its response cache under `work` unless `TASKMEM_CACHE`
+    names one (fake replies cached elsewhere would outlive a change to the fake's rules)."""
+    changes = {REPRODUCE_ENV: "1"}
+    if profile == "smoke" and not os.environ.get("TASKMEM_CACHE"):
+        changes["TASKMEM_CACHE"] = str(work / "cache.sqlite")
+    before = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(REPRODUCE_ENV, None)
-        else:
-            os.environ[REPRODUCE_ENV] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _kernel_manager_class(socket_dir: Path, log: Path) -> type:
@@ -268,7 +275,10 @@ def reproduce(
         check_notebook(name, source / f"{name}.ipynb")
     work_dir.mkdir(parents=True, exist_ok=True)
     done = []
-    with _reproducing(), tempfile.TemporaryDirectory(prefix="taskmem-kernel-") as sockets:
+    with (
+        _reproducing(profile, work_dir),
+        tempfile.TemporaryDirectory(prefix="taskmem-kernel-") as sockets,
+    ):
         manager = _kernel_manager_class(Path(sockets), work_dir / "kernels.log")
         for name, params in steps:
             out = work_dir / f"{name}.ipynb"

@@ -129,3 +129,21 @@ def test_static_outputs_drop_widget_views_but_keep_html(tmp_path):
     first, second = out["cells"][0]["outputs"]
     assert set(first["data"]) == {"text/plain", "text/html"}
     assert WIDGET_VIEW in second["data"]  # nothing else to show: kept as it was
+
+
+def test_smoke_kernels_keep_their_cache_under_work(tmp_path, monkeypatch):
+    import os
+
+    from taskmem_lab.lab.reproduce import _reproducing
+
+    monkeypatch.delenv("TASKMEM_CACHE", raising=False)
+    with _reproducing("smoke", tmp_path):
+        assert os.environ["TASKMEM_CACHE"] == str(tmp_path / "cache.sqlite")
+        assert os.environ["TASKMEM_REPRODUCE"] == "1"
+    assert "TASKMEM_CACHE" not in os.environ and "TASKMEM_REPRODUCE" not in os.environ
+    monkeypatch.setenv("TASKMEM_CACHE", "/elsewhere.sqlite")
+    with _reproducing("smoke", tmp_path):
+        assert os.environ["TASKMEM_CACHE"] == "/elsewhere.sqlite"
+    monkeypatch.delenv("TASKMEM_CACHE")
+    with _reproducing("paper", tmp_path):
+        assert "TASKMEM_CACHE" not in os.environ  # real endpoints share the user's cache
