@@ -1,9 +1,19 @@
-"""Where things live on disk: the runs root and the response cache."""
+"""Where things live on disk: the runs root, the response cache, and the source checkout.
+
+Notebooks and `taskmem reproduce` resolve repository paths (`benchmarks/...`, `notebooks/`,
+`figures/`) through `repo_path` and their own inputs through `input_path`, never through the
+kernel's working directory: a notebook opened from `notebooks/` in JupyterLab, or an executed copy
+re-run where it lies, finds the same files as a run from the repository root.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
+
+from taskmem_lab.errors import ConfigError
 
 
 def runs_root() -> Path:
@@ -18,3 +28,69 @@ def cache_path() -> Path:
         return Path(explicit)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "taskmem_lab" / "responses.sqlite"
+
+
+def slug(text: str, fallback: str = "x") -> str:
+    """A directory-safe name: runs of characters other than `A-Za-z0-9._-` become one `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or fallback
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in chunks (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def repo_root() -> Path | None:
+    """The source checkout holding this package (None for an installed wheel)."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir():
+        return root
+    return None
+
+
+def repo_path(relative: str | Path) -> Path:
+    """A path inside the source checkout (`benchmarks/paper_results.csv`); absolute paths pass.
+
+    Raises ConfigError when the package is not a source checkout, since the notebooks, the
+    benchmark samples and the paper's table ship only with the repository.
+    """
+    path = Path(relative).expanduser()
+    if path.is_absolute():
+        return path
+    root = repo_root()
+    if root is None:
+        raise ConfigError(
+            f"{relative} lives in the taskmem_lab repository, and this installation is not a "
+            "source checkout: clone the repository and install it with `pip install -e .`"
+        )
+    return root / path
+
+
+def input_path(path: str | Path, what: str) -> Path:
+    """An existing input file or folder, absolute: as given (absolute, or relative to the working
+    directory), else relative to the repository root. A missing one is an error naming it."""
+    given = Path(path).expanduser()
+    candidates = [given]
+    root = repo_root()
+    if not given.is_absolute() and root is not None:
+        candidates.append(root / given)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    tried = " or ".join(str(c.absolute()) for c in candidates)
+    raise ConfigError(f"{what} not found: {path} (looked for {tried})")
+
+
+def output_path(path: str | Path) -> Path:
+    """An output folder, absolute: relative paths are taken against the repository root in a
+    source checkout (so a notebook run from `notebooks/` writes to `<repo>/runs`, never inside
+    `notebooks/`), else against the working directory."""
+    given = Path(path).expanduser()
+    if given.is_absolute():
+        return given
+    root = repo_root()
+    return (root / given) if root is not None else given.resolve()

@@ -10,7 +10,8 @@ ASR, speakers), the CPU time the process used, and the people found. (The annota
 are drawn inside the stage; H.264 encoding for the VLM is timed by perception_faces.py.)
 Target (issue 12): >= 3x real time and <= 1.5 GB peak RSS on 2 cores.
 
-    python benchmarks/perf/perception.py [--minutes 3] [--face-fps 10] [--embed-fps 2]
+    python benchmarks/perf/perception.py [--minutes 3] [--face-fps 10] [--embed-fps 0.5]
+        [--detect-every 5]
         [--detect-max-side 480] [--threads 0]
 """
 
@@ -64,17 +65,27 @@ def make_video(work: Path, minutes: float) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--face-fps", type=float, default=10.0)
+    from taskmem_lab.perception.params import FaceParams, PerceptionChoices
+
+    parser.add_argument("--face-fps", type=float, default=PerceptionChoices.face_fps)
     parser.add_argument(
-        "--embed-fps", type=float, default=0.5, help="embeddings per track second (0: every face)"
+        "--embed-fps",
+        type=float,
+        default=PerceptionChoices.embed_fps,
+        help="embeddings per track second (0: every face)",
     )
     parser.add_argument(
-        "--detect-every", type=int, default=0, help="whole-frame search every N frames (0: default)"
+        "--detect-every",
+        type=int,
+        default=FaceParams.detect_every,
+        help="whole-frame search every N sampled frames",
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="whisper CPU threads (0: CTranslate2's default)"
     )
-    parser.add_argument("--detect-max-side", type=int, default=480, help="detection frame size")
+    parser.add_argument(
+        "--detect-max-side", type=int, default=PerceptionChoices.detect_max_side, help="detection"
+    )
     parser.add_argument("--workdir", default="/tmp/taskmem-perf-perception")
     args = parser.parse_args()
 
@@ -86,14 +97,14 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     video = make_video(work, args.minutes)
-    perception = perception_params(True, True, face_fps=args.face_fps)
-    assert perception is not None and perception.faces is not None
-    faces = replace(
-        perception.faces, embed_fps=args.embed_fps or None, detect_max_side=args.detect_max_side
+    choices = PerceptionChoices(
+        face_fps=args.face_fps, embed_fps=args.embed_fps, detect_max_side=args.detect_max_side
     )
-    if args.detect_every:
-        faces = replace(faces, detect_every=args.detect_every)
-    perception = replace(perception, faces=faces)
+    perception = perception_params(True, True, choices)
+    assert perception is not None and perception.faces is not None
+    perception = replace(
+        perception, faces=replace(perception.faces, detect_every=args.detect_every)
+    )
     if args.threads and perception.asr is not None:
         perception = replace(perception, asr=replace(perception.asr, cpu_threads=args.threads))
     runs = work / f"runs-{int(time.time())}"

@@ -16,11 +16,11 @@ clips, 50 s windows) as the memorizer does and times:
 
 Each figure is a real-time factor: seconds of video processed per wall-clock second (higher is
 faster; 1.0 is real time); "whole" is the wall time of the stage, model loading excluded. Pin it
-to two cores with `taskset -c 0,1` to measure "on 2 cores". Variants: `FaceParams()` (every
-face embedded), the CLI default (0.5 embeddings per track second), and others.
+to two cores with `taskset -c 0,1` to measure "on 2 cores". Variants: `FaceParams()` (the
+defaults, as the CLI: 0.5 embeddings per track second), every face embedded, and others.
 
     taskset -c 0,1 python benchmarks/perf/perception_faces.py [--minutes 3] [--workdir DIR]
-        [--variants default cli embed2 whole-frames fast]
+        [--variants default every-face embed2 whole-frames fast]
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 
 VARIANTS = {
     "default": {},
-    "cli": {"embed_fps": 0.5},
+    "every-face": {"embed_fps": 0.0},
     "embed2": {"embed_fps": 2.0},
-    "whole-frames": {"embed_fps": 0.5, "detect_every": 1},
-    "fast": {"embed_fps": 0.5, "detect_max_side": 320},
+    "whole-frames": {"detect_every": 1},
+    "fast": {"detect_max_side": 320},
 }
 
 

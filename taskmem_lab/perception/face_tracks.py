@@ -10,27 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from taskmem_lab.errors import PluginError, missing_extra
+from taskmem_lab.perception.params import CLUSTER_PLUGIN_ENV, FaceParams
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.plugins import call_plugin, plugin_function
-
-if TYPE_CHECKING:
-    from taskmem_lab.perception.faces import FaceParams
-
-CLUSTER_PLUGIN_ENV = "TASKMEM_FACE_CLUSTER_BACKEND"
-
-# HDBSCAN's cluster_selection_epsilon per embedding space (cosine distance). dlib descriptors of
-# one person across frames lie within ~0.02 of each other and different people >= ~0.07 apart;
-# ArcFace puts one person within ~0.3 and different people beyond ~0.7.
-DEFAULT_CLUSTER_EPSILON: dict[str, float] = {"dlib": 0.03, "insightface": 0.3, "plugin": 0.0}
-# Cosine distance beyond which two faces of one track are two people (the track is split):
-# between one person's spread and the nearest other people in each space (see above).
-DEFAULT_SPLIT_DISTANCE: dict[str, float] = {"dlib": 0.055, "insightface": 0.5, "plugin": 0.5}
-
 
 # --------------------------------------------------------------------------- plug-ins
 

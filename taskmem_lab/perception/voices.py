@@ -23,18 +23,20 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
+from taskmem_lab.asking import ask
+from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ParseError, PluginError, missing_extra
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.media.video import Frame
-from taskmem_lab.params import require
-from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
+from taskmem_lab.params import MemorizeParams
+from taskmem_lab.perception.params import MIN_VOICE_S, VoiceParams
+from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment, unit
 from taskmem_lab.plugins import call_plugin, plugin_function
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
@@ -44,68 +46,7 @@ log = logging.getLogger(__name__)
 
 PLUGIN_ENV = "TASKMEM_AUDIO_EMBED_BACKEND"
 PLUGIN_FUNCTION = "get_audio_embeddings"
-MIN_VOICE_S = 1.5
 SPEAKER_PROMPTS = ("speakers_system", "speakers_user")
-
-
-@dataclass(frozen=True)
-class VoiceParams:
-    """Parameters of speaker identification.
-
-    Attributes:
-        embed: compute voice embeddings (for re-identifying off-screen speakers).
-        backend: voice embedding backend ("resemblyzer"); `TASKMEM_AUDIO_EMBED_BACKEND`, when
-            set, replaces it.
-        device: device of the resemblyzer encoder ("cpu" or "cuda").
-        min_segment_s: segments shorter than this are not embedded.
-        match_faces: ask the VLM which visible face says each segment.
-        new_voices: embedded segments that match no face and no known voice are clustered
-            within the clip (average linkage on cosine distance, cut at the registry's voice
-            threshold), and each cluster starts a character known only by voice, `[voice_N]`
-            (off: they stay "unknown"). This is offline diarization: labels persist across
-            clips through the voice banks, with no speaker model.
-        link_faces: link a voice-only character to a face character when the voice has
-            spoken for `link_min_s` seconds while that face, and no other, was visible, and
-            that face has at least `link_share` of the voice's such seconds; from then on the
-            voice is labelled with the face's id (records say "visible_alone").
-        link_min_s: seconds of speaking-alone evidence a link needs.
-        link_share: share of the voice's speaking-alone seconds the face must have.
-        temperature: sampling temperature of the speaker-matching call.
-        max_tokens: completion budget of that call.
-        reasks: how often it is asked again when its reply cannot be parsed.
-    """
-
-    embed: bool = True
-    backend: str = "resemblyzer"
-    device: str = "cpu"
-    min_segment_s: float = MIN_VOICE_S
-    match_faces: bool = True
-    new_voices: bool = False
-    link_faces: bool = True
-    link_min_s: float = 3.0
-    link_share: float = 0.8
-    temperature: float = 0.0
-    max_tokens: int = 512
-    reasks: int = 1
-
-    def __post_init__(self) -> None:
-        require(
-            self.backend in VOICE_BACKENDS,
-            "backend",
-            f"must be one of {sorted(VOICE_BACKENDS)}, got {self.backend!r}",
-        )
-        require(
-            self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device!r}"
-        )
-        require(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
-        require(self.link_min_s > 0, "link_min_s", "must be > 0 seconds")
-        require(0.5 <= self.link_share <= 1, "link_share", "must be in [0.5, 1]")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -119,17 +60,12 @@ class VoiceEmbedder(Protocol):
     def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]: ...
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
-    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
-
-
 class ResemblyzerEmbedder:
     """resemblyzer's GE2E `VoiceEncoder` (256-d, unit length), loaded on first use."""
 
     name = "resemblyzer"
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = VoiceParams.device) -> None:
         self.device = device
         self._encoder: Any = None
 
@@ -173,7 +109,7 @@ class ResemblyzerEmbedder:
             partials = encoder(torch.from_numpy(np.stack(mels)).to(encoder.device)).cpu().numpy()
         index = np.asarray(owner)
         for k in sorted(set(owner)):
-            out[k] = _unit(partials[index == k].mean(axis=0))
+            out[k] = unit(partials[index == k].mean(axis=0))
         return out
 
 
@@ -217,7 +153,7 @@ def _check_plugin_result(name: str, result: Any, n: int) -> list[np.ndarray | No
         if dim is not None and vec.size != dim:
             raise PluginError(f"{name}: embedding {i} has {vec.size} values, earlier ones {dim}")
         dim = vec.size
-        out.append(_unit(vec))
+        out.append(unit(vec))
     return out
 
 
@@ -227,7 +163,7 @@ VOICE_BACKENDS: dict[str, Callable[[str], VoiceEmbedder]] = {
 
 
 def make_voice_embedder(
-    backend: str = "resemblyzer", device: str = "cpu", plugin: str | None = None
+    backend: str = VoiceParams.backend, device: str = VoiceParams.device, plugin: str | None = None
 ) -> VoiceEmbedder:
     """The voice embedder: the plug-in (`plugin`, else `$TASKMEM_AUDIO_EMBED_BACKEND`) when one is
     named, else `backend` from `VOICE_BACKENDS`."""
@@ -285,9 +221,9 @@ def speakers_request(
     frames: Sequence[Frame],
     visible: Sequence[str],
     fps: float,
-    jpeg_quality: int = 85,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
+    jpeg_quality: int = MemorizeParams.jpeg_quality,
+    temperature: float = VoiceParams.temperature,
+    max_tokens: int = VoiceParams.max_tokens,
 ) -> Request:
     """Annotated window frames and the numbered transcript; asks who says each line."""
     lines = "\n".join(
@@ -295,10 +231,11 @@ def speakers_request(
     )
     user = render("speakers_user", faces=", ".join(visible), lines=lines)
     parts = (VideoPart(tuple(frames), fps, jpeg_quality), TextPart(user))
-    return Request(
-        messages=(Message.text("system", render("speakers_system")), Message("user", parts)),
-        sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
-        purpose="speakers",
+    return Request.chat(
+        render("speakers_system"),
+        parts,
+        Sampling(temperature=temperature, max_tokens=max_tokens),
+        "speakers",
     )
 
 
@@ -374,9 +311,6 @@ def match_speakers(
         return SpeakerMatches(())
     if not visible or not frames:
         return SpeakerMatches(tuple(UNKNOWN_SPEAKER for _ in segments))
-    # The shared re-ask loop lives on floor 4 for now; imported at call time (no cycle).
-    from taskmem_lab.asking import ask
-
     request = speakers_request(
         segments, frames, visible, fps, temperature=params.temperature, max_tokens=params.max_tokens
     )
@@ -389,7 +323,12 @@ def match_speakers(
     )
     matches: SpeakerMatches = asked.value
     if matches.invalid:
-        log.warning("speaker matching named ids not in the window: %s", ", ".join(matches.invalid))
+        log.warning(
+            "The speaker-matching model (%s) named %s, which no face in this clip's frames has; "
+            "those lines keep an unknown speaker.",
+            model.model_id,
+            ", ".join(matches.invalid),
+        )
     return matches
 
 
@@ -472,7 +411,11 @@ def assign_speakers(
         gid = to_global.get(local)
         if gid is None:
             if local != UNKNOWN_SPEAKER:
-                log.warning("speaker match %s is not an id of this window; ignored", local)
+                log.warning(
+                    "The speaker-matching model named %s, which no face in this clip's frames "
+                    "has; that line keeps an unknown speaker.",
+                    local,
+                )
             continue
         decided[i], how[i] = gid, "face"
         if labels[i]:

@@ -395,6 +395,7 @@ def _line_of(seg, lines, slack: float = 0.8):
     )
 
 
+@pytest.mark.slow
 def test_whisper_tiny_en_words_and_timestamps(speech, tiny_en):
     # What must survive another espeak-ng build or Whisper version: the key words of every line,
     # in order, each segment inside the span of the line it transcribes (a voice build changes
@@ -418,6 +419,7 @@ def test_whisper_tiny_en_words_and_timestamps(speech, tiny_en):
         assert mine[-1].end == pytest.approx(line.end, abs=0.8)
 
 
+@pytest.mark.slow
 def test_whisper_times_are_stream_times(speech, tiny_en):
     stream = Stream("late", (StreamFile(str(speech.path), 500.0, 16.0),))
     got = tiny_en.transcribe(window_audio(stream, 504.0, 512.0), t0=504.0)
@@ -425,6 +427,7 @@ def test_whisper_times_are_stream_times(speech, tiny_en):
     assert got[0].start == pytest.approx(505.0, abs=0.6) and got[-1].end <= 512.0
 
 
+@pytest.mark.slow
 def test_whisper_clip_transcriber_keeps_the_crossing_sentence_whole(speech, tiny_en):
     stream = load_stream(speech.path)
     transcriber = ClipTranscriber.from_params(tiny_en, stream, tiny_en.params)
@@ -459,6 +462,7 @@ def long_speech(tmp_path_factory: pytest.TempPathFactory):
     return speech_video(tmp_path_factory.mktemp("wer") / "talk.mp4", WER_LINES, 38.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beam", [1, 5])
 def test_clip_wise_transcript_matches_the_whole_file(long_speech, beam):
     """Word error rate of the clip-by-clip transcript against a whole-file transcription with
@@ -508,6 +512,7 @@ def test_whisper_on_cuda_float16(speech):
     assert any("tomorrow" in _norm(s.text) for s in got)
 
 
+@pytest.mark.slow
 def test_whisper_on_silence_and_tiny_windows(tiny_en):
     assert tiny_en.transcribe(np.zeros(SAMPLE_RATE * 3, np.float32), 0.0) == []
     assert tiny_en.transcribe(np.zeros(100, np.float32), 0.0) == []

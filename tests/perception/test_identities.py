@@ -10,13 +10,12 @@ import pytest
 from taskmem_lab.errors import ConfigError, StoreError
 from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.identities import (
-    FACE_MATCH_THRESHOLD,
     Character,
-    IdentityParams,
     IdentityRegistry,
     gallery,
     prune_bank,
 )
+from taskmem_lab.perception.params import FACE_MATCH_THRESHOLD, IdentityParams
 from taskmem_lab.perception.records import FaceDetection
 
 DIM = 64
@@ -313,6 +312,7 @@ def test_load_rejects_damaged_registries(tmp_path):
 # --------------------------------------------------------------------------- real faces
 
 
+@pytest.mark.slow
 def test_dlib_embeddings_of_the_same_people_match_again(group_photo_path):
     """Real dlib embeddings: six people at full size, then again at 60 %: same six ids."""
     pytest.importorskip("dlib")
@@ -321,7 +321,7 @@ def test_dlib_embeddings_of_the_same_people_match_again(group_photo_path):
     from taskmem_lab.perception.faces import FaceParams, detect_faces, make_face_backend
 
     image = Image.open(group_photo_path).convert("RGB")
-    params = FaceParams(detect_max_side=1280)
+    params = FaceParams(detect_max_side=1280, embed_fps=None)  # detect_faces embeds every face
     try:
         backend = make_face_backend(params)
     except ImportError as exc:  # the faces extra is not installed

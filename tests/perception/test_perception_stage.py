@@ -57,6 +57,7 @@ def taskmem(*args, env=None):
 FAST = ["--interval", "5", "--face-fps", "2", "--no-voices", "-q"]
 
 
+@pytest.mark.slow
 def test_perceive_lists_faces_and_speech_and_keeps_ids(talk, tmp_path):
     out = taskmem("perceive", talk.path, "--out", tmp_path, *FAST)
     clips = [line for line in out.splitlines() if line.startswith("[")]
@@ -83,6 +84,7 @@ def test_perceive_lists_faces_and_speech_and_keeps_ids(talk, tmp_path):
     assert "perception:" in out and "6 characters" in out
 
 
+@pytest.mark.slow
 def test_memorize_with_perception_sends_ids_and_subtitles(talk, tmp_path, server, api_config):
     args = [
         "memorize",
@@ -131,6 +133,7 @@ def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
     import shutil
 
     from taskmem_lab.params import MemorizeParams
+    from taskmem_lab.perception.params import PerceptionChoices
     from taskmem_lab.perception.perceiver import perception_params
     from taskmem_lab.pipeline import perceive_stream
     from taskmem_lab.testing.media import GROUP_PHOTO_FACES, Shot, head_region
@@ -146,7 +149,7 @@ def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
         Shot(10.0, (head_region(GROUP_PHOTO_FACES[p], 16 / 9, (1280, 886)),)) for p in ("p1", "p3")
     ]
     video = shot_video(tmp_path / "alone.mp4", photo, alone, audio_from=tmp_path / "speech.mp4")
-    params = perception_params(True, True, face_fps=5.0)
+    params = perception_params(True, True, PerceptionChoices(face_fps=5.0))
     perceiver, seen = perceive_stream(
         video.path, params, MemorizeParams(), tmp_path / "runs", cache=False, progress=False
     )
