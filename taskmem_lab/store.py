@@ -8,16 +8,24 @@ the run is reopened.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import fcntl
 import json
+import logging
 import os
 import platform
+import re
+import socket
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.errors import StoreError
+from taskmem_lab.errors import LockedError, StoreError
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
 
 MANIFEST = "manifest.json"
@@ -25,6 +33,51 @@ CLIPS = "clips.jsonl"
 IDENTITIES = "identities.json"
 # Manifest fields that must match for a run to be resumed rather than started anew.
 IDENTITY_FIELDS = ("stream_id", "model", "params", "source", "prompts", "tasks", "perception")
+# Fields that name the model; `allow_model_change` lets a resumed run switch them (recorded).
+MODEL_FIELDS = ("model", "endpoint")
+LOCK_FILE = ".lock"
+log = logging.getLogger(__name__)
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def safe_name(value: object, what: str) -> str:
+    """`value` if it is one harmless path component under an output root, else a `ConfigError`.
+
+    Names that become folders or files (stream ids, tags, benchmark video ids) must not climb out
+    of their root: no `/` or `\\`, not `.` or `..`, no control characters, at most 200 characters.
+    """
+    from taskmem_lab.errors import ConfigError
+
+    text = str(value)
+    if not text or text in (".", "..") or len(text) > 200 or _UNSAFE.search(text):
+        raise ConfigError(
+            f"{what} {text!r} cannot be used as a folder name: it must be one path component "
+            "(no '/' or '\\', not '.' or '..', no control characters, 1-200 characters)"
+        )
+    return text
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def honour_umask(fd: int, mode: int = 0o666) -> None:
+    """Give a file made by `tempfile.mkstemp` (always 0600) the mode a plain `open` would."""
+    os.fchmod(fd, mode & ~current_umask())
 
 
 def utc_now() -> str:
@@ -45,6 +98,95 @@ def versions() -> dict[str, str]:
     }
 
 
+class FolderLock:
+    """An exclusive `fcntl.flock` on `<folder>/.lock`: one writer per run or perception folder.
+
+    The file names the holder (pid, host, start time) so a refused process can say who holds it.
+    The kernel drops the lock when its holder dies, however it dies, so a lock left by a killed
+    process is simply taken over (and the take-over is logged); no pid guessing is involved.
+    """
+
+    def __init__(self, folder: str | Path, what: str = "run") -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self.path = self.folder / LOCK_FILE
+        self._fh: Any = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock or raise `LockedError` naming the holder; never waits."""
+        if self._fh is not None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise LockedError(
+                    f"{self.folder} is in use by another {self.what} ({_describe(holder)}); "
+                    "wait for it to finish or stop it, then run again"
+                ) from None
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+        fh.seek(0)
+        previous = fh.read().strip()
+        if previous:
+            log.warning(
+                "%s: took over the lock of a process that ended without releasing it (%s)",
+                self.folder,
+                _describe(previous),
+            )
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now()})
+        )
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        """Clear the holder note and drop the lock (a clean exit leaves an empty lock file)."""
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        with contextlib.suppress(OSError):
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
+        fh.close()  # closing the descriptor releases the flock
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe(holder: str) -> str:
+    try:
+        data = json.loads(holder)
+        return f"pid {data['pid']} on {data['host']}, started {data['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+@contextlib.contextmanager
+def locked(folder: str | Path, what: str = "run") -> Iterator[FolderLock]:
+    """`with locked(run_folder): ...` holds the folder's lock for the block."""
+    lock = FolderLock(folder, what).acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
 def memory_dir(root: str | Path, video_id: str, tag: str) -> Path:
     return Path(root) / video_id / "memory" / tag
 
@@ -59,6 +201,7 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False)
             fh.write("\n")
@@ -126,7 +269,13 @@ class RunDir:
     def manifest(self) -> dict[str, Any]:
         if not self.exists():
             raise StoreError(f"not a run directory (no {MANIFEST}): {self.path}")
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{self.manifest_path} is not a readable manifest: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.manifest_path} is not a manifest (not a JSON object)")
+        return data
 
     def write_manifest(self, data: dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path, data)
@@ -158,19 +307,77 @@ class RunDir:
         atomic_write_json(self.path / name, data)
 
 
-def open_run(path: str | Path, manifest: dict[str, Any]) -> RunDir:
-    """Create a run, or reopen one made with the same inputs (resume); refuse a mismatch."""
+def _difference(key: str, old: Any, new: Any) -> str:
+    """What differs in identity field `key`, in words (which source file, which endpoint field)."""
+    if key == "source" and isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return f"the stream had {len(old)} file(s), now {len(new)}"
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            for field_name in ("sha256", "size", "start", "duration", "path"):
+                if a.get(field_name) != b.get(field_name):
+                    return (
+                        f"source file {i} ({Path(str(b.get('path'))).name}) has a different "
+                        f"{field_name}: {a.get(field_name)!r} then, {b.get(field_name)!r} now"
+                    )
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+        if keys:
+            k = keys[0]
+            return f"{key}.{k} was {old.get(k)!r}, now {new.get(k)!r}"
+    return f"{key} was {_brief(old)}, now {_brief(new)}"
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def open_run(
+    path: str | Path, manifest: dict[str, Any], allow_model_change: bool = False
+) -> RunDir:
+    """Create a run, or reopen one made with the same inputs (resume); refuse a mismatch.
+
+    The model fields (`model`, and `endpoint`: what the model spec resolved to) may differ only
+    with `allow_model_change`; the switch is then recorded in the manifest's `model_changes`.
+    The caller holds the folder's lock (`FolderLock`).
+    """
     run = RunDir(Path(path))
     if run.exists():
         old = run.manifest()
-        for key in IDENTITY_FIELDS:
-            if old.get(key) != manifest.get(key):
-                raise StoreError(
-                    f"{run.path} already holds a run with a different {key!r}; "
-                    "use another --tag, or delete the directory to start over"
-                )
+        changes: dict[str, Any] = {}
+        switched = False
+        for key in IDENTITY_FIELDS + ("endpoint",):
+            if key == "endpoint" and "endpoint" not in old:
+                # A run from before endpoints were recorded: adopt the current one, visibly.
+                if manifest.get(key) is not None:
+                    log.warning("%s: no endpoint recorded; assuming %s", run.path, manifest[key])
+                    changes["endpoint"] = manifest[key]
+                continue
+            if old.get(key) == manifest.get(key):
+                continue
+            why = _difference(key, old.get(key), manifest.get(key))
+            if key in MODEL_FIELDS and allow_model_change:
+                changes[key] = manifest.get(key)
+                switched = True
+                continue
+            hint = (
+                "pass --allow-model-change to continue it with this model (the switch is "
+                "recorded), use another --tag, or delete the directory to start over"
+                if key in MODEL_FIELDS
+                else "use another --tag, or delete the directory to start over"
+            )
+            raise StoreError(f"{run.path} already holds a run with a different {key!r}: {why}; {hint}")
+        if switched:
+            switch = {
+                "at_clip": len(run.finished()),
+                "time": manifest.get("updated") or utc_now(),
+                "from": {k: old.get(k) for k in MODEL_FIELDS},
+                "to": {k: manifest.get(k) for k in MODEL_FIELDS},
+            }
+            changes["model_changes"] = [*old.get("model_changes", []), switch]
+            log.warning("%s: continuing with a different model (recorded)", run.path)
         cut_torn_tail(run.clips_path)
-        run.update_manifest(status="running", updated=manifest.get("updated"))
+        run.update_manifest(status="running", updated=manifest.get("updated"), **changes)
         return run
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_manifest({"schema": SCHEMA_VERSION, **manifest, "status": "running"})
