@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import re
 import socket
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.errors import LockedError, StoreError
+from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
 
 MANIFEST = "manifest.json"
@@ -37,24 +37,6 @@ IDENTITY_FIELDS = ("stream_id", "model", "params", "source", "prompts", "tasks",
 MODEL_FIELDS = ("model", "endpoint")
 LOCK_FILE = ".lock"
 log = logging.getLogger(__name__)
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
-
-
-def safe_name(value: object, what: str) -> str:
-    """`value` if it is one harmless path component under an output root, else a `ConfigError`.
-
-    Names that become folders or files (stream ids, tags, benchmark video ids) must not climb out
-    of their root: no `/` or `\\`, not `.` or `..`, no control characters, at most 200 characters.
-    """
-    from taskmem_lab.errors import ConfigError
-
-    text = str(value)
-    if not text or text in (".", "..") or len(text) > 200 or _UNSAFE.search(text):
-        raise ConfigError(
-            f"{what} {text!r} cannot be used as a folder name: it must be one path component "
-            "(no '/' or '\\', not '.' or '..', no control characters, 1-200 characters)"
-        )
-    return text
 
 
 def current_umask() -> int:
@@ -233,19 +215,25 @@ def cut_torn_tail(path: Path) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The finished records of a JSONL file; a line that is not UTF-8 JSON is a `StoreError`
+    naming it (a torn last line, left by a kill mid-write, is skipped)."""
     p = Path(path)
     if not p.exists():
         return []
     rows = []
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
+    with open(p, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.endswith(b"\n"):
                 break  # torn tail: not a finished record
-            if line.strip():
+            if raw.strip():
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise StoreError(f"{p}:{n} is not valid JSON: {exc}") from exc
+                    rows.append(json.loads(raw.decode("utf-8")))
+                except UnicodeDecodeError as exc:
+                    raise StoreError(f"{p}:{n} is not UTF-8 text: {exc}") from None
+                except ValueError as exc:  # JSONDecodeError, or an integer too long to read
+                    raise StoreError(f"{p}:{n} is not valid JSON: {exc}") from None
+                except RecursionError:
+                    raise StoreError(f"{p}:{n} is nested too deeply to be a record") from None
     return rows
 
 

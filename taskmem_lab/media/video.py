@@ -90,6 +90,26 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(str(p), last, fps, len(times), int(width), int(height), rotation, has_audio)
 
 
+def decodable_end(path: str | Path) -> float:
+    """Seconds from the file's start to the end of its last frame, from the container's index
+    (no decoding): a manifest `duration` past it would repeat a frozen frame as if it were real."""
+    import av
+
+    p = _check_file(path)
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise VideoError(f"no video stream in {p}")
+            vs = container.streams.video[0]
+            if vs.duration is not None and vs.time_base is not None:
+                return float(vs.duration * vs.time_base)
+            if container.duration is not None:
+                return float(container.duration) / 1_000_000
+    except av.FFmpegError as exc:
+        raise VideoError(f"cannot decode video {p}: {exc}") from exc
+    return probe(p).duration
+
+
 # --------------------------------------------------------------------------- schedule
 
 
