@@ -170,11 +170,13 @@ def locked(folder: str | Path, what: str = "run") -> Iterator[FolderLock]:
 
 
 def memory_dir(root: str | Path, video_id: str, tag: str) -> Path:
-    return Path(root) / video_id / "memory" / tag
+    """`root/<video_id>/memory/<tag>`; both names must be single path components (`safe_name`)."""
+    return Path(root) / safe_name(video_id, "video id") / "memory" / safe_name(tag, "tag")
 
 
 def perception_dir(root: str | Path, video_id: str, settings_hash: str) -> Path:
-    return Path(root) / video_id / "perception" / settings_hash
+    """`root/<video_id>/perception/<hash>`, the video id confined to the root."""
+    return Path(root) / safe_name(video_id, "video id") / "perception" / settings_hash
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:

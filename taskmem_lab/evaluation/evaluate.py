@@ -116,6 +116,9 @@ class MemoryLocator:
                 )
 
     def find(self, video_id: str) -> Path | None:
+        from taskmem_lab.paths import safe_name
+
+        safe_name(video_id, "benchmark video id")  # never read outside the memories root
         if self.tag is not None:
             run = self.root / video_id / "memory" / self.tag
             if (run / "manifest.json").is_file():

@@ -213,7 +213,10 @@ def make_pairs(
     if not tasks:
         raise ConfigError("pairs need example questions: the task file holds no tasks")
     require_pyarrow()
-    rollouts = RolloutDir(replay.run.path / "rollouts" / rollout_tag)
+    from taskmem_lab.paths import safe_name
+
+    safe_name(score_name, "scores name")
+    rollouts = RolloutDir(replay.run.path / "rollouts" / safe_name(rollout_tag, "rollouts tag"))
     rollouts.manifest()
     samples = rollouts.by_clip()
     if not samples:

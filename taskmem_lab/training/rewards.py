@@ -586,6 +586,9 @@ def score_memory(
 ) -> dict[str, Any]:
     """Score a run's own entries (`RUN/rewards/<name>/`) or its rollout candidates
     (`RUN/rollouts/<tag>/rewards/<name>/`); the summary, with its `path`."""
+    from taskmem_lab.paths import safe_name
+
+    safe_name(name, "scores name")
     if rollouts is None:
         semantic = replay.params.semantic
         out = replay.run.path / "rewards" / name
@@ -603,7 +606,7 @@ def score_memory(
         return {"path": str(out), **summary}
     from taskmem_lab.training.rollouts import RolloutDir
 
-    store = RolloutDir(replay.run.path / "rollouts" / rollouts)
+    store = RolloutDir(replay.run.path / "rollouts" / safe_name(rollouts, "rollouts tag"))
     store.manifest()
     samples = store.by_clip()
     if not samples:
