@@ -36,16 +36,17 @@ from taskmem_lab.backends.base import (
     model_identity,
     sum_usage,
 )
-from taskmem_lab.errors import ModelError, ParseError, TaskmemError
+from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap, globals_in
 from taskmem_lab.media.stream import file_digest, segments
 from taskmem_lab.media.video import Frame, StreamFrames, clip_schedule, sample_times, thin
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.paths import safe_name
 from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
-from taskmem_lab.store import FolderLock, RunDir, open_run, safe_name, utc_now, versions
+from taskmem_lab.store import FolderLock, RunDir, mark_stopped, open_run, utc_now, versions
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms, span
 
@@ -345,14 +346,9 @@ def memorize(
         try:
             return _memorize_locked(run, stream, model, params, tasks, perceiver, progress)
         except BaseException as exc:
-            # Never leave `running` behind a process that stopped (best effort: a full disk may
-            # refuse this write too, and the clip records are what counts).
+            # Never leave `running` behind a process that stopped.
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            try:
-                if run.manifest().get("status") == "running":
-                    run.update_manifest(status=status, updated=utc_now())
-            except (OSError, TaskmemError):
-                pass
+            mark_stopped(run.manifest_path, status)
             raise
 
 

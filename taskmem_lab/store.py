@@ -297,6 +297,20 @@ class RunDir:
         atomic_write_json(self.path / name, data)
 
 
+def mark_stopped(manifest_path: str | Path, status: str = "failed") -> None:
+    """Best effort: a manifest left `running` by a process that stopped on an error says so.
+
+    Never raises (a full or read-only disk may refuse this write too; the records are what count).
+    """
+    p = Path(manifest_path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("status") == "running":
+            atomic_write_json(p, {**data, "status": status, "updated": utc_now()})
+    except (OSError, ValueError):
+        pass
+
+
 def _difference(key: str, old: Any, new: Any) -> str:
     """What differs in identity field `key`, in words (which source file, which endpoint field)."""
     if key == "source" and isinstance(old, list) and isinstance(new, list):
@@ -356,7 +370,9 @@ def open_run(
                 if key in MODEL_FIELDS
                 else "use another --tag, or delete the directory to start over"
             )
-            raise StoreError(f"{run.path} already holds a run with a different {key!r}: {why}; {hint}")
+            raise StoreError(
+                f"{run.path} already holds a run with a different {key!r}: {why}; {hint}"
+            )
         if switched:
             switch = {
                 "at_clip": len(run.finished()),

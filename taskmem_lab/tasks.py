@@ -38,7 +38,9 @@ def load_tasks(path: str | Path) -> list[Task]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as exc:
-                        raise ConfigError(f"task file {p}, line {n}: not valid JSON ({exc})") from exc
+                        raise ConfigError(
+                            f"task file {p}, line {n}: not valid JSON ({exc})"
+                        ) from exc
                     where.append(f"line {n}")
         elif p.suffix == ".json":
             rows = json.loads(text)

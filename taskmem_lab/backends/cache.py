@@ -65,7 +65,9 @@ class ResponseCache:
                 ).fetchone()
             data = json.loads(row[0]) if row is not None else None
         except (sqlite3.DatabaseError, json.JSONDecodeError, TypeError) as exc:
-            log.warning("response cache %s: unreadable entry, asking the model (%s)", self.path, exc)
+            log.warning(
+                "response cache %s: unreadable entry, asking the model (%s)", self.path, exc
+            )
             data = None
         if not isinstance(data, dict) or not set(data) <= _REPLY_FIELDS:
             self.misses += 1

@@ -233,7 +233,9 @@ def _endpoint(name: str, entry: dict[str, Any]) -> Endpoint:
         api_type=api_type,
         base_url=entry.get("base_url"),
         azure_endpoint=entry.get("azure_endpoint"),
-        api_version=str(api_version) if api_version else ("2024-10-21" if api_type == "azure" else None),
+        api_version=str(api_version)
+        if api_version
+        else ("2024-10-21" if api_type == "azure" else None),
         api_key=_resolve_key(entry, name),
         video=video,
         **extra,

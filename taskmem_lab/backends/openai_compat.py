@@ -80,9 +80,9 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")
-    return _KEY_SHAPED.sub(
-        lambda m: (m.group(1) or m.group(3) or "") + "[redacted]", text
-    )
+    return _KEY_SHAPED.sub(lambda m: (m.group(1) or m.group(3) or "") + "[redacted]", text)
+
+
 _IMAGE_LIMIT = re.compile(
     r"image.{0,80}(too large|too big|exceed|limit|maximum|dimension)|(too many|exceed).{0,40}image",
     re.IGNORECASE | re.DOTALL,
@@ -350,7 +350,9 @@ def parse_completion(body: bytes) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         what = "truncated JSON" if exc.pos >= len(text.rstrip()) else "not JSON"
-        raise MalformedReply(f"reply is {what} ({exc.msg} at char {exc.pos}): {text[:80]!r}") from None
+        raise MalformedReply(
+            f"reply is {what} ({exc.msg} at char {exc.pos}): {text[:80]!r}"
+        ) from None
     if not isinstance(data, dict):
         raise MalformedReply(f"reply is a JSON {type(data).__name__}, not an object")
     choices = data.get("choices")

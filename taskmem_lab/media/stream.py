@@ -27,8 +27,8 @@ import yaml
 
 from taskmem_lab.errors import ConfigError, VideoError
 from taskmem_lab.media.video import MIN_TAIL_S, decodable_end, probe
-from taskmem_lab.schema import Stream, StreamFile
 from taskmem_lab.paths import safe_name
+from taskmem_lab.schema import Stream, StreamFile
 
 log = logging.getLogger(__name__)
 GAP_TOLERANCE_S = 0.5

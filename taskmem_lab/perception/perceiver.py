@@ -28,6 +28,7 @@ from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.stream import source_identity
 from taskmem_lab.media.video import Frame, StreamFrames, sample_times
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.paths import safe_name
 from taskmem_lab.perception.asr import AsrParams, ClipTranscriber, make_asr
 from taskmem_lab.perception.base import Perception
 from taskmem_lab.perception.faces import FaceParams, clip_faces, make_face_backend
@@ -42,7 +43,6 @@ from taskmem_lab.store import (
     atomic_write_json,
     perception_dir,
     read_jsonl,
-    safe_name,
 )
 
 CLIPS = "clips.jsonl"
