@@ -6,10 +6,14 @@ restarted run can check it continues the same experiment.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from taskmem_lab.errors import ConfigError
+
+
+MAX_INTERVAL_S = 3600.0  # one clip per hour at most; a window longer than that is a typo
 
 
 def require(ok: bool, name: str, message: str) -> None:
@@ -55,7 +59,23 @@ class MemorizeParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
-        require(self.interval > 0, "interval", f"must be > 0 seconds, got {self.interval}")
+        require(
+            0 < self.interval <= MAX_INTERVAL_S,
+            "interval",
+            f"must be in (0, {MAX_INTERVAL_S:g}] seconds, got {self.interval}",
+        )
+        require(
+            self.context_duration <= MAX_INTERVAL_S,
+            "context_duration",
+            f"must be <= {MAX_INTERVAL_S:g} seconds, got {self.context_duration}",
+        )
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            require(
+                value is None or math.isfinite(value),
+                name,
+                f"must be a finite number of seconds, got {value}",
+            )
         require(
             self.context_duration >= self.interval,
             "context_duration",
@@ -63,12 +83,14 @@ class MemorizeParams:
         )
         if self.start is not None and self.end is not None:
             require(self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}")
-        require(self.frame_fps > 0, "frame_fps", f"must be > 0, got {self.frame_fps}")
-        require(self.max_frames >= 1, "max_frames", f"must be >= 1, got {self.max_frames}")
+        require(0 < self.frame_fps <= 60, "frame_fps", f"must be in (0, 60], got {self.frame_fps}")
+        require(
+            1 <= self.max_frames <= 1024, "max_frames", f"must be in 1..1024, got {self.max_frames}"
+        )
         require(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
         require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
         require(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(0 <= self.temperature <= 10, "temperature", "must be in 0..10")
         require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
         require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
 

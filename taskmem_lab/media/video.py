@@ -22,6 +22,7 @@ from taskmem_lab.errors import VideoError
 from taskmem_lab.schema import ClipSpec, Stream, StreamFile
 
 MIN_TAIL_S = 1.0
+MAX_CLIPS = 1_000_000  # ~116 days of stream at 10 s clips; more is a typo in a manifest
 _TIME_DECIMALS = 6
 
 
@@ -127,8 +128,20 @@ def clip_schedule(
     segments are skipped. A trailing span shorter than one second is merged into the clip before
     it (a segment shorter than that is kept as one short clip rather than dropped).
     """
-    if interval <= 0 or context_duration < interval:
-        raise ValueError("need interval > 0 and context_duration >= interval")
+    if not (0 < interval < math.inf) or context_duration < interval:
+        raise ValueError("need a finite interval > 0 and context_duration >= interval")
+    total = 0.0
+    for seg_start, seg_end in segments:
+        s = seg_start if start is None else max(seg_start, start)
+        e = seg_end if end is None else min(seg_end, end)
+        if not (math.isfinite(s) and math.isfinite(e)):
+            raise VideoError(f"stream span {s}..{e} is not finite; check the stream's times")
+        total += max(0.0, e - s) / interval + 1
+    if total > MAX_CLIPS:
+        raise VideoError(
+            f"the schedule would have about {total:.0f} clips (more than {MAX_CLIPS}); "
+            "check the stream's start/duration values, --start/--end and --interval"
+        )
     clips: list[ClipSpec] = []
     for seg_index, (seg_start, seg_end) in enumerate(segments):
         s = seg_start if start is None else max(seg_start, start)
