@@ -12,7 +12,6 @@ from typing import Any
 
 from taskmem_lab.errors import ConfigError
 
-
 MAX_INTERVAL_S = 3600.0  # one clip per hour at most; a window longer than that is a typo
 
 
