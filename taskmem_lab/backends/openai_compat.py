@@ -349,7 +349,8 @@ def parse_completion(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        what = "truncated JSON" if exc.pos >= len(text.rstrip()) else "not JSON"
+        cut = exc.msg.startswith("Unterminated") or exc.pos >= len(text.rstrip()) - 1
+        what = "truncated JSON" if cut else "not JSON"
         raise MalformedReply(
             f"reply is {what} ({exc.msg} at char {exc.pos}): {text[:80]!r}"
         ) from None
