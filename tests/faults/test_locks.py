@@ -1,0 +1,130 @@
+"""One writer per run: a second memorize, perceive or eval on the same folder is refused at once,
+naming the holder; a lock left by a killed process is taken over."""
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import one_line_error
+
+from taskmem_lab.errors import LockedError
+from taskmem_lab.store import FolderLock, RunDir
+from taskmem_lab.testing.command import taskmem
+from taskmem_lab.testing.fake_openai_server import write_config
+
+SAMPLES = Path(__file__).resolve().parents[2] / "benchmarks"
+
+HOLD = (
+    "import sys, time\n"
+    "from taskmem_lab.store import FolderLock\n"
+    "lock = FolderLock(sys.argv[1]).acquire()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+@pytest.fixture()
+def holder():
+    """`holder(folder)` starts a process that holds the folder's lock until the test ends."""
+    procs = []
+
+    def start(folder: Path) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_second_holder_is_refused_with_the_first_ones_name(tmp_path, holder):
+    proc = holder(tmp_path / "run")
+    with pytest.raises(LockedError, match=rf"in use by another run \(pid {proc.pid} on .*started"):
+        FolderLock(tmp_path / "run").acquire()
+
+
+def test_a_dead_holders_lock_is_taken_over(tmp_path, holder, caplog):
+    proc = holder(tmp_path / "run")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with caplog.at_level(logging.WARNING), FolderLock(tmp_path / "run") as lock:
+        assert lock.held
+        note = json.loads((tmp_path / "run" / ".lock").read_text())
+        assert note["pid"] != proc.pid
+    assert f"pid {proc.pid}" in caplog.text and "took over" in caplog.text
+    assert (tmp_path / "run" / ".lock").read_text() == ""  # a clean release leaves no holder
+
+
+def test_two_memorize_processes_one_refused_data_single(media, tmp_path, server, monkeypatch):
+    cfg = write_config(str(tmp_path / "e.yaml"), server, timeout=120.0)  # the hold is no timeout
+    monkeypatch.setenv("TASKMEM_API_CONFIG", cfg)
+    video = media["three_min"]
+    args = ["memorize", video, "--model", "openai:local-vlm", "--no-cache", "-q"]
+    args += ["--out", tmp_path, "--tag", "m"]
+    server.hold_after = 2  # the first process waits on its third clip, holding the run
+    first = subprocess.Popen(
+        [sys.executable, "-m", "taskmem_lab.cli", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while len(server.requests) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    second = taskmem(*args, check=False)
+    one_line_error(second, rf"in use by another memorize run \(pid {first.pid} on ")
+    assert len(server.requests) == 3  # the refused process asked nothing
+    server.release.set()
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    run = RunDir(tmp_path / "three_min" / "memory" / "m")
+    clips = [r.clip for r in run.records()]
+    assert clips == list(range(18))  # each clip written once
+    assert run.manifest()["status"] == "complete"
+
+
+def test_eval_on_a_locked_results_folder_is_refused(tmp_path, holder):
+    out = tmp_path / "results"
+    memories = tmp_path / "memories"
+    memories.mkdir()
+    proc = holder(out)
+    common = ["eval", "videomme", "--source", SAMPLES / "videomme" / "sample"]
+    common += ["--memories", memories, "--tag", "m", "--answerer", "fake", "--no-cache", "-q"]
+    refused = taskmem(*common, "--out", out, check=False)
+    one_line_error(refused, rf"in use by another evaluation \(pid {proc.pid} ")
+    proc.kill()
+    proc.wait()
+    taskmem(*common, "--out", out)
+    assert json.loads((out / "run.json").read_text())["status"] != "running"
+
+
+def test_perceive_on_a_locked_perception_folder_is_refused(media, tmp_path, holder, api_config):
+    from taskmem_lab.media.stream import load_stream
+    from taskmem_lab.params import MemorizeParams
+    from taskmem_lab.perception.perceiver import StreamPerceiver, perception_params
+
+    video = media["tone_27_3"]
+    perception = perception_params(
+        False, True, asr_backend="vlm", asr_model="openai:local-vlm", voices=False
+    )
+    folder = StreamPerceiver(load_stream(video), perception, MemorizeParams(), tmp_path).path
+    proc = holder(folder)
+    args = ["perceive", video, "--out", tmp_path, "--no-faces", "--asr-backend", "vlm"]
+    args += ["--asr-model", "openai:local-vlm", "--no-voices", "-q"]
+    refused = taskmem(*args, check=False)
+    one_line_error(refused, rf"in use by another perception \(pid {proc.pid} ")
+    proc.kill()
+    proc.wait()
+    done = taskmem(*args)
+    assert "perception:" in done.stdout
+    clips = [json.loads(x)["clip"] for x in (folder / "clips.jsonl").read_text().splitlines()]
+    assert clips == sorted(set(clips))
