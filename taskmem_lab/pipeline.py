@@ -137,11 +137,13 @@ def run_eval(
     store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
     records = load_benchmark(benchmark, source)
     folder = Path(out) if out else eval_dir(benchmark, tag, memories, answerer, qa, judge)
+    locator = MemoryLocator(Path(memories), tag)
+    locator.check()  # before the lock creates the results folder (by default under memories)
     with FolderLock(folder, "evaluation"):
         try:
             return evaluate(
                 records,
-                MemoryLocator(Path(memories), tag),
+                locator,
                 make_model(answerer, store),
                 make_model(judge, store) if judge else None,
                 qa,

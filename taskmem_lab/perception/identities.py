@@ -34,7 +34,7 @@ from taskmem_lab.face_ids import GLOBAL_ID
 from taskmem_lab.media.video import Frame
 from taskmem_lab.params import require
 from taskmem_lab.perception.records import FaceDetection
-from taskmem_lab.store import IDENTITIES, atomic_write_json
+from taskmem_lab.store import IDENTITIES, atomic_write_json, honour_umask
 
 SCHEMA = 1
 BANKS_DIR = "identities"
@@ -470,6 +470,7 @@ def _load_npy(path: Path) -> np.ndarray:
 def _atomic_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

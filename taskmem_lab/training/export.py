@@ -37,6 +37,7 @@ from taskmem_lab.media.video import Frame, encode_mp4
 from taskmem_lab.memorize import preceding_text
 from taskmem_lab.perception.base import Perceiver
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
+from taskmem_lab.store import honour_umask
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
 
 VIDEO_TOKEN = "<video>"
@@ -104,6 +105,7 @@ class MediaWriter:
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -399,6 +401,7 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
