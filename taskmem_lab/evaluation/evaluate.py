@@ -30,7 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import taskmem_lab
-from taskmem_lab.backends.base import ChatModel, sum_usage
+from taskmem_lab.backends.base import ChatModel, model_identity, sum_usage
 from taskmem_lab.bench import get_benchmark
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError, ModelError, StoreError
@@ -65,7 +65,20 @@ MISSING = "missing.json"
 SUMMARY = "summary.json"
 TABLE_MD = "table.md"
 TABLE_PARQUET = "table.parquet"
-IDENTITY_FIELDS = ("benchmark", "records", "memories", "tag", "answerer", "judge", "qa", "prompts")
+IDENTITY_FIELDS = (
+    "benchmark",
+    "records",
+    "memories",
+    "tag",
+    "answerer",
+    "answerer_endpoint",
+    "judge",
+    "judge_endpoint",
+    "qa",
+    "prompts",
+)
+# Recorded since runs were keyed by what a model spec resolved to; older folders lack them.
+_LATER_FIELDS = ("answerer_endpoint", "judge_endpoint")
 MEMORY_SUFFIXES = (".jsonl", ".pkl", ".pickle")
 
 
@@ -164,7 +177,11 @@ def _identity(
         "memories": str(locator.root.resolve()),
         "tag": locator.tag,
         "answerer": answerer.model_id,
+        "answerer_endpoint": model_identity(answerer),
         "judge": judge_model.model_id if judge_model is not None and "open" in kinds else None,
+        "judge_endpoint": (
+            model_identity(judge_model) if judge_model is not None and "open" in kinds else None
+        ),
         "qa": qa.to_json(),
         "prompts": prompts,
     }
@@ -176,6 +193,8 @@ def open_eval(out: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
     if run_path.is_file():
         old = json.loads(run_path.read_text(encoding="utf-8"))
         for key in IDENTITY_FIELDS:
+            if key in _LATER_FIELDS and key not in old:
+                continue
             if old.get(key) != identity.get(key):
                 raise StoreError(
                     f"{out} already holds an evaluation with a different {key!r}; "

@@ -58,3 +58,27 @@ def test_resume_on_another_server_is_refused_unless_allowed(media, tmp_path, mon
     assert switch["from"]["endpoint"]["endpoints"][0]["address"] == a.base_url
     assert switch["to"]["endpoint"]["endpoints"][0]["address"] == b.base_url
     assert manifest["endpoint"]["endpoints"][0]["address"] == b.base_url
+
+
+def test_eval_resume_on_another_server_is_refused(tmp_path):
+    from pathlib import Path
+
+    from taskmem_lab.schema import ClipRecord
+    from taskmem_lab.store import memory_dir, open_run
+
+    sample = Path(__file__).resolve().parents[2] / "benchmarks" / "videomme" / "sample"
+    manifest = {"stream_id": "tmSmpl0001a", "model": "t", "params": {}, "source": [],
+                "prompts": {}, "tasks": None}  # fmt: skip
+    run = open_run(memory_dir(tmp_path / "mem", "tmSmpl0001a", "m"), manifest)
+    run.append(ClipRecord(0, 0.0, 10.0, (0.0, 10.0), "ok", episodic="The cook cracks eggs."))
+    cfg = tmp_path / "e.yaml"
+    env = {"TASKMEM_API_CONFIG": str(cfg)}
+    args = ["eval", "videomme", "--source", sample, "--memories", tmp_path / "mem", "--tag", "m"]
+    args += ["--answerer", "openai:local-vlm", "--no-cache", "-q", "--out", tmp_path / "res"]
+    with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
+        write_config(str(cfg), a)
+        taskmem(*args, env=env)
+        write_config(str(cfg), b)
+        proc = taskmem(*args, env=env, check=False)
+        one_line_error(proc, r"different 'answerer_endpoint'")
+        assert not b.requests
