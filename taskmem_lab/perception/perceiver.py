@@ -5,9 +5,11 @@ it finds the faces of the new span (sampled at `face_fps`), gives them lasting i
 transcribes the speech that ends inside the clip, decides who says each segment (the VLM looks at
 the annotated window; voices re-identify speakers who are off screen), and draws boxes, ids and
 subtitles on the window's frames. Results go to `runs/<video_id>/perception/<hash>/` (`hash` of
-the perception settings and the clip schedule): `settings.json`, `clips.jsonl` (one record per
-clip) and the identity registry; every memorizer with the same settings reuses them, and a killed
-run resumes after the last stored clip.
+the perception settings, the clip schedule and the sources' content): `settings.json`,
+`clips.jsonl` (one record per clip) and the identity registry; every memorizer with the same
+settings reuses them, and a killed run resumes after the last stored clip. The first clip computed
+locks the folder (one writer); the registry of clip k replaces the previous one only once k's
+record is stored, so a kill never counts a clip twice.
 """
 
 from __future__ import annotations
