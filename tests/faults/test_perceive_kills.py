@@ -35,27 +35,29 @@ def test_random_kills_of_perceive_leave_the_same_perception(media, tmp_path, mon
         monkeypatch.setenv("TASKMEM_API_CONFIG", cfg)
         taskmem(*args, "--out", tmp_path / "ref")
         want = _records(tmp_path / "ref")
+        monkeypatch.setenv("TASKMEM_CACHE", str(tmp_path / "run-cache.sqlite"))  # asks again
         rng = random.Random(15)
         partial = 0
         for _ in range(6):
-            before = _count(tmp_path / "run")
-            if before >= len(want):
+            if _count(tmp_path / "run") >= len(want):
                 break
+            # Hold the server at a random request ahead, kill while the clip waits for it.
+            srv.release.clear()
+            srv.hold_after = len(srv.requests) + rng.randint(1, 4)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "taskmem_lab.cli", *map(str, args), "--out", str(tmp_path / "run")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
             deadline = time.time() + 60
-            while (
-                _count(tmp_path / "run") <= before
-                and proc.poll() is None
-                and time.time() < deadline
-            ):
+            while len(srv.requests) <= srv.hold_after and proc.poll() is None:
+                assert time.time() < deadline, "the held request never arrived"
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.5))  # mid-clip: in the call, the registry or the record
+            time.sleep(rng.uniform(0.0, 0.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            srv.hold_after = None
+            srv.release.set()
             partial += 0 < _count(tmp_path / "run") < len(want)
         taskmem(*args, "--out", tmp_path / "run")
     assert partial >= 1, "no kill landed in the middle of the stream"
