@@ -331,6 +331,15 @@ def _difference(key: str, old: Any, new: Any) -> str:
     return f"{key} was {_brief(old)}, now {_brief(new)}"
 
 
+def _content(source: Any) -> Any:
+    """A manifest's `source` without the paths: what the files hold, not where they are."""
+    if not isinstance(source, list):
+        return source
+    return [
+        {k: v for k, v in f.items() if k != "path"} if isinstance(f, dict) else f for f in source
+    ]
+
+
 def _brief(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= 160 else text[:157] + "..."
@@ -358,6 +367,11 @@ def open_run(
                     changes["endpoint"] = manifest[key]
                 continue
             if old.get(key) == manifest.get(key):
+                continue
+            if key == "source" and _content(old.get(key)) == _content(manifest.get(key)):
+                # The same bytes at another path (a moved or remounted video): keep going.
+                log.warning("%s: the stream's files moved; recording their new paths", run.path)
+                changes["source"] = manifest.get(key)
                 continue
             why = _difference(key, old.get(key), manifest.get(key))
             if key in MODEL_FIELDS and allow_model_change:

@@ -121,3 +121,17 @@ def test_a_kill_after_the_record_promotes_its_registry(media, tmp_path, monkeypa
     (char,) = p.registry.characters.values()
     assert char.clips == 2 and sorted(p.records) == [0, 1]
     assert (p.path / stage.REGISTRY_DIR).is_dir() and not (p.path / stage.OLD_REGISTRY).exists()
+
+
+def test_a_moved_video_resumes_its_run(twins, tmp_path):
+    out = ["--model", "fake", "--no-cache", "-q", "--out", tmp_path / "out", "--tag", "m"]
+    taskmem("memorize", twins[0], *out, "--end", "5")  # a first part only
+    moved = tmp_path / "moved" / "clip.mp4"
+    moved.parent.mkdir()
+    shutil.move(twins[0], moved)
+    proc = taskmem("memorize", moved, *out, "--end", "5")
+    assert "files moved" in proc.stderr
+    from taskmem_lab.store import RunDir
+
+    run = RunDir(tmp_path / "out" / "clip" / "memory" / "m")
+    assert run.manifest()["source"][0]["path"] == str(moved)
