@@ -128,3 +128,61 @@ def test_perceive_on_a_locked_perception_folder_is_refused(media, tmp_path, hold
     assert "perception:" in done.stdout
     clips = [json.loads(x)["clip"] for x in (folder / "clips.jsonl").read_text().splitlines()]
     assert clips == sorted(set(clips))
+
+
+def test_two_eval_processes_one_refused_data_single(tmp_path, server, monkeypatch):
+    from taskmem_lab.schema import ClipRecord
+    from taskmem_lab.store import memory_dir, open_run
+
+    cfg = write_config(str(tmp_path / "e.yaml"), server, timeout=120.0)
+    monkeypatch.setenv("TASKMEM_API_CONFIG", cfg)
+    for video_id in ("tmSmpl0001a", "tmSmpl0002b"):
+        manifest = {"stream_id": video_id, "model": "t", "params": {}, "source": [],
+                    "prompts": {}, "tasks": None}  # fmt: skip
+        run = open_run(memory_dir(tmp_path / "mem", video_id, "m"), manifest)
+        run.append(ClipRecord(0, 0.0, 10.0, (0.0, 10.0), "ok", episodic="A cook cracks eggs."))
+    out = tmp_path / "res"
+    args = ["eval", "videomme", "--source", SAMPLES / "videomme" / "sample", "--memories"]
+    args += [tmp_path / "mem", "--tag", "m", "--answerer", "openai:local-vlm", "--no-cache"]
+    args += ["-q", "--concurrency", "1", "--out", out]
+    server.hold_after = 1  # the first process waits on its second question, holding the folder
+    first = subprocess.Popen(
+        [sys.executable, "-m", "taskmem_lab.cli", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while len(server.requests) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    second = taskmem(*args, check=False)
+    one_line_error(second, rf"in use by another evaluation \(pid {first.pid} on ")
+    asked = len(server.requests)
+    server.release.set()
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    ids = [json.loads(x)["id"] for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == len(server.requests) >= asked
+
+
+def test_two_perceive_processes_one_refused_data_single(media, tmp_path, server, monkeypatch):
+    cfg = write_config(str(tmp_path / "e.yaml"), server, timeout=120.0)
+    monkeypatch.setenv("TASKMEM_API_CONFIG", cfg)
+    args = ["perceive", media["tone_27_3"], "--out", tmp_path, "--no-faces", "--asr-backend"]
+    args += ["vlm", "--asr-model", "openai:local-vlm", "--no-voices", "-q"]
+    server.hold_after = 1  # the first process waits on its second clip, holding the folder
+    first = subprocess.Popen(
+        [sys.executable, "-m", "taskmem_lab.cli", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while len(server.requests) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    second = taskmem(*args, check=False)
+    one_line_error(second, rf"in use by another perception \(pid {first.pid} on ")
+    server.release.set()
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    (folder,) = (tmp_path / "tone_27_3" / "perception").iterdir()
+    clips = [json.loads(x)["clip"] for x in (folder / "clips.jsonl").read_text().splitlines()]
+    assert clips == list(range(len(clips))) and len(clips) == 3
