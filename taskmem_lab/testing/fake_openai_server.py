@@ -4,8 +4,10 @@ It is a test double: replies are made from the request (the NEW SPAN marker, the
 images) and start with `[fake server]` (ASR prompts, whose system prompt holds `{"segments"`, get
 one segment per loud span of the audio part; speaker prompts, `{"speakers"`, get transcript line n
 assigned to the n-th visible face, round robin). It can be scripted to answer 429, 500, an image-size
-400, malformed JSON, or to hang past the client's timeout, and it can hold every request after
-the N-th until released (to kill a client mid-run). Every request body is recorded. Reward,
+400, malformed JSON, or to hang past the client's timeout; to send a hostile HTTP-200 body (`HOSTILE`:
+not JSON, not UTF-8, truncated, wrong field types); to trickle a good reply one byte at a time
+(`trickle`, every read in time, the whole never); or to echo the API key in a 500 (`leak_key`). It
+can hold every request after the N-th until released (to kill a client mid-run). Every request body is recorded. Reward,
 pairwise and seeded episodic prompts are answered by `fake_rewards` (pairwise verdicts can be
 scripted with `script_verdicts`).
 
