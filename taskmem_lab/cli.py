@@ -177,6 +177,28 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from taskmem_lab.memory import import_memories
+    from taskmem_lab.paths import runs_root
+
+    done = import_memories(
+        args.folder,
+        args.tag,
+        args.out or runs_root(),
+        new_tag=args.as_tag,
+        test_time=args.test_time,
+        interval=args.interval,
+    )
+    for item in done:
+        state = "imported" if item.new else "already imported"
+        print(f"{item.video_id}: {item.entries} entries {state} -> {item.run}")
+    print(
+        f"{len(done)} memories; evaluate with --memories {args.out or runs_root()} --tag "
+        f"{args.as_tag or args.tag}"
+    )
+    return 0
+
+
 def _cache_setting(args: argparse.Namespace) -> bool | str:
     """`--cache FILE` / `--no-cache` as the pipeline's `cache` argument (True: the default file)."""
     return False if args.no_cache else (args.cache or True)
@@ -228,7 +250,12 @@ def _eval(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         max_context_chars=args.max_context_chars,
     )
-    params = EvalParams(concurrency=args.concurrency, limit=args.limit, n_boot=args.bootstrap)
+    params = EvalParams(
+        concurrency=args.concurrency,
+        limit=args.limit,
+        n_boot=args.bootstrap,
+        unparseable=args.unparseable,
+    )
     result = run_eval(
         args.benchmark,
         args.source,
@@ -540,6 +567,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", type=float, help="only entries finished by this stream time")
     s.set_defaults(func=_show)
 
+    im = sub.add_parser(
+        "import", help="original TaskMem memory pickles -> run directories (runs/<id>/memory/<tag>)"
+    )
+    im.add_argument(
+        "folder", help="folder of <video_id>/<video_id>_<tag>.pkl (the original layout)"
+    )
+    im.add_argument("--tag", required=True, help="tag in the pickle names (e.g. taskmem_ep)")
+    im.add_argument("--as", dest="as_tag", help="tag of the runs written (default: --tag)")
+    im.add_argument("--out", help="runs root to write (default: the runs root, ./runs)")
+    im.add_argument("--test-time", action="store_true", help="read <video_id>/test_time/ pickles")
+    im.add_argument("--interval", type=float, help="seconds per clip when a pickle has none (10)")
+    im.set_defaults(func=_import)
+
     from taskmem_lab.bench import BENCHMARKS  # light: no optional dependencies
 
     e = sub.add_parser("eval", help="answer a benchmark's questions from memories and score them")
@@ -552,9 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--memories",
         required=True,
-        help="memories root: <DIR>/<video_id>/memory/<tag>/, <DIR>/<video_id>.jsonl or .pkl",
+        help="memories root: <DIR>/<video_id>/memory/<tag>/, <DIR>/<video_id>/<video_id>_<tag>.pkl"
+        " (original TaskMem, also under test_time/), <DIR>/<video_id>.jsonl or .pkl",
     )
-    e.add_argument("--tag", help="memory tag of run directories under --memories")
+    e.add_argument("--tag", help="memory tag of run directories or original pickles")
     e.add_argument("--answerer", required=True, help="model spec that answers, e.g. openai:gpt-4o")
     e.add_argument("--judge", help="model spec that judges free-form answers (EgoTempo)")
     e.add_argument(
@@ -577,6 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--concurrency", type=int, default=8, help="questions in flight (8)")
     e.add_argument("--limit", type=int, help="only the first N questions")
     e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (2000)")
+    e.add_argument(
+        "--unparseable",
+        choices=["wrong", "abstain"],
+        default="wrong",
+        help="a reply with no readable answer counts as answered-and-wrong (default) or abstained",
+    )
     e.add_argument(
         "--price",
         action="append",

@@ -51,6 +51,9 @@ from taskmem_lab.errors import ModelError
 
 log = logging.getLogger(__name__)
 
+# The request header that carries `Request.purpose` (for the local test server; see above).
+PURPOSE_HEADER = "X-Taskmem-Purpose"
+
 
 class MalformedReply(Exception):
     """An HTTP-200 reply whose body is not a chat completion (retried like a 5xx)."""
@@ -215,6 +218,10 @@ class OpenAICompatModel:
             kwargs["seed"] = s.seed
         if extra:
             kwargs["extra_body"] = extra
+        if request.purpose:
+            # Which prompt built the request: the local test server answers by it (the fake
+            # model's rules); real servers ignore unknown headers.
+            kwargs["extra_headers"] = {PURPOSE_HEADER: request.purpose}
         return kwargs
 
     def _call_once(self, endpoint: Endpoint, request: Request) -> Reply:

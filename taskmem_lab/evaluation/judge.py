@@ -180,7 +180,7 @@ def judge(
             request = Request(
                 messages=(*request.messages, Message.text("assistant", reply.text), follow),
                 sampling=request.sampling,
-                purpose="reask",
+                purpose=request.purpose,
             )
             continue
         verdict.status = "ok"

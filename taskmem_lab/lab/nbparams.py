@@ -88,7 +88,7 @@ class AblationsNotebook:
 class PaperNotebook:
     results: str = "runs/results"  # folder of evaluation results (one summary per benchmark)
     reported: str = "benchmarks/paper_results.csv"  # the paper's reported numbers, with source
-    compare_to: str = "TaskMem (Qwen3-VL-30B-A3B)"  # reported system the deltas are taken against
+    compare_to: str = "TaskMem"  # reported system the deltas are taken against
     figures: str = "figures"  # where figures and tables go
 
 

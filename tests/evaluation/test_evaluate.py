@@ -108,13 +108,19 @@ def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, 
     assert row["answerer"]["model"] == "openai:local-vlm"
     assert set(row["answerer"]["prompts"]) == {"qa_choice_system", "qa_user"}
     assert row["answerer"]["samples"][0]["text"].count("[fake server]") == 1
-    assert row["context"]["entries"] == 3 and row["groups"] == {"duration": "short"}
+    assert row["context"]["entries"] == 3
+    assert row["groups"] == {
+        "duration": "short",
+        "domain": "Life Record",
+        "sub_category": "Cooking",
+    }
     # Table: Acc = 3/5, Cov = 4/5, Prec = 3/4, per task type and per duration.
     table = (out / "table.md").read_text()
     overall = next(line for line in table.splitlines() if "| all " in line)
     assert "| 60.0 [" in overall and "| 80.0 [" in overall and "| 75.0 [" in overall
     assert overall.rstrip().endswith("1 |")  # one question without memory
     assert "task_type: OCR Problems" in table and "duration: short" in table
+    assert "domain: Life Record" in table and "sub_category: Cooking" in table
     assert proc.stdout.startswith(table)
     assert "no memory for 1 question(s): 903-1" in proc.stdout
     missing = json.loads((out / "missing.json").read_text())
@@ -192,6 +198,59 @@ def test_killed_eval_resumes_to_the_same_results(tmp_path, server, api_config):
     # And once finished, nothing is asked again.
     n = len(server.requests)
     taskmem(*common, "--out", out, "--cache", tmp_path / "run.sqlite")
+    assert len(server.requests) == n
+
+
+def test_resumed_eval_re_asks_only_questions_whose_memory_changed(tmp_path, server, api_config):
+    videomme_memories(tmp_path / "mem")
+    out = tmp_path / "out"
+    common = [*EVAL_VIDEOMME, "--memories", tmp_path / "mem", "--out", out]
+    taskmem(*common)
+    first = rows_by_id(out)
+    assert len(server.requests) == 5
+    assert first["901-1"]["memory_hash"] == first["901-3"]["memory_hash"]
+    assert first["901-1"]["memory_hash"] != first["902-1"]["memory_hash"]
+
+    # Edit one video's memory (a re-run of memorize added an entry) and evaluate again.
+    run = open_run(
+        memory_dir(tmp_path / "mem", "tmSmpl0002b", "m"),
+        {
+            "stream_id": "tmSmpl0002b",
+            "model": "test",
+            "params": {},
+            "source": [],
+            "prompts": {},
+            "tasks": None,
+        },
+    )
+    run.append(
+        ClipRecord(
+            clip=2,
+            start=20.0,
+            end=30.0,
+            window=(0.0, 30.0),
+            status="ok",
+            episodic="A player scores a free throw.",
+        )
+    )
+    run.update_manifest(status="complete")
+    before = len(server.requests)
+    again = taskmem(*common)
+    asked = [
+        re.search(r"QUESTION \(asked at [^)]*\):\n(.*)\n", t).group(1)
+        for t in user_texts(server)[before:]
+    ]
+    assert sorted(asked) == sorted(first[k]["question"] for k in ("902-1", "902-2"))
+    assert "this run: 2 model calls" in again.stdout
+    second = rows_by_id(out)  # the latest row per question
+    for k in ("901-1", "901-2", "901-3"):
+        assert second[k] == first[k]
+    for k in ("902-1", "902-2"):
+        assert second[k]["memory_hash"] != first[k]["memory_hash"]
+        assert second[k]["context"]["memory_entries"] == 3
+    # With the memory unchanged since, nothing is asked again.
+    n = len(server.requests)
+    taskmem(*common)
     assert len(server.requests) == n
 
 

@@ -10,6 +10,7 @@ from taskmem_lab.evaluation.metrics import (
     ANSWERED,
     UNPARSEABLE,
     Outcome,
+    reading_differences,
     score_group,
     summarize,
     to_markdown,
@@ -27,11 +28,12 @@ def outcomes(answered_correct, answered_wrong, abstained, unparseable, bench="b"
 
 
 def test_hand_computed_case():
-    # 10 questions: 6 answered (4 correct, 2 wrong), 3 abstained, 1 unparseable.
+    # 10 questions: 6 answered (4 correct, 2 wrong), 3 abstained, 1 unparseable. By default the
+    # unparseable reply did not abstain: it is answered and wrong (7 answered).
     row = score_group(outcomes(4, 2, 3, 1), "b", "all", "all")
-    assert (row.n, row.answered, row.correct, row.abstained, row.unparseable) == (10, 6, 4, 3, 1)
-    assert row.coverage == 0.6
-    assert row.precision == pytest.approx(2 / 3)
+    assert (row.n, row.answered, row.correct, row.abstained, row.unparseable) == (10, 7, 4, 3, 1)
+    assert row.coverage == 0.7 and row.reading == "wrong"
+    assert row.precision == pytest.approx(4 / 7)
     assert row.accuracy == 0.4
     assert math.isclose(row.accuracy, row.coverage * row.precision, rel_tol=1e-12)
     for value, (lo, hi) in [
@@ -43,8 +45,53 @@ def test_hand_computed_case():
     assert row.score is None and row.score_ci is None  # multiple choice has no judge score
 
 
+def test_the_abstain_reading_of_unparseable_replies():
+    row = score_group(outcomes(4, 2, 3, 1), "b", "all", "all", unparseable="abstain")
+    assert (row.answered, row.coverage, row.accuracy) == (6, 0.6, 0.4)
+    assert row.precision == pytest.approx(2 / 3) and row.reading == "abstain"
+    assert math.isclose(row.accuracy, row.coverage * row.precision, rel_tol=1e-12)
+    with pytest.raises(ValueError, match="unparseable must be one of"):
+        score_group(outcomes(1, 0, 0, 0), "b", "all", "all", unparseable="skip")
+
+
+def test_reading_differences_lists_only_lines_with_unparseable_replies():
+    data = outcomes(4, 2, 3, 1, task="x") + outcomes(2, 0, 0, 0, task="y")
+    diffs = reading_differences(data, by=("task_type",))
+    assert [(d["group"], d["value"]) for d in diffs] == [("all", "all"), ("task_type", "x")]
+    x = diffs[1]
+    assert (x["coverage (wrong)"], x["coverage (abstain)"]) == (0.7, 0.6)
+    assert x["precision (wrong)"] == pytest.approx(4 / 7)
+    assert x["precision (abstain)"] == pytest.approx(4 / 6)
+    assert reading_differences(outcomes(2, 1, 1, 0)) == []
+
+
+def test_bootstrap_resamples_videos_not_questions():
+    # Two videos of 5 questions: one all right, one all wrong. Resampling videos can only give
+    # 0, 0.5 or 1; resampling questions would give intermediate values.
+    data = [Outcome("b", "t", ANSWERED, True, video="v1")] * 5 + [
+        Outcome("b", "t", ANSWERED, False, video="v2")
+    ] * 5
+    row = score_group(data, "b", "all", "all", n_boot=500)
+    assert row.clusters == 2 and row.accuracy == 0.5
+    assert row.accuracy_ci == (0.0, 1.0)
+    flat = score_group(
+        [Outcome(o.benchmark, o.task_type, o.status, o.correct) for o in data],
+        "b",
+        "all",
+        "all",
+        n_boot=500,
+    )
+    assert flat.clusters == 0 and 0.0 < flat.accuracy_ci[0] < 0.5 < flat.accuracy_ci[1] < 1.0
+    # Videos of different sizes: the interval is of the question-weighted accuracy.
+    uneven = [Outcome("b", "t", ANSWERED, True, video="big")] * 9 + [
+        Outcome("b", "t", ANSWERED, False, video="small")
+    ]
+    row = score_group(uneven, "b", "all", "all", n_boot=500)
+    assert row.accuracy == 0.9 and row.accuracy_ci[0] == 0.0 and row.accuracy_ci[1] == 1.0
+
+
 def test_nothing_answered_has_undefined_precision_and_zero_accuracy():
-    row = score_group(outcomes(0, 0, 2, 1), "b", "all", "all")
+    row = score_group(outcomes(0, 0, 2, 1), "b", "all", "all", unparseable="abstain")
     assert row.coverage == 0 and row.accuracy == 0 and math.isnan(row.precision)
     assert all(math.isnan(x) for x in row.precision_ci)
     assert "–" in to_markdown([row])
@@ -120,7 +167,7 @@ def test_markdown_and_parquet_records():
     md = to_markdown(rows)
     lines = md.splitlines()
     assert lines[0].startswith("| benchmark | group") and "Acc" in lines[0] and "Prec" in lines[0]
-    assert "| 40.0 [" in lines[2] and "60.0 [" in lines[2]  # Acc and Cov in percent
+    assert "| 40.0 [" in lines[2] and "70.0 [" in lines[2]  # Acc and Cov in percent
     assert lines[2].rstrip().endswith("1 |")  # missing memories on the overall line
     records = to_records(rows)
     assert {"accuracy_lo", "accuracy_hi", "coverage_lo", "precision_hi", "score_lo"} <= set(

@@ -407,7 +407,7 @@ def test_scores_resume_cache_and_refuse_other_settings(scripted_run, api_config,
     assert len(entries.read_text().splitlines()) == 3 and again["scored"] == 3
     assert len(server.requests) == calls  # the judges' replies came from the cache
     assert again["quality"] == first["quality"]
-    with pytest.raises(StoreError, match="different 'params'"):
+    with pytest.raises(StoreError, match="different 'params.max_entry_tokens'"):
         score_memory(
             RunReplay(scripted_run.path),
             judges,
