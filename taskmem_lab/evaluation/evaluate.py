@@ -57,6 +57,7 @@ from taskmem_lab.evaluation.qa import (
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.memory import Memory, dumps_jsonl, load_any
 from taskmem_lab.params import require
+from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import atomic_write_json, utc_now
 
@@ -162,7 +163,12 @@ class MemoryLocator:
 
 
 def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+    """One harmless path component (`paths.safe_name`'s rule)."""
+    try:
+        safe_name(name, "name")
+    except ConfigError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- run folder

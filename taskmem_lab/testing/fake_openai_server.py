@@ -276,23 +276,23 @@ class FakeOpenAIServer:
                     content = f"<think>{MARK} reasoning about the clip</think>{content}"
                 prompt_tokens = sum(len(t.split()) for t in _texts(body))
                 completion = {
-                        "id": f"chatcmpl-{n}",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body.get("model", "fake"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": content},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": len(content.split()),
-                            "total_tokens": prompt_tokens + len(content.split()),
-                        },
-                    }
+                    "id": f"chatcmpl-{n}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "fake"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": len(content.split()),
+                        "total_tokens": prompt_tokens + len(content.split()),
+                    },
+                }
                 if behaviour in HOSTILE:
                     self._send(200, None, hostile_body(behaviour, completion))
                 elif behaviour == "trickle":

@@ -80,5 +80,5 @@ def test_eval_resume_on_another_server_is_refused(tmp_path):
         taskmem(*args, env=env)
         write_config(str(cfg), b)
         proc = taskmem(*args, env=env, check=False)
-        one_line_error(proc, r"different 'answerer_endpoint'")
+        one_line_error(proc, r"different 'answerer_endpoint")
         assert not b.requests

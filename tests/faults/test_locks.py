@@ -93,9 +93,15 @@ def test_two_memorize_processes_one_refused_data_single(media, tmp_path, server,
 
 
 def test_eval_on_a_locked_results_folder_is_refused(tmp_path, holder):
+    from taskmem_lab.schema import ClipRecord
+    from taskmem_lab.store import memory_dir, open_run
+
     out = tmp_path / "results"
     memories = tmp_path / "memories"
-    memories.mkdir()
+    manifest = {"stream_id": "tmSmpl0001a", "model": "t", "params": {}, "source": [],
+                "prompts": {}, "tasks": None}  # fmt: skip
+    run = open_run(memory_dir(memories, "tmSmpl0001a", "m"), manifest)
+    run.append(ClipRecord(0, 0.0, 10.0, (0.0, 10.0), "ok", episodic="A cook cracks eggs."))
     proc = holder(out)
     common = ["eval", "videomme", "--source", SAMPLES / "videomme" / "sample"]
     common += ["--memories", memories, "--tag", "m", "--answerer", "fake", "--no-cache", "-q"]
