@@ -6,6 +6,7 @@ directory, then runs the streaming memorizer.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import cache_path, runs_root
-from taskmem_lab.store import FolderLock, RunDir, mark_stopped, memory_dir
+from taskmem_lab.store import LOCK_FILE, FolderLock, RunDir, mark_stopped, memory_dir
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ def run_eval(
     folder = Path(out) if out else eval_dir(benchmark, tag, memories, answerer, qa, judge)
     locator = MemoryLocator(Path(memories), tag)
     locator.check()  # before the lock creates the results folder (by default under memories)
+    created = not folder.exists()
     with FolderLock(folder, "evaluation"):
         try:
             return evaluate(
@@ -154,6 +156,10 @@ def run_eval(
             )
         except BaseException:
             mark_stopped(folder / "run.json")
+            if created:  # refused before writing anything: leave no empty results folder
+                with contextlib.suppress(OSError):
+                    (folder / LOCK_FILE).unlink()
+                    folder.rmdir()
             raise
 
 
