@@ -53,5 +53,5 @@ def ask(
             )
     # Every reply rides along, so a failed clip still records their usage and raw text.
     raise ParseError(
-        f"unparseable reply after {reasks + 1} attempts: {'; '.join(problems)}", replies
+        f"unparseable reply after {reasks + 1} attempts: {'; '.join(problems)}", replies, problems
     )

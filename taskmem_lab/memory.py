@@ -1,6 +1,6 @@
 """A memory as the QA step sees it: entries with stream times, rendered as text.
 
-Floor 3. Loads a stored run, a JSONL memory from another system (`clip`, `start`, `end`, `text`),
+Floor 4. Loads a stored run, a JSONL memory from another system (`clip`, `start`, `end`, `text`),
 or an original TaskMem pickle (`memory.long_term_memory.LongTermMemory`, clip k at
 `[k * interval, (k + 1) * interval)`) through an allow-listed unpickler that builds only plain
 containers, numpy arrays and inert stand-ins for the original's record classes; any other class

@@ -15,10 +15,24 @@ from taskmem_lab.errors import ConfigError
 MAX_INTERVAL_S = 3600.0  # one clip per hour at most; a window longer than that is a typo
 
 
-def require(ok: bool, name: str, message: str) -> None:
+def check_param(ok: bool, name: str, message: str) -> None:
     """Raise `ConfigError` naming the parameter `name` unless `ok`; shared by every params class."""
     if not ok:
         raise ConfigError(f"parameter {name!r}: {message}")
+
+
+def check_model_call(params: Any, prefix: str = "") -> None:
+    """The checks every params class with model-call settings shares, on the fields it has:
+    `{prefix}temperature` >= 0, `{prefix}max_tokens` >= 16 and `{prefix}reasks` in 0..5."""
+    rules = (
+        ("temperature", lambda v: v >= 0, "must be >= 0"),
+        ("max_tokens", lambda v: v >= 16, "must be >= 16"),
+        ("reasks", lambda v: 0 <= v <= 5, "must be in 0..5"),
+    )
+    for name, ok, message in rules:
+        field_name = prefix + name
+        if hasattr(params, field_name):
+            check_param(ok(getattr(params, field_name)), field_name, message)
 
 
 @dataclass(frozen=True)
@@ -58,40 +72,42 @@ class MemorizeParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
-        require(
+        check_param(
             0 < self.interval <= MAX_INTERVAL_S,
             "interval",
             f"must be in (0, {MAX_INTERVAL_S:g}] seconds, got {self.interval}",
         )
-        require(
+        check_param(
             self.context_duration <= MAX_INTERVAL_S,
             "context_duration",
             f"must be <= {MAX_INTERVAL_S:g} seconds, got {self.context_duration}",
         )
         for name in ("start", "end"):
             value = getattr(self, name)
-            require(
+            check_param(
                 value is None or math.isfinite(value),
                 name,
                 f"must be a finite number of seconds, got {value}",
             )
-        require(
+        check_param(
             self.context_duration >= self.interval,
             "context_duration",
             f"must be >= interval ({self.interval}), got {self.context_duration}",
         )
         if self.start is not None and self.end is not None:
-            require(self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}")
-        require(0 < self.frame_fps <= 60, "frame_fps", f"must be in (0, 60], got {self.frame_fps}")
-        require(
+            check_param(
+                self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}"
+            )
+        check_param(
+            0 < self.frame_fps <= 60, "frame_fps", f"must be in (0, 60], got {self.frame_fps}"
+        )
+        check_param(
             1 <= self.max_frames <= 1024, "max_frames", f"must be in 1..1024, got {self.max_frames}"
         )
-        require(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
-        require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
-        require(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")
-        require(0 <= self.temperature <= 10, "temperature", "must be in 0..10")
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
+        check_param(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
+        check_param(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
+        check_param(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")
+        check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

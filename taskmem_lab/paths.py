@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,28 @@ def cache_path() -> Path:
         return Path(explicit)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "taskmem_lab" / "responses.sqlite"
+
+
+def slug(text: str, fallback: str = "x") -> str:
+    """A directory-safe name: runs of characters other than `A-Za-z0-9._-` become one `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or fallback
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in chunks (never the whole file in memory); remembered per process
+    by (path, size, mtime) so the perception and memory stages hash a video once."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def safe_name(value: object, what: str) -> str:

@@ -1,21 +1,20 @@
 """One call from a video to a stored memory, shared by the CLI, the notebooks and the ablations.
 
-Floor 4: resolves the stream, the model (with the response cache), the tasks and the run
+Floor 6: resolves the stream, the model (with the response cache), the tasks and the run
 directory, then runs the streaming memorizer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskmem_lab.backends import ChatModel, ResponseCache, make_model
+from taskmem_lab.backends import ChatModel, ResponseCache, make_model, open_cache
 from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import cache_path, runs_root
+from taskmem_lab.paths import runs_root, slug
 from taskmem_lab.store import LOCK_FILE, FolderLock, RunDir, mark_stopped, memory_dir
 from taskmem_lab.tasks import load_tasks
 
@@ -23,13 +22,14 @@ if TYPE_CHECKING:
     from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
     from taskmem_lab.evaluation.qa import QAParams
     from taskmem_lab.perception.base import Perception
-    from taskmem_lab.perception.perceiver import PerceptionParams, StreamPerceiver
+    from taskmem_lab.perception.params import PerceptionParams
+    from taskmem_lab.perception.perceiver import StreamPerceiver
     from taskmem_lab.schema import ClipSpec, Stream
 
 
 def default_tag(model_spec: str) -> str:
     """A directory-safe tag from a model spec (`openai:gpt-4o#high` -> `openai_gpt-4o_high`)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_spec).strip("_") or "model"
+    return slug(model_spec, "model")
 
 
 def build_memory(
@@ -52,7 +52,7 @@ def build_memory(
     with the same inputs (another model or server only with `allow_model_change`, recorded);
     `cache` is True (default location), False, or a path.
     """
-    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    store = open_cache(cache)
     if isinstance(model, str):
         spec, chat = model, make_model(model, store)
     else:
@@ -135,7 +135,7 @@ def run_eval(
     from taskmem_lab.bench.hub import load_benchmark
     from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
 
-    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    store = open_cache(cache)
     records = load_benchmark(benchmark, source)
     folder = Path(out) if out else eval_dir(benchmark, tag, memories, answerer, qa, judge)
     locator = MemoryLocator(Path(memories), tag)
@@ -183,7 +183,7 @@ def perceive_stream(
     from taskmem_lab.perception.perceiver import StreamPerceiver
 
     params = params or MemorizeParams()
-    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    store = open_cache(cache)
     stream = load_stream(video)
     speaker = make_model(perception.speaker_model, store) if perception.speaker_model else None
     root = Path(out) if out is not None else runs_root()

@@ -25,7 +25,7 @@ from pathlib import Path
 from taskmem_lab.backends import ResponseCache, make_model
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
-from taskmem_lab.evaluation.metrics import ANSWERED, STATUSES, Outcome, summarize
+from taskmem_lab.evaluation.metrics import ANSWERED, STATUSES, Outcome, metrics_table
 from taskmem_lab.evaluation.qa import QAParams, Retriever, build_context
 from taskmem_lab.memory import Entry, Memory
 from taskmem_lab.testing.fake_openai_server import FakeOpenAIServer, write_config
@@ -166,7 +166,7 @@ def bench_bootstrap(n: int, n_boot: int) -> None:
             )
         )
     t0 = time.perf_counter()
-    rows = summarize(
+    rows = metrics_table(
         outcomes, by=("task_type", "duration", "domain", "sub_category"), n_boot=n_boot
     )
     dt = time.perf_counter() - t0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from taskmem_lab.backends.base import ChatModel, Reply, Request, identity_key
 from taskmem_lab.errors import StoreError
+from taskmem_lab.paths import cache_path
 
 log = logging.getLogger(__name__)
 _REPLY_FIELDS = {f.name for f in fields(Reply)}
@@ -119,3 +120,11 @@ class CachedModel:
 
     def __getattr__(self, name: str):  # noqa: ANN204 - delegate backend extras (e.g. `fake`)
         return getattr(self.model, name)
+
+
+def open_cache(setting: bool | str | Path | None) -> ResponseCache | None:
+    """The response cache a `cache` argument asks for: True the project's file (`cache_path()`),
+    a path that file, False or None no cache."""
+    if not setting:
+        return None
+    return ResponseCache(cache_path() if setting is True else Path(setting))

@@ -47,6 +47,7 @@ from taskmem_lab.backends.endpoints import (
     parse_spec_name,
     read_config,
 )
+from taskmem_lab.backends.visual import frame_label
 from taskmem_lab.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -107,12 +108,6 @@ def _data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def _stamp(t: float) -> str:
-    h, rem = divmod(t, 3600)
-    m, s = divmod(rem, 60)
-    return f"{int(h):02d}:{int(m):02d}:{s:04.1f}"
-
-
 def to_openai_messages(request: Request, video: str, detail: str) -> list[dict[str, Any]]:
     """Chat-completions messages: frames as labelled JPEG images, or the window as one mp4."""
     out: list[dict[str, Any]] = []
@@ -135,7 +130,7 @@ def to_openai_messages(request: Request, video: str, detail: str) -> list[dict[s
                 content.append({"type": "video_url", "video_url": {"url": url}})
             elif isinstance(p, VideoPart):
                 for frame, jpeg in zip(p.frames, p.jpegs(), strict=True):
-                    content.append({"type": "text", "text": f"Frame at {_stamp(frame.time)}"})
+                    content.append({"type": "text", "text": frame_label(frame.time)})
                     url = _data_url("image/jpeg", jpeg)
                     content.append(
                         {"type": "image_url", "image_url": {"url": url, "detail": detail}}

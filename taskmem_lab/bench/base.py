@@ -1,6 +1,6 @@
 """What every benchmark module provides (`Benchmark`) and the file readers they share.
 
-Floor 4 (bench). A benchmark module converts its published source (a local file or folder, or
+Floor 2 (bench). A benchmark module converts its published source (a local file or folder, or
 rows fetched from the Hub) into `QARecord`s; it never touches media. Readers here turn JSON,
 JSONL and parquet files into plain rows with errors that name the file.
 """
@@ -157,7 +157,7 @@ def records_from_path(
     return records
 
 
-def require(row: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
+def require_fields(row: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
         raise BenchmarkError(f"{where}: missing field(s) {missing} (found {sorted(row)[:12]})")

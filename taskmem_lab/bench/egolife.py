@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, located, records_from_path, require
+from taskmem_lab.bench.base import Benchmark, located, records_from_path, require_fields
 from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -186,7 +186,7 @@ def _flatten_original(row: Mapping[str, Any]) -> dict[str, Any]:
 def convert_row(row: Mapping[str, Any], where: str, participant: str | None = None) -> QARecord:
     if "qa_raw" in row or "qa" in row:
         row = _flatten_original(row)
-    require(row, FIELDS, where)
+    require_fields(row, FIELDS, where)
     who = str(row.get("participant") or row.get("identity") or participant or "")
     if not who:
         raise BenchmarkError(

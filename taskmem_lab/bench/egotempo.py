@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require
+from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require_fields
 from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -62,9 +62,9 @@ def convert_row(row: Mapping[str, Any], where: str, index: int = 0) -> QARecord:
     `video_info.json` (`videoID` = clip id, the task type from its key)."""
     clip_id = row.get("clip_id", row.get("videoID"))
     if clip_id is None:
-        require(row, FIELDS, where)
+        require_fields(row, FIELDS, where)
     qtype = row.get("question_type", row.get(TASK_KEY))
-    require({**row, "clip_id": clip_id, "question_type": qtype}, FIELDS[1:], where)
+    require_fields({**row, "clip_id": clip_id, "question_type": qtype}, FIELDS[1:], where)
     uid, raw_start, end = parse_clip_id(str(clip_id))
     start = max(raw_start, 0.0)  # a cut that begins a hair before the video does
     qid = row.get("question_id", f"{clip_id}_{index}")

@@ -1,6 +1,6 @@
 """Load a benchmark from any source; publish its conversion as a Hugging Face dataset.
 
-Floor 4 (bench). `load_benchmark(name, source)` accepts
+Floor 2 (bench). `load_benchmark(name, source)` accepts
 - a local original (file or folder in the benchmark's published schema),
 - a local published conversion (a folder written by `publish`, or one of its parquet shards),
 - `hf://datasets/ORG/REPO[@REV]/PATH` (one file of a Hub dataset repo, downloaded and converted),

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require
+from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require_fields
 from taskmem_lab.bench.record import LETTERS, QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -67,7 +67,7 @@ def convert_row(row: Mapping[str, Any], where: str, fallback: Mapping[str, str])
     """One Video-MME row; `fallback` fills `question_id`/`duration`/`task_type` for rows of the
     original TaskMem `video_info_*.json` files, which may lack them."""
     original = TASK_KEY in row or ("videoID" in row and not set(FIELDS) <= set(row))
-    require(row, ORIGINAL_FIELDS if original else FIELDS, where)
+    require_fields(row, ORIGINAL_FIELDS if original else FIELDS, where)
     options = row["options"]
     if isinstance(options, str) or not isinstance(options, Sequence):
         raise BenchmarkError(f"{where}: 'options' must be a list of strings, got {options!r}")

@@ -1,6 +1,6 @@
 """Evaluating stored memories on a benchmark: answer from memory, judge, score, tabulate.
 
-Floor 4. `evaluate` looks up each question's memory by `video_id` (a run directory
+Floor 5. `evaluate` looks up each question's memory by `video_id` (a run directory
 `<memories>/<video_id>/memory/<tag>/`; the original TaskMem layout
 `<memories>/<video_id>/<video_id>_<tag>.pkl` or its `test_time/` variant; or
 `<memories>/<video_id>.jsonl` / `.pkl` from other systems), builds its context (`qa.py`), asks
@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,12 @@ from taskmem_lab.errors import ConfigError, ModelError
 from taskmem_lab.evaluation.judge import Verdict, judge
 from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
 from taskmem_lab.evaluation.metrics import (
+    DEFAULT_N_BOOT,
     READINGS,
     WRONG,
     MetricRow,
     Outcome,
-    summarize,
+    metrics_table,
     to_markdown,
     to_records,
 )
@@ -56,7 +57,7 @@ from taskmem_lab.evaluation.qa import (
 )
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.memory import Memory, dumps_jsonl, load_any
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import atomic_write_json, utc_now
@@ -90,17 +91,17 @@ class EvalParams:
     concurrency: int = 8
     limit: int | None = None
     judge_reasks: int = 1
-    n_boot: int = 2000
+    n_boot: int = DEFAULT_N_BOOT
     max_consecutive_failures: int = 8
-    unparseable: str = WRONG
+    unparseable: str = field(default=WRONG, metadata={"choices": READINGS})
 
     def __post_init__(self) -> None:
-        require(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
-        require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
-        require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
-        require(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
-        require(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
+        check_param(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
+        check_param(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
+        check_param(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        check_param(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        check_param(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
+        check_param(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
 
 
 # --------------------------------------------------------------------------- memories
@@ -539,7 +540,7 @@ def evaluate(
     rows = [done[r.id] for r in selected if r.id in done]
     name = selected[0].benchmark
     table = (
-        summarize(
+        metrics_table(
             [outcome_of(row) for row in rows],
             by=("task_type", *_groups(name)),
             n_boot=params.n_boot,

@@ -1,6 +1,6 @@
 """Coverage, precision and accuracy of memory QA, per benchmark and per group, with bootstrap CIs.
 
-Floor 4. Over the questions of a group, as the TaskMem paper defines them:
+Floor 5. Over the questions of a group, as the TaskMem paper defines them:
 
     Coverage  = answered / total      (share of questions not abstained from: E / "cannot tell")
     Precision = correct / answered    (undefined, NaN, when nothing was answered)
@@ -31,6 +31,9 @@ STATUSES = (ANSWERED, ABSTAINED, UNPARSEABLE)
 ALL = "all"
 WRONG, ABSTAIN = "wrong", "abstain"
 READINGS = (WRONG, ABSTAIN)  # how an unparseable reply counts: answered-and-wrong, or abstained
+
+# Bootstrap resamples per table line (`EvalParams.n_boot` takes its default from here).
+DEFAULT_N_BOOT = 2000
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,12 @@ def _answered(o: Outcome, reading: str) -> bool:
     return o.status == ANSWERED or (o.status == UNPARSEABLE and reading == WRONG)
 
 
-def score_group(
+def metric_row(
     outcomes: Sequence[Outcome],
     benchmark: str,
     group: str,
     value: str,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_N_BOOT,
     level: float = 0.95,
     seed: int = 0,
     unparseable: str = WRONG,
@@ -173,10 +176,10 @@ def score_group(
     )
 
 
-def summarize(
+def metrics_table(
     outcomes: Sequence[Outcome],
     by: Sequence[str] = ("task_type",),
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_N_BOOT,
     level: float = 0.95,
     seed: int = 0,
     missing: Mapping[str, int] | None = None,
@@ -193,7 +196,7 @@ def summarize(
     rows: list[MetricRow] = []
     for bench in sorted({o.benchmark for o in outcomes}):
         mine = [o for o in outcomes if o.benchmark == bench]
-        overall = score_group(mine, bench, ALL, ALL, n_boot, level, seed, unparseable)
+        overall = metric_row(mine, bench, ALL, ALL, n_boot, level, seed, unparseable)
         rows.append(_with_missing(overall, (missing or {}).get(bench, 0)))
         for field_name in by:
             values: dict[str, list[Outcome]] = {}
@@ -203,7 +206,7 @@ def summarize(
                     values.setdefault(str(key), []).append(o)
             for value in sorted(values):
                 rows.append(
-                    score_group(
+                    metric_row(
                         values[value], bench, field_name, value, n_boot, level, seed, unparseable
                     )
                 )
@@ -221,8 +224,8 @@ def reading_differences(
     One dict per differing line: its benchmark, group, value, the unparseable count, and
     Cov/Prec under `wrong` (the default) and under `abstain`; empty when no reply was unreadable.
     """
-    wrong = summarize(outcomes, by, n_boot, seed=seed, unparseable=WRONG)
-    abstain = summarize(outcomes, by, n_boot, seed=seed, unparseable=ABSTAIN)
+    wrong = metrics_table(outcomes, by, n_boot, seed=seed, unparseable=WRONG)
+    abstain = metrics_table(outcomes, by, n_boot, seed=seed, unparseable=ABSTAIN)
     out = []
     for w, a in zip(wrong, abstain, strict=True):
         if w.unparseable:

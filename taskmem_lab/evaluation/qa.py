@@ -1,6 +1,6 @@
 """Answering benchmark questions from memory alone: context, prompt, reply parsing, voting.
 
-Floor 4. For each question the answerer sees only memory text, chosen by a context mode:
+Floor 5. For each question the answerer sees only memory text, chosen by a context mode:
 - `full`: every entry finished by the question's arrival time;
 - `evidence`: the entries overlapping the question's evidence windows (widened by
   `evidence_pad_s`), plus the latest entry before the question (the clip at query time), as the
@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.bench.record import ABSTAIN_LETTER, LETTERS, QARecord
 from taskmem_lab.errors import ConfigError, ParseError
 from taskmem_lab.memory import KINDS, Entry, Memory
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_object
 from taskmem_lab.timefmt import hms
@@ -61,8 +61,8 @@ class QAParams:
         max_context_chars: cap on the memory text; the oldest entries are dropped first (0: none).
     """
 
-    context: str = "full"
-    memory_kind: str = "episodic"
+    context: str = field(default="full", metadata={"choices": CONTEXTS})
+    memory_kind: str = field(default="episodic", metadata={"choices": KINDS})
     top_k: int = 10
     embedder: str | None = None
     evidence_pad_s: float = 0.0
@@ -72,19 +72,19 @@ class QAParams:
     max_context_chars: int = 0
 
     def __post_init__(self) -> None:
-        require(self.context in CONTEXTS, "context", f"must be one of {CONTEXTS}")
-        require(self.memory_kind in KINDS, "memory_kind", f"must be one of {KINDS}")
-        require(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
-        require(self.evidence_pad_s >= 0, "evidence_pad_s", "must be >= 0 seconds")
-        require(1 <= self.num_samples <= 32, "num_samples", "must be in 1..32")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(
+        check_param(self.context in CONTEXTS, "context", f"must be one of {CONTEXTS}")
+        check_param(self.memory_kind in KINDS, "memory_kind", f"must be one of {KINDS}")
+        check_param(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
+        check_param(self.evidence_pad_s >= 0, "evidence_pad_s", "must be >= 0 seconds")
+        check_param(1 <= self.num_samples <= 32, "num_samples", "must be in 1..32")
+        check_param(self.temperature >= 0, "temperature", "must be >= 0")
+        check_param(
             self.num_samples == 1 or self.temperature > 0,
             "temperature",
             f"must be > 0 when num_samples is {self.num_samples} (identical samples cannot vote)",
         )
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(self.max_context_chars >= 0, "max_context_chars", "must be >= 0 (0: no cap)")
+        check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+        check_param(self.max_context_chars >= 0, "max_context_chars", "must be >= 0 (0: no cap)")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -275,10 +275,11 @@ def qa_request(record: QARecord, context: Context, params: QAParams, sample: int
         reply_format=reply_format,
     )
     seed = sample if params.num_samples > 1 else None
-    return Request(
-        messages=(Message.text("system", system), Message.text("user", user)),
-        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
-        purpose=f"qa_{record.answer_kind}",
+    return Request.chat(
+        system,
+        user,
+        Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
+        f"qa_{record.answer_kind}",
     )
 
 

@@ -1,6 +1,6 @@
 """Streams: a single video, or a manifest of ordered files with absolute start times.
 
-Floor 2. A manifest is JSON or YAML:
+Floor 1. A manifest is JSON or YAML:
 
     stream_id: A1_JAKE
     files:
@@ -16,18 +16,16 @@ schedule skips the gaps between segments.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import yaml
 
 from taskmem_lab.errors import ConfigError, VideoError
 from taskmem_lab.media.video import MIN_TAIL_S, decodable_end, probe
-from taskmem_lab.paths import safe_name
+from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.schema import Stream, StreamFile
 
 log = logging.getLogger(__name__)
@@ -116,28 +114,10 @@ def segments(stream: Stream) -> list[tuple[float, float]]:
     return spans
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in chunks (never the whole file in memory); remembered per process
-    by (path, size, mtime) so the perception and memory stages hash a file once."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key in _DIGESTS:
-        return _DIGESTS[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
-
-
 def source_identity(stream: Stream) -> list[dict[str, object]]:
     """The content identity of a stream's files (start, size, sha256; not their paths), which
     keys stored perception: a different video under the same file name is never mistaken."""
     return [
-        {"start": f.start, "size": Path(f.path).stat().st_size, "sha256": file_digest(f.path)}
+        {"start": f.start, "size": Path(f.path).stat().st_size, "sha256": file_sha256(f.path)}
         for f in stream.files
     ]

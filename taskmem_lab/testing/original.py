@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from taskmem_lab.params import MemorizeParams
+
 MODULE = "memory.long_term_memory"
 
 
@@ -68,7 +70,7 @@ def fake_original_classes() -> Iterator[types.ModuleType]:
 def write_original_memory(
     path: str | Path,
     texts: Sequence[str],
-    interval: float = 10,
+    interval: float = MemorizeParams.interval,
     knowledge: Sequence[Sequence[str]] | None = None,
     protocol: int = pickle.DEFAULT_PROTOCOL,
 ) -> Path:

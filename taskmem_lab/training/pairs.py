@@ -16,20 +16,22 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taskmem_lab.asking import ask
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.jobs import Progress, ResumableDir
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Task
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms
 from taskmem_lab.training.export import (
+    MEDIA_MODES,
+    ExportParams,
     MediaWriter,
     clip_record,
     require_pyarrow,
@@ -66,19 +68,19 @@ class PairParams:
     """
 
     max_questions: int = 5
-    questions: str = "arrived"
+    questions: str = field(default="arrived", metadata={"choices": QUESTION_MODES})
     max_pairs_per_clip: int | None = None
-    media: str = "both"
+    media: str = field(default=ExportParams.media, metadata={"choices": MEDIA_MODES})
 
     def __post_init__(self) -> None:
-        require(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
-        require(
+        check_param(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
+        check_param(
             self.questions in QUESTION_MODES,
             "questions",
             f"must be one of {QUESTION_MODES}, got {self.questions!r}",
         )
         if self.max_pairs_per_clip is not None:
-            require(self.max_pairs_per_clip >= 1, "max_pairs_per_clip", "must be >= 1")
+            check_param(self.max_pairs_per_clip >= 1, "max_pairs_per_clip", "must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,10 +108,11 @@ def pair_request(
         entry_b=entry_b,
         **ctx.times,
     )
-    return Request(
-        messages=(Message.text("system", render("pairs_system")), Message.text("user", user)),
-        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
-        purpose="pairs",
+    return Request.chat(
+        render("pairs_system"),
+        user,
+        Sampling(temperature=0.0, max_tokens=max_tokens),
+        "pairs",
     )
 
 

@@ -1,6 +1,6 @@
 """Memory-quality rewards for episodic entries: Format, Thinking length, Quality and Richness.
 
-Floor 4. The same figures train the memorization policy (Phase One RL) and measure memory
+Floor 5. The same figures train the memorization policy (Phase One RL) and measure memory
 quality in ablations (`taskmem score-memory`). Pure functions hold the arithmetic:
 
 - Format (`check_format`): the reply after the reasoning block is strict JSON whose only key is
@@ -19,7 +19,7 @@ quality in ablations (`taskmem score-memory`). Pure functions hold the arithmeti
   candidate the full bonus).
 
 `total = format + thinking + quality + richness`. Judges are `ChatModel`s given by the caller
-(never picked from the environment); `score_groups` runs them with bounded concurrency and
+(never picked from the environment); `score_clips` runs them with bounded concurrency and
 `score_run` stores one row per entry beside the run (`rewards/<name>/entries.jsonl`, resumable)
 with `summary.json` (rates and means).
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.asking import ask
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
+from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map, keep_latest
 from taskmem_lab.media.video import Frame
@@ -128,23 +128,17 @@ def video_judge_request(ctx: ClipContext, entry: str, params: RewardParams) -> R
         "reward_video_user", speech=ctx.speech, preceding=ctx.preceding, entry=entry, **ctx.times
     )
     parts = (TextPart(user), VideoPart(ctx.frames, ctx.fps, ctx.jpeg_quality))
-    return Request(
-        messages=(Message.text("system", render("reward_video_system")), Message("user", parts)),
-        sampling=_judge_sampling(params),
-        purpose="reward_video",
+    return Request.chat(
+        render("reward_video_system"),
+        parts,
+        _judge_sampling(params),
+        "reward_video",
     )
 
 
 def text_judge_request(ctx: ClipContext, entry: str, params: RewardParams) -> Request:
     user = render("reward_text_user", preceding=ctx.preceding, entry=entry)
-    return Request(
-        messages=(
-            Message.text("system", render("reward_text_system")),
-            Message.text("user", user),
-        ),
-        sampling=_judge_sampling(params),
-        purpose="reward_text",
-    )
+    return Request.chat(render("reward_text_system"), user, _judge_sampling(params), "reward_text")
 
 
 def richness_request(ctx: ClipContext, entries: Sequence[str], params: RewardParams) -> Request:
@@ -154,13 +148,8 @@ def richness_request(ctx: ClipContext, entries: Sequence[str], params: RewardPar
     user = render(
         "reward_richness_user", preceding=ctx.preceding, candidates=candidates, **ctx.times
     )
-    return Request(
-        messages=(
-            Message.text("system", render("reward_richness_system")),
-            Message.text("user", user),
-        ),
-        sampling=_judge_sampling(params),
-        purpose="reward_richness",
+    return Request.chat(
+        render("reward_richness_system"), user, _judge_sampling(params), "reward_richness"
     )
 
 
@@ -298,7 +287,7 @@ def _richness(
     return out, ""
 
 
-def score_group(
+def score_clip(
     ctx: ClipContext,
     candidates: Sequence[Candidate],
     judges: Judges,
@@ -350,7 +339,7 @@ def score_group(
     return rows
 
 
-def score_groups(
+def score_clips(
     groups: Iterable[tuple[ClipContext, Sequence[Candidate]]],
     judges: Judges,
     params: RewardParams,
@@ -369,9 +358,9 @@ def score_groups(
     with ThreadPoolExecutor(concurrency, thread_name_prefix="taskmem-judge") as calls:
 
         def one(group: tuple[ClipContext, Sequence[Candidate]]) -> list[dict[str, Any]]:
-            return score_group(group[0], group[1], judges, params, calls.submit)
+            return score_clip(group[0], group[1], judges, params, calls.submit)
 
-        # score_group records model failures in its rows; anything else is a bug and propagates
+        # score_clip records model failures in its rows; anything else is a bug and propagates
         for outcome in bounded_map(
             one,
             groups,
@@ -405,7 +394,7 @@ def latest_rows(rows: Iterable[Mapping[str, Any]]) -> dict[Hashable, dict[str, A
     return keep_latest(rows, _score_key)
 
 
-def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def reward_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Rates and means of the four figures over the scored entries (failed ones counted apart)."""
     latest = list(latest_rows(rows).values())
     ok = [r for r in latest if r.get("status") == "ok"]
@@ -533,8 +522,8 @@ def score_run(
             store.append(row)
 
     bar = Progress("score", total=len(todo), unit="clip", enabled=progress)
-    score_groups(groups(), judges, params, concurrency, on_rows, bar)
-    summary = {**summarize(store.rows()), **settings}
+    score_clips(groups(), judges, params, concurrency, on_rows, bar)
+    summary = {**reward_summary(store.rows()), **settings}
     failed = summary["failed"] > 0 or len(store.good()) < sum(len(v) for v in expected.values())
     return store.write_summary(summary, "partial" if failed else "complete")
 
@@ -631,13 +620,13 @@ __all__ = [
     "rule_rewards",
     "run_candidates",
     "sample_candidates",
-    "score_group",
-    "score_groups",
+    "score_clip",
+    "score_clips",
     "score_memory",
     "score_run",
     "scores_dir",
     "scoring_settings",
-    "summarize",
+    "reward_summary",
     "text_judge_request",
     "thinking_reward",
     "video_judge_request",

@@ -1,6 +1,6 @@
 """Rollouts: N sampled candidate entries per clip of a stored run, with the memorizer's prompts.
 
-Floor 4 (`taskmem rollout RUN --n N --model SPEC`). Each finished clip of the run is replayed
+Floor 5 (`taskmem rollout RUN --n N --model SPEC`). Each finished clip of the run is replayed
 (`replay.RunReplay`, checked against its stored request hash) and its exact episodic request is
 sent N times at temperature > 0, candidate i with its own seed
 (`random.Random(f"{seed}:{stream}:{clip}:{i}")`), so candidates differ, the response cache keeps
@@ -22,7 +22,7 @@ from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.jobs import Progress, ResumableDir
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.replies import parse_description
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
@@ -47,12 +47,12 @@ class RolloutParams:
     max_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        require(1 <= self.n <= 256, "n", f"must be in 1..256, got {self.n}")
-        require(self.temperature > 0, "temperature", "must be > 0 so candidates differ")
+        check_param(1 <= self.n <= 256, "n", f"must be in 1..256, got {self.n}")
+        check_param(self.temperature > 0, "temperature", "must be > 0 so candidates differ")
         if self.top_p is not None:
-            require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+            check_param(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         if self.max_tokens is not None:
-            require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+            check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,7 +35,7 @@ def test_plain_call_records_usage_latency_and_frames(api_config, server):
     assert len(images) == 3 and images[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
 
 
-@pytest.mark.parametrize("failure", ["429", "500", "hang"])
+@pytest.mark.parametrize("failure", ["429", "500", pytest.param("hang", marks=pytest.mark.slow)])
 def test_retries_then_succeeds(api_config, server, failure):
     server.script(failure, failure)
     reply = make_model("openai:local-vlm").generate(request())

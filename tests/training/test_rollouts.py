@@ -186,6 +186,7 @@ def test_pairs_drop_order_inconsistent_verdicts(run_and_requests, api_config, se
     assert json.loads(scores.read_text())["richness"]["scored"] == 9
 
 
+@pytest.mark.slow
 def test_rollout_and_pairs_cli(run_and_requests, api_config, server, tmp_path):
     pytest.importorskip("pyarrow", reason="pairs write parquet: taskmem_lab[train]")
     run, _ = run_and_requests
