@@ -116,12 +116,12 @@ def test_eval_on_a_locked_results_folder_is_refused(tmp_path, holder):
 def test_perceive_on_a_locked_perception_folder_is_refused(media, tmp_path, holder, api_config):
     from taskmem_lab.media.stream import load_stream
     from taskmem_lab.params import MemorizeParams
+    from taskmem_lab.perception.params import PerceptionChoices
     from taskmem_lab.perception.perceiver import StreamPerceiver, perception_params
 
     video = media["tone_27_3"]
-    perception = perception_params(
-        False, True, asr_backend="vlm", asr_model="openai:local-vlm", voices=False
-    )
+    choices = PerceptionChoices(asr_backend="vlm", asr_model="openai:local-vlm", voices=False)
+    perception = perception_params(False, True, choices)
     folder = StreamPerceiver(load_stream(video), perception, MemorizeParams(), tmp_path).path
     proc = holder(folder)
     args = ["perceive", video, "--out", tmp_path, "--no-faces", "--asr-backend", "vlm"]
