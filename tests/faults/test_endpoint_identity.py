@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from helpers import one_line_error, request
 
 from taskmem_lab.backends import ResponseCache, make_model
@@ -27,6 +28,7 @@ def test_a_second_server_behind_the_same_name_is_asked(tmp_path, monkeypatch):
         assert not reply.cached and len(b.requests) == 2
 
 
+@pytest.mark.slow
 def test_resume_on_another_server_is_refused_unless_allowed(media, tmp_path, monkeypatch):
     cfg = tmp_path / "e.yaml"
     env = {"TASKMEM_API_CONFIG": str(cfg)}
@@ -60,6 +62,7 @@ def test_resume_on_another_server_is_refused_unless_allowed(media, tmp_path, mon
     assert manifest["endpoint"]["endpoints"][0]["address"] == b.base_url
 
 
+@pytest.mark.slow
 def test_eval_resume_on_another_server_is_refused(tmp_path):
     from pathlib import Path
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import one_line_error, remount, tmpfs
 
 from taskmem_lab.store import RunDir
@@ -13,6 +14,7 @@ from taskmem_lab.testing.command import taskmem
 FAKE = ["--model", "fake", "-q"]
 
 
+@pytest.mark.slow
 def test_a_read_only_output_folder_is_one_line(media, tmp_path):
     with tmpfs(tmp_path / "ro") as ro:
         remount(ro, "ro")
@@ -20,6 +22,7 @@ def test_a_read_only_output_folder_is_one_line(media, tmp_path):
     one_line_error(proc, r"cannot write .*Read-only file system.*choose a writable --out")
 
 
+@pytest.mark.slow
 def test_a_read_only_cache_is_one_line(media, tmp_path):
     with tmpfs(tmp_path / "ro") as ro:
         taskmem("memorize", media["silent"], *FAKE, "--cache", ro / "c.sqlite", "--out", tmp_path)
@@ -42,6 +45,7 @@ def test_a_corrupt_cache_is_one_line(media, tmp_path):
     one_line_error(proc, r"is a folder, not a file")
 
 
+@pytest.mark.slow
 def test_a_full_disk_says_so_loses_nothing_and_resumes(media, tmp_path):
     video = media["three_min"]
     taskmem("memorize", video, *FAKE, "--no-cache", "--out", tmp_path / "ref", "--tag", "m")

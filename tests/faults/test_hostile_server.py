@@ -31,6 +31,7 @@ def test_hostile_replies_end_in_a_clear_model_error(api_config, server, shape):
         make_model("openai:local-vlm").generate(request())
 
 
+@pytest.mark.slow
 def test_memorize_stores_the_failed_clip_and_marks_the_run(media, tmp_path, server, api_config):
     server.script(*["truncated_json"] * 4)
     proc = taskmem(
@@ -44,6 +45,7 @@ def test_memorize_stores_the_failed_clip_and_marks_the_run(media, tmp_path, serv
     assert run.manifest()["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_trickling_server_is_cut_off_at_the_deadline(tmp_path, monkeypatch, caplog):
     with FakeOpenAIServer(trickle_s=0.1) as srv:
         cfg = write_config(
@@ -61,6 +63,7 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(tmp_path, monkeypatch, ca
     assert len(retries) >= 1 and all("AttemptTimeout" in r for r in retries)
 
 
+@pytest.mark.slow
 def test_one_trickled_attempt_then_success(tmp_path, monkeypatch):
     with FakeOpenAIServer(trickle_s=0.1) as srv:
         cfg = write_config(str(tmp_path / "e.yaml"), srv, timeout=1.0, backoff_s=0.01)

@@ -65,6 +65,7 @@ def test_a_dead_holders_lock_is_taken_over(tmp_path, holder, caplog):
     assert (tmp_path / "run" / ".lock").read_text() == ""  # a clean release leaves no holder
 
 
+@pytest.mark.slow
 def test_two_memorize_processes_one_refused_data_single(media, tmp_path, server, monkeypatch):
     cfg = write_config(str(tmp_path / "e.yaml"), server, timeout=120.0)  # the hold is no timeout
     monkeypatch.setenv("TASKMEM_API_CONFIG", cfg)
@@ -92,6 +93,7 @@ def test_two_memorize_processes_one_refused_data_single(media, tmp_path, server,
     assert run.manifest()["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_eval_on_a_locked_results_folder_is_refused(tmp_path, holder):
     from taskmem_lab.schema import ClipRecord
     from taskmem_lab.store import memory_dir, open_run
@@ -113,6 +115,7 @@ def test_eval_on_a_locked_results_folder_is_refused(tmp_path, holder):
     assert json.loads((out / "run.json").read_text())["status"] != "running"
 
 
+@pytest.mark.slow
 def test_perceive_on_a_locked_perception_folder_is_refused(media, tmp_path, holder, api_config):
     from taskmem_lab.media.stream import load_stream
     from taskmem_lab.params import MemorizeParams
@@ -136,6 +139,7 @@ def test_perceive_on_a_locked_perception_folder_is_refused(media, tmp_path, hold
     assert clips == sorted(set(clips))
 
 
+@pytest.mark.slow
 def test_two_eval_processes_one_refused_data_single(tmp_path, server, monkeypatch):
     from taskmem_lab.schema import ClipRecord
     from taskmem_lab.store import memory_dir, open_run
@@ -170,6 +174,7 @@ def test_two_eval_processes_one_refused_data_single(tmp_path, server, monkeypatc
     assert len(ids) == len(set(ids)) == len(server.requests) >= asked
 
 
+@pytest.mark.slow
 def test_two_perceive_processes_one_refused_data_single(media, tmp_path, server, monkeypatch):
     cfg = write_config(str(tmp_path / "e.yaml"), server, timeout=120.0)
     monkeypatch.setenv("TASKMEM_API_CONFIG", cfg)

@@ -43,6 +43,7 @@ def test_same_named_videos_never_share_perception(twins, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_memory_run_refuses_another_video_of_the_same_name(twins, tmp_path):
     out = ["--model", "fake", "--no-cache", "-q", "--out", tmp_path / "out", "--tag", "m"]
     taskmem("memorize", twins[0], *out)
@@ -123,6 +124,7 @@ def test_a_kill_after_the_record_promotes_its_registry(media, tmp_path, monkeypa
     assert (p.path / stage.REGISTRY_DIR).is_dir() and not (p.path / stage.OLD_REGISTRY).exists()
 
 
+@pytest.mark.slow
 def test_a_moved_video_resumes_its_run(twins, tmp_path):
     out = ["--model", "fake", "--no-cache", "-q", "--out", tmp_path / "out", "--tag", "m"]
     taskmem("memorize", twins[0], *out, "--end", "5")  # a first part only
