@@ -1,4 +1,11 @@
-"""Where things live on disk: the runs root and the response cache; names confined to a root."""
+"""Where things live on disk: the runs root, the response cache, the source checkout;
+names confined to a root (`safe_name`).
+
+Notebooks and `taskmem reproduce` resolve repository paths (`benchmarks/...`, `notebooks/`,
+`figures/`) through `repo_path` and their own inputs through `input_path`, never through the
+kernel's working directory: a notebook opened from `notebooks/` in JupyterLab, or an executed copy
+re-run where it lies, finds the same files as a run from the repository root.
+"""
 
 from __future__ import annotations
 
@@ -61,3 +68,55 @@ def safe_name(value: object, what: str) -> str:
             "(no '/' or '\\', not '.' or '..', no control characters, 1-200 characters)"
         )
     return text
+
+
+def repo_root() -> Path | None:
+    """The source checkout holding this package (None for an installed wheel)."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir():
+        return root
+    return None
+
+
+def repo_path(relative: str | Path) -> Path:
+    """A path inside the source checkout (`benchmarks/paper_results.csv`); absolute paths pass.
+
+    Raises ConfigError when the package is not a source checkout, since the notebooks, the
+    benchmark samples and the paper's table ship only with the repository.
+    """
+    path = Path(relative).expanduser()
+    if path.is_absolute():
+        return path
+    root = repo_root()
+    if root is None:
+        raise ConfigError(
+            f"{relative} lives in the taskmem_lab repository, and this installation is not a "
+            "source checkout: clone the repository and install it with `pip install -e .`"
+        )
+    return root / path
+
+
+def input_path(path: str | Path, what: str) -> Path:
+    """An existing input file or folder, absolute: as given (absolute, or relative to the working
+    directory), else relative to the repository root. A missing one is an error naming it."""
+    given = Path(path).expanduser()
+    candidates = [given]
+    root = repo_root()
+    if not given.is_absolute() and root is not None:
+        candidates.append(root / given)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    tried = " or ".join(str(c.absolute()) for c in candidates)
+    raise ConfigError(f"{what} not found: {path} (looked for {tried})")
+
+
+def output_path(path: str | Path) -> Path:
+    """An output folder, absolute: relative paths are taken against the repository root in a
+    source checkout (so a notebook run from `notebooks/` writes to `<repo>/runs`, never inside
+    `notebooks/`), else against the working directory."""
+    given = Path(path).expanduser()
+    if given.is_absolute():
+        return given
+    root = repo_root()
+    return (root / given) if root is not None else given.resolve()

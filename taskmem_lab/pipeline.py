@@ -7,8 +7,10 @@ directory, then runs the streaming memorizer.
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taskmem_lab.backends import ChatModel, ResponseCache, make_model, open_cache
 from taskmem_lab.media.stream import load_stream
@@ -19,6 +21,7 @@ from taskmem_lab.store import LOCK_FILE, FolderLock, RunDir, mark_stopped, memor
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
+    from taskmem_lab.bench.record import QARecord
     from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
     from taskmem_lab.evaluation.qa import QAParams
     from taskmem_lab.perception.base import Perception
@@ -199,3 +202,86 @@ def perceive_stream(
         frames.close()
         perceiver.close()
     return perceiver, seen
+
+
+def ablate(
+    video: str | Path,
+    questions: Sequence[QARecord],
+    models: Sequence[str],
+    intervals: Sequence[float],
+    context_durations: Sequence[float],
+    faces: Sequence[bool] = (False,),
+    asr: Sequence[bool] = (False,),
+    tasks: Sequence[bool] = (False,),
+    answerer: str = "fake",
+    out: str | Path | None = None,
+    end: float | None = None,
+    face_fps: float = 2.0,
+    task_file: str | Path | None = None,
+    n_boot: int = 200,
+    cache: bool | str | Path = True,
+) -> list[dict[str, Any]]:
+    """Memorize `video` once per setting of the grid and score each memory on `questions`.
+
+    The grid is the product of memorizer models, clip intervals, context durations and the
+    face / ASR / task-stream switches (a context shorter than its interval is skipped). Each
+    setting gets its own memory tag (`abl_...`) under `out`, so a rerun resumes; perception is
+    shared between settings with the same schedule. Returns one row per setting: the switches,
+    memory length (completion tokens written), cost (all tokens spent) and the overall accuracy,
+    coverage and precision as fractions (precision None when nothing was answered).
+    """
+    from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
+    from taskmem_lab.evaluation.qa import QAParams
+    from taskmem_lab.perception.params import PerceptionChoices
+    from taskmem_lab.perception.perceiver import perception_params
+
+    root = Path(out) if out is not None else runs_root()
+    store = open_cache(cache)
+    chat = make_model(answerer, store)
+    rows = []
+    grid = itertools.product(models, intervals, context_durations, faces, asr, tasks)
+    for model, interval, context, use_faces, use_asr, use_tasks in grid:
+        if context < interval:
+            continue
+        switches = f"{int(use_faces)}{int(use_asr)}{int(use_tasks)}"
+        tag = default_tag(f"abl_{model}_{interval:g}_{context:g}_{switches}")
+        run = build_memory(
+            video,
+            model,
+            MemorizeParams(interval=interval, context_duration=context, end=end or None),
+            tag=tag,
+            out=root,
+            tasks=task_file if use_tasks and task_file else None,
+            perception=perception_params(use_faces, use_asr, PerceptionChoices(face_fps=face_fps)),
+            cache=cache,
+            progress=False,
+        )
+        records = list(run.finished().values())
+        result = evaluate(
+            list(questions),
+            MemoryLocator(root, tag),
+            chat,
+            None,
+            QAParams(),
+            root / "ablations" / tag,
+            EvalParams(n_boot=n_boot),
+            progress=False,
+        )
+        overall = next(r for r in result.table if r.group == "all")
+        rows.append(
+            {
+                "model": model,
+                "interval": interval,
+                "context": context,
+                "faces": use_faces,
+                "asr": use_asr,
+                "tasks": use_tasks,
+                "tag": tag,
+                "memory_tokens": sum(r.usage.get("completion_tokens", 0) for r in records),
+                "cost_tokens": sum(sum(r.usage.values()) for r in records),
+                "accuracy": overall.accuracy,
+                "coverage": overall.coverage,
+                "precision": overall.precision,
+            }
+        )
+    return rows

@@ -23,6 +23,8 @@ slot is missing the answer still has the right shape (a choice question gets E, 
 - qa_choice: the option whose text the memory mentions last (E when none), in one of several
   real reply styles; qa_open: the memory line sharing most words with the question.
 - judge: yes (score 5) when every content word of the reference is in the candidate.
+- `fake:reader` (the smoke profile's answerer) answers qa_choice and qa_open by reading the
+  memory instead (see `READER_RULES`), so the smoke figures have data.
 - reward_video: supported unless the entry holds UNSUPPORTED or no frame was sent; coherent
   unless it holds INCOHERENT. reward_text: flags from regular expressions over the entry.
   reward_richness: candidates ranked by distinct words. pairs: more distinct words wins
@@ -289,6 +291,59 @@ def _qa_open(ask: FakeAsk, mark: str) -> str:
     return f"Answer: {text}"
 
 
+# `fake:reader`, the smoke profile's answerer, always reads the memory (the rules above abstain
+# on memories that quote no option, which leaves every smoke figure empty): a choice question
+# gets the option sharing most words with the memory; when none shares a word, a guess fixed by
+# the digest of memory and question, except that one such question in three is abstained on; an
+# open question gets the memory line sharing most words with it, with the same fallback. Its
+# scores measure this rule, never a model.
+
+
+def _memory_words(memory: str) -> set[str]:
+    return _words(memory.replace(FAKE_MARK, " ")) - {"fake", "model"}
+
+
+def _reader_choice(ask: FakeAsk, mark: str) -> str:
+    memory, question, options = _qa_slots(ask)
+    seen = _memory_words(memory)
+    listed = _OPTION.findall(options)
+    scored = [(len(_words(text) & seen), letter) for letter, text in listed]
+    top = max((score for score, _ in scored), default=0)
+    if top > 0:
+        letter = min(letter for score, letter in scored if score == top)
+    elif not seen or not listed or _digest(memory, question) % 3 == 0:
+        letter = "E"
+    else:
+        letter = listed[_digest(memory, question) % len(listed)][0]
+    return json.dumps({"answer": letter, "note": mark})
+
+
+def _reader_open(ask: FakeAsk, mark: str) -> str:
+    memory, question, _ = _qa_slots(ask)
+    asked = _words(question)
+    # entry lines (a fake entry starts with its mark), not the `[HH:MM:SS-HH:MM:SS]` headings
+    lines = [
+        ln.replace(FAKE_MARK, "").strip()
+        for ln in memory.splitlines()
+        if ln.strip() and not re.match(r"\[\d", ln.strip())
+    ]
+    scored = [(len(_memory_words(ln) & asked), -i, ln) for i, ln in enumerate(lines)]
+    best = max(scored, default=(0, 0, ""))
+    if best[0] > 0:
+        text = f"{mark} {best[2]}"
+    elif lines and _digest(memory, question) % 3 != 0:
+        text = f"{mark} {lines[_digest(memory, question) % len(lines)]}"
+    else:
+        text = f"Insufficient information {mark}"
+    return json.dumps({"answer": text})
+
+
+READER_RULES: dict[str, Callable[[FakeAsk, str], str]] = {
+    "qa_choice": _reader_choice,
+    "qa_open": _reader_open,
+}
+
+
 def _judge(ask: FakeAsk, mark: str) -> str:
     m = _JUDGE.search(ask.user)
     question, reference, candidate = (
@@ -395,8 +450,9 @@ class FakeModel:
     def generate(self, request: Request) -> Reply:
         self.calls += 1
         ask = FakeAsk.of(request)
+        reader = READER_RULES.get(ask.purpose) if self.model_id == "fake:reader" else None
         return Reply(
-            text=answer(ask),
+            text=reader(ask, FAKE_MARK) if reader else answer(ask),
             usage={
                 "prompt_tokens": len(ask.user.split()) + 85 * ask.images,
                 "completion_tokens": 20,

@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a parameter (NOTEBOOK.key=value for one notebook)",
     )
     rp.add_argument(
-        "--work", help="where executed notebooks go (default: runs/reproduce/<profile>)"
+        "--work",
+        help="folder for everything the run makes: executed notebooks, figures, tables, data "
+        "(relative to the current folder; default: runs/reproduce/<profile>)",
     )
     rp.set_defaults(func=reproduce_command)

@@ -1,105 +1,104 @@
 """Parameters of the stage notebooks: one frozen dataclass per notebook, field for field.
 
-Floor 7 (lab). Each notebook's tagged `parameters` cell declares exactly these fields, with the
-same types and defaults (a test checks it), and the next cell builds the dataclass from the
-cell's names with `from_cell` (by field name, never by position); `taskmem reproduce` validates
-overrides against them, so an unknown or mistyped parameter is an error rather than papermill's
-warning. Defaults that are also a stage's defaults are taken from that stage's dataclass; list
-parameters are lists. Model settings name endpoints or specs, never keys.
+Floor 7 (lab). Each notebook's tagged `parameters` cell declares exactly these fields, with the same
+types and defaults (a test checks it). Both doors use the same checking code: `taskmem
+reproduce -p` builds the parameters with `coerce`, and the notebook's next cell builds them with
+`from_namespace` (so Run All in JupyterLab and papermill agree): `"false"` is False, `"1,2"` is a
+list, an unknown name is an error, and a missing input names the path it looked for. Paths are
+made absolute through `taskmem_lab.paths`, never through the kernel's working directory. Model
+settings name endpoints or specs, never keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING as _MISSING
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
-
-import yaml
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from typing import Any
 
 from taskmem_lab.errors import ConfigError
-from taskmem_lab.evaluation.qa import QAParams
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.paths import input_path, output_path
 from taskmem_lab.perception.params import PerceptionChoices
 
-T = TypeVar("T")
-_DEFAULT_BENCHMARKS = ["videomme", "egolife", "egotempo"]
+# Field metadata: how `resolve` treats a path parameter ("" always means "not given").
+INPUT = {"path": "input"}  # must exist: as given, else under the repository root
+OUTPUT = {"path": "output"}  # relative paths are taken against the repository root
 
 
 @dataclass(frozen=True)
 class AudioNotebook:
-    video: str = ""  # video file; "" makes a generated sample with speech
+    video: str = field(default="", metadata=INPUT)  # video file; "" makes a generated sample
     asr_backend: str = PerceptionChoices.asr_backend  # whisper | vlm
-    asr_model: str = (
-        PerceptionChoices.asr_model
-    )  # whisper name or CTranslate2 dir; VLM spec for vlm
+    asr_model: str = PerceptionChoices.asr_model  # whisper name or CTranslate2 dir; VLM spec
+    speaker_model: str = "fake"  # model spec matching speakers to faces (03: its memorizer)
     end: float = 60.0  # seconds of the stream to transcribe
-    out: str = "runs"  # runs root
-    figures: str = "figures"  # where figures and tables go
+    out: str = field(default="runs", metadata=OUTPUT)  # runs root
+    figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 
 @dataclass(frozen=True)
 class FacesNotebook:
-    video: str = ""  # video file; "" makes a generated sample with faces
+    video: str = field(default="", metadata=INPUT)  # video file; "" makes a generated sample
     face_backend: str = PerceptionChoices.face_backend  # dlib | insightface
-    face_fps: float = PerceptionChoices.face_fps  # frames per second searched for faces
-    min_cluster_size: int = PerceptionChoices.min_cluster_size  # HDBSCAN minimum cluster size
+    face_fps: float = 2.0  # frames per second searched for faces
+    min_cluster_size: int = PerceptionChoices.min_cluster_size  # HDBSCAN min cluster size
+    speaker_model: str = "fake"  # model spec matching speakers to faces (03: its memorizer)
     end: float = 60.0  # seconds of the stream to process
-    out: str = "runs"  # runs root
-    figures: str = "figures"  # where figures and tables go
+    out: str = field(default="runs", metadata=OUTPUT)  # runs root
+    figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 
 @dataclass(frozen=True)
 class EpisodicNotebook:
-    video: str = ""  # video file or stream manifest; "" makes a generated sample
+    video: str = field(default="", metadata=INPUT)  # video or stream manifest; "" = sample
     model: str = "fake"  # model spec: fake, openai:NAME, hf:ID, vllm:ID
     tag: str = "notebook"  # name of the memory
     interval: float = MemorizeParams.interval  # seconds of new video per clip
     context_duration: float = MemorizeParams.context_duration  # seconds the model sees per clip
     end: float = 60.0  # stream time to stop at, 0 for the whole stream
-    faces: bool = False  # run face perception
-    asr: bool = False  # run speech recognition
-    face_fps: float = PerceptionChoices.face_fps  # frames per second searched for faces
-    out: str = "runs"  # runs root
-    figures: str = "figures"  # where figures and tables go
+    faces: bool = True  # run face perception
+    asr: bool = True  # run speech recognition
+    face_fps: float = 2.0  # frames per second searched for faces
+    out: str = field(default="runs", metadata=OUTPUT)  # runs root
+    figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 
 @dataclass(frozen=True)
 class QaNotebook:
-    benchmarks: list[str] = field(default_factory=lambda: list(_DEFAULT_BENCHMARKS))  # names
-    sources: list[str] = field(default_factory=list)  # one per benchmark; ""/none: the sample
-    memories: str = "runs"  # runs root holding runs/<video_id>/memory/<tag>/
+    benchmarks: list[str] = field(default_factory=lambda: ["videomme", "egolife", "egotempo"])
+    sources: list[str] = field(default_factory=list)  # one per benchmark; [] = samples
+    memories: str = field(default="runs", metadata=OUTPUT)  # runs root with the memories
     tag: str = "notebook"  # memory tag to evaluate
-    answerer: str = "fake"  # model spec of the answerer
+    answerer: str = "fake:reader"  # model spec of the answerer
     judge: str = "fake"  # model spec of the free-form judge
-    context: str = QAParams.context  # full | evidence | retrieval
-    num_samples: int = QAParams.num_samples  # answers per question, majority vote
-    stand_in: bool = False  # smoke only: memorize generated stand-in videos for missing memories
-    figures: str = "figures"  # where figures and tables go
+    context: str = "full"  # full | evidence | retrieval
+    num_samples: int = 1  # answers per question, majority vote
+    stand_in: bool = True  # smoke only: memorize generated stand-ins for missing memories
+    figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 
 @dataclass(frozen=True)
 class AblationsNotebook:
-    video: str = ""  # video file; "" makes a generated sample
-    models: list[str] = field(default_factory=lambda: ["fake"])  # model specs
-    intervals: list[float] = field(default_factory=lambda: [MemorizeParams.interval])
-    context_durations: list[float] = field(default_factory=lambda: [30.0, 50.0])
+    video: str = field(default="", metadata=INPUT)  # video file; "" makes a generated sample
+    models: list[str] = field(default_factory=lambda: ["fake"])  # memorizer model specs
+    intervals: list[float] = field(default_factory=lambda: [10.0])  # clip intervals (s)
+    context_durations: list[float] = field(default_factory=lambda: [30.0, 50.0])  # seconds
     faces: list[bool] = field(default_factory=lambda: [False])  # face perception off/on
-    asr: list[bool] = field(default_factory=lambda: [False])  # ASR off/on
+    asr: list[bool] = field(default_factory=lambda: [False, True])  # ASR off/on
     tasks: list[bool] = field(default_factory=lambda: [False, True])  # task stream off/on
-    face_fps: float = PerceptionChoices.face_fps  # frames per second searched for faces
-    answerer: str = "fake"  # model spec that answers the sample questions from each memory
+    face_fps: float = 2.0  # frames per second searched for faces when faces are on
+    answerer: str = "fake:reader"  # model spec that answers the sample questions
     end: float = 60.0  # stream time to stop at
-    out: str = "runs"  # runs root
-    figures: str = "figures"  # where figures and tables go
+    out: str = field(default="runs", metadata=OUTPUT)  # runs root
+    figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 
 @dataclass(frozen=True)
 class PaperNotebook:
-    results: str = "runs/results"  # folder of evaluation results (one summary per benchmark)
-    reported: str = "benchmarks/paper_results.csv"  # the paper's reported numbers, with source
+    results: str = field(default="runs/results", metadata=INPUT)  # 04's *.metrics.json files
+    reported: str = field(default="benchmarks/paper_results.csv", metadata=INPUT)  # paper table
     compare_to: str = "TaskMem"  # reported system the deltas are taken against
-    figures: str = "figures"  # where figures and tables go
+    figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 
 NOTEBOOK_PARAMS: dict[str, type] = {
@@ -112,20 +111,16 @@ NOTEBOOK_PARAMS: dict[str, type] = {
 }
 
 
-def default_of(f: Any) -> Any:
-    """A dataclass field's default (a fresh one for a `default_factory` field)."""
-    return f.default_factory() if f.default_factory is not _MISSING else f.default
+def default_of(f: Field) -> Any:
+    """A field's default value (calling its factory for list fields)."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise ConfigError(f"parameter {f.name} has no default")
 
 
-def from_cell(cls: type[T], names: Mapping[str, Any]) -> T:
-    """The notebook's params built by field name from its parameters cell (`globals()`)."""
-    missing = [f.name for f in fields(cls) if f.name not in names]
-    if missing:
-        raise ConfigError(f"{cls.__name__}: the parameters cell does not define {missing}")
-    return cls(**{f.name: names[f.name] for f in fields(cls)})
-
-
-def coerce(cls: type, values: dict[str, Any]) -> Any:
+def coerce(cls: type, values: Mapping[str, Any]) -> Any:
     """An instance of a notebook's params from strings or values; unknown names are an error."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
@@ -135,38 +130,110 @@ def coerce(cls: type, values: dict[str, Any]) -> Any:
         )
     out: dict[str, Any] = {}
     for name, value in values.items():
-        kind = known[name].type
+        kind = str(known[name].type)
         try:
-            out[name] = _convert(str(kind), value)
-        except ValueError as exc:
+            out[name] = _convert(kind, value)
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"parameter {name!r}: cannot read {value!r} as {kind}") from exc
     return cls(**out)
 
 
+def from_namespace(cls: type, namespace: Mapping[str, Any]) -> Any:
+    """The notebook's parameters from the kernel's variables, checked like `-p` and resolved.
+
+    Call it in the cell after the parameters cell with `globals()`: each field is taken by name
+    (after papermill's injected cell, if any), a name annotated in the parameters cell that is not
+    a field is an error, and paths are made absolute (`resolve`).
+    """
+    known = [f.name for f in fields(cls)]
+    annotated = set(namespace.get("__annotations__", {}))
+    unknown = sorted(annotated - set(known) - {"nb"})
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)} in the parameters cell of "
+            f"{cls.__name__}; known: {', '.join(known)}"
+        )
+    missing = [name for name in known if name not in namespace]
+    if missing:
+        raise ConfigError(
+            f"parameter(s) {', '.join(missing)} not defined: run the parameters cell first"
+        )
+    return resolve(coerce(cls, {name: namespace[name] for name in known}))
+
+
+def resolve(params: Any) -> Any:
+    """The same parameters with every path absolute: inputs must exist (the error names the
+    path), outputs are taken against the repository root when relative."""
+    changes: dict[str, Any] = {}
+    for f in fields(params):
+        kind = f.metadata.get("path")
+        value = getattr(params, f.name)
+        if not kind or not value:
+            continue
+        if kind == "input":
+            changes[f.name] = str(input_path(value, f"{type(params).__name__}.{f.name}"))
+        else:
+            changes[f.name] = str(output_path(value))
+    return replace(params, **changes)
+
+
+_SCALARS = {"bool", "int", "float", "str"}
+
+
 def _convert(kind: str, value: Any) -> Any:
-    if kind.startswith("list["):
-        return _convert_list(kind[len("list[") : -1], value)
-    if not isinstance(value, str):
-        return value
+    if kind.startswith("list[") and kind.endswith("]"):
+        inner = kind[5:-1]
+        if isinstance(value, str):
+            items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise TypeError(value)
+        return [_convert(inner, v) for v in items]
+    if kind not in _SCALARS:
+        raise TypeError(f"unsupported parameter type {kind}")
     if kind == "bool":
-        low = value.lower()
-        if low not in ("true", "false", "1", "0", "yes", "no"):
+        if isinstance(value, bool):
+            return value
+        low = str(value).strip().lower()
+        if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise ValueError(value)
-        return low in ("true", "1", "yes")
+        return low in ("true", "1", "yes", "on")
     if kind == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
         return int(value)
     if kind == "float":
+        if isinstance(value, bool):
+            raise ValueError(value)
         return float(value)
+    if not isinstance(value, str):
+        raise TypeError(value)
     return value
 
 
-def _convert_list(item: str, value: Any) -> list[Any]:
-    """A list parameter from a list, or from `-p` text: a JSON/YAML list (`[10, 20]`) or one
-    value (a one-item list). Text is never split at commas: a model spec may hold one."""
-    if isinstance(value, str):
-        text = value.strip()
-        value = yaml.safe_load(text) if text.startswith("[") else [text]
-    if not isinstance(value, list | tuple):
-        raise ValueError(value)
-    numeric = item in ("int", "float")
-    return [_convert(item, str(v) if numeric and not isinstance(v, bool) else v) for v in value]
+def shared_perception(
+    faces: bool = True,
+    asr: bool = True,
+    audio: AudioNotebook | None = None,
+    face: FacesNotebook | None = None,
+    face_fps: float | None = None,
+    speaker_model: str | None = None,
+) -> Any:
+    """The perception settings 01, 02 and 03 share: faces and speech with the same settings, so
+    the stage (cached by its settings, the speaker-matching model included) runs once per video
+    and the later notebooks read it back. Settings not given come from the other notebook's
+    defaults."""
+    from taskmem_lab.perception.perceiver import perception_params
+
+    audio = audio or AudioNotebook()
+    face = face or FacesNotebook()
+    choices = PerceptionChoices(
+        face_backend=face.face_backend,
+        face_fps=face_fps if face_fps is not None else face.face_fps,
+        min_cluster_size=face.min_cluster_size,
+        asr_backend=audio.asr_backend,
+        asr_model=audio.asr_model,
+        speaker_model=speaker_model or audio.speaker_model,
+    )
+    return perception_params(faces, asr, choices)

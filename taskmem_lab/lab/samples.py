@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taskmem_lab.testing.media import (
     VOICES,
@@ -23,6 +23,8 @@ from taskmem_lab.testing.media import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from taskmem_lab.bench.record import QARecord
 
 TALK_LINES = [
@@ -137,3 +139,46 @@ def talk_questions(video_id: str = "talk") -> list[QARecord]:
         )
         for key, question, options, answer, t in rows
     ]
+
+
+def transcript_table(seen: Sequence[tuple[Any, Any]]) -> pd.DataFrame:
+    """One row per utterance (clip, start, end, speaker, text) from `perceive_stream`'s result."""
+    import pandas as pd
+
+    rows = [{"clip": clip.index, **seg} for clip, p in seen for seg in p.transcript]
+    return pd.DataFrame(rows, columns=["clip", "start", "end", "speaker", "text"])
+
+
+def face_sightings(perception: str | Path) -> pd.DataFrame:
+    """(identity, time) per face seen on a sampled frame, from a stored perception folder,
+    ordered by character number."""
+    import pandas as pd
+
+    from taskmem_lab.store import read_jsonl
+
+    rows = [
+        {"identity": d["identity"], "time": float(d["time"])}
+        for r in read_jsonl(Path(perception) / "clips.jsonl")
+        for d in r["faces"]
+        if d.get("identity")
+    ]
+    table = pd.DataFrame(rows, columns=["identity", "time"])
+    number = table.identity.str.extract(r"(\d+)", expand=False).astype(float)
+    return table.assign(_n=number).sort_values(["_n", "time"]).drop(columns="_n")
+
+
+def on_screen_table(seen: Sequence[tuple[Any, Any]]) -> pd.DataFrame:
+    """One row per clip: its span and the characters on screen."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "clip": c.index,
+                "start": c.start,
+                "end": c.end,
+                "on screen": ", ".join(p.identities) or "-",
+            }
+            for c, p in seen
+        ]
+    )

@@ -307,7 +307,12 @@ def match_speakers(
     )
     matches: SpeakerMatches = asked.value
     if matches.invalid:
-        log.warning("speaker matching named ids not in the window: %s", ", ".join(matches.invalid))
+        log.warning(
+            "The speaker-matching model (%s) named %s, which no face in this clip's frames has; "
+            "those lines keep an unknown speaker.",
+            model.model_id,
+            ", ".join(matches.invalid),
+        )
     return matches
 
 
@@ -360,7 +365,11 @@ def assign_speakers(
         gid = to_global.get(local)
         if gid is None:
             if local != UNKNOWN_SPEAKER:
-                log.warning("speaker match %s is not an id of this window; ignored", local)
+                log.warning(
+                    "The speaker-matching model named %s, which no face in this clip's frames "
+                    "has; that line keeps an unknown speaker.",
+                    local,
+                )
             continue
         decided[i], how[i] = gid, "face"
         if labels[i]:

@@ -1,10 +1,16 @@
-"""JupyterLab in headless Chromium: run 03_episodic and see the memory browser render.
+"""JupyterLab in headless Chromium: open 03_episodic, wait for the kernel, Run All with smoke
+parameters (faces and ASR on), move the MemoryBrowser slider, and see frame, entry and
+transcript change.
 
-Marked `browser`; skipped unless Debian's chromium, playwright (the Python package, driven with
-`executable_path`, so no browser download) and jupyterlab are installed.
+Marked `browser` and `slow`; skipped unless Debian's chromium, the playwright Python package
+(driven with `executable_path`, so no browser download) and jupyterlab are installed, which
+`.ci/run` does. JupyterLab's settings, workspaces and runtime files live in a temporary folder.
+A screenshot is kept on failure (`$TASKMEM_TEST_ARTIFACTS`, else the test's temporary folder).
 """
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,10 +24,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("jupyterlab")
+pytest.importorskip("dlib")
+pytest.importorskip("faster_whisper")
 if CHROMIUM is None:
     pytest.skip("chromium not installed", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "taskmem-test-token"
 
 
 def free_port() -> int:
@@ -30,10 +39,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def smoke_copy(folder: Path) -> Path:
+    """03_episodic with the smoke parameters written into its parameters cell."""
+    nb = json.loads((ROOT / "notebooks" / "03_episodic.ipynb").read_text(encoding="utf-8"))
+    values = {"end": 24.0, "out": str(folder / "runs"), "figures": str(folder / "figures")}
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            lines = "".join(cell["source"]).splitlines()
+            for i, line in enumerate(lines):
+                name = line.split(":", 1)[0]
+                if name in values:
+                    kind = line.split(":", 1)[1].split("=", 1)[0].strip()
+                    lines[i] = f"{name}: {kind} = {values[name]!r}"
+            cell["source"] = "\n".join(lines)
+    path = folder / "03_episodic.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
 @pytest.fixture()
 def lab(tmp_path):
-    shutil.copy(ROOT / "notebooks" / "03_episodic.ipynb", tmp_path / "03_episodic.ipynb")
-    port, token = free_port(), "taskmem-test-token"
+    smoke_copy(tmp_path)
+    port = free_port()
+    home = tmp_path / "jupyter"
+    settings = home / "settings" / "@jupyterlab"
+    for extension, name, value in [
+        ("apputils-extension", "notification", '{"fetchNews": "false"}'),
+        ("notebook-extension", "tracker", '{"autoStartDefaultKernel": true}'),
+    ]:
+        (settings / extension).mkdir(parents=True, exist_ok=True)
+        (settings / extension / f"{name}.jupyterlab-settings").write_text(value)
+    env = {
+        **os.environ,
+        "TASKMEM_CACHE": str(tmp_path / "c.sqlite"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    log = open(tmp_path / "jupyterlab.log", "wb")  # noqa: SIM115 - closed after the server
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -43,28 +88,47 @@ def lab(tmp_path):
             "--no-browser",
             f"--port={port}",
             "--ip=127.0.0.1",
-            f"--ServerApp.token={token}",
+            f"--ServerApp.token={TOKEN}",
             f"--ServerApp.root_dir={tmp_path}",
             "--allow-root",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "TASKMEM_CACHE": str(tmp_path / "c.sqlite")},
+        stdout=log,
+        stderr=log,
+        env=env,
     )
-    deadline = time.time() + 60
+    deadline = time.time() + 90
     while time.time() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/lab/tree/03_episodic.ipynb?token={token}", tmp_path
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}/lab/tree/03_episodic.ipynb?token={TOKEN}", tmp_path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
-def test_episodic_notebook_runs_in_jupyterlab_and_shows_the_browser(lab):
+def wait_idle(page, timeout_ms: int) -> None:
+    page.wait_for_selector(
+        ".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached", timeout=timeout_ms
+    )
+
+
+def accept_kernel_dialog(page) -> None:
+    """Answer JupyterLab's "Select Kernel" dialog with the notebook's own kernel, if it asks."""
+    dialog = page.locator(".jp-Dialog .jp-mod-accept")
+    try:
+        dialog.wait_for(state="visible", timeout=3_000)
+    except sync_api.TimeoutError:
+        return
+    dialog.click()
+
+
+def test_run_all_in_jupyterlab_and_move_the_slider(lab):
     url, work = lab
-    shot = work / "memory_browser.png"
+    shots = Path(os.environ.get("TASKMEM_TEST_ARTIFACTS", work))
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -72,21 +136,41 @@ def test_episodic_notebook_runs_in_jupyterlab_and_shows_the_browser(lab):
             args=[
                 "--no-sandbox",
                 "--disable-gpu",
-                "--disable-background-networking",
                 "--no-first-run",
                 "--disable-component-update",
+                "--disable-background-networking",
                 "--disable-sync",
             ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        page.wait_for_selector(".jp-Notebook", timeout=60_000)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        page.get_by_role("menuitem", name="Run").first.click()
-        page.get_by_text("Run All Cells", exact=True).click()
-        page.wait_for_selector(".widget-slider, .jupyter-widgets .widget-hslider", timeout=240_000)
-        page.wait_for_timeout(2000)
-        page.locator(".widget-slider, .widget-hslider").first.scroll_into_view_if_needed()
-        page.screenshot(path=str(shot), full_page=False)
-        browser.close()
-    assert shot.is_file() and shot.stat().st_size > 10_000
+        try:
+            page.goto(url)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+            accept_kernel_dialog(page)
+            wait_idle(page, 120_000)  # the kernel has started and answered
+            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+            item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+            item.wait_for(state="visible", timeout=30_000)
+            item.click()
+            accept_kernel_dialog(page)
+            slider = page.locator(".widget-slider").first
+            slider.wait_for(state="visible", timeout=300_000)
+            wait_idle(page, 240_000)
+            frame = page.locator("img.taskmem-frame").first
+            entry = page.locator(".widget-html .taskmem-entry").first
+            transcript = page.locator(".widget-html .taskmem-transcript").first
+            before = (frame.get_attribute("src"), entry.inner_text(), transcript.inner_text())
+            assert frame.get_attribute("data-clip") == "0"
+            slider.scroll_into_view_if_needed()
+            page.locator(".widget-slider .noUi-handle").first.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_selector("img.taskmem-frame[data-clip='1']", timeout=60_000)
+            after = (frame.get_attribute("src"), entry.inner_text(), transcript.inner_text())
+            assert after[0] != before[0], "the frame did not change"
+            assert after[1] != before[1], "the entry did not change"
+            assert after[2] != before[2], "the transcript did not change"
+        except Exception:
+            page.screenshot(path=str(shots / "jupyterlab_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
