@@ -45,6 +45,10 @@ class StoreError(TaskmemError):
     """A run directory is inconsistent with the requested run."""
 
 
+class LockedError(StoreError):
+    """Another process is writing the same run or perception folder."""
+
+
 class UnsafePickleError(TaskmemError):
     """A pickle tried to load a class outside the allow-list."""
 

@@ -32,6 +32,7 @@ from taskmem_lab.backends.base import (
     Sampling,
     TextPart,
     VideoPart,
+    model_identity,
     sum_usage,
 )
 from taskmem_lab.errors import ModelError, ParseError
@@ -39,12 +40,12 @@ from taskmem_lab.face_ids import IdMap, globals_in
 from taskmem_lab.media.stream import segments
 from taskmem_lab.media.video import Frame, StreamFrames, clip_schedule, sample_times, thin
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import file_sha256
+from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
-from taskmem_lab.store import RunDir, open_run, utc_now, versions
+from taskmem_lab.store import FolderLock, RunDir, mark_stopped, open_run, utc_now, versions
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms, span
 
@@ -249,6 +250,7 @@ def memorize_clip(
         identities=list(prepared.perception.identities),
         tasks=[t.task_id for t in shown],
         model=model.model_id,
+        endpoint=model_identity(model),
         request_hash=request.fingerprint(model.model_id)[:16],
     )
     timings["build_s"] = time.perf_counter() - t0
@@ -296,6 +298,7 @@ def run_manifest(
         "tag": tag,
         "stream_id": stream.stream_id,
         "model": model_id,
+        "endpoint": None,
         "params": params.to_json(),
         "source": [
             {
@@ -325,14 +328,40 @@ def memorize(
     tag: str = "default",
     perceiver: Perceiver | None = None,
     progress: bool = True,
+    allow_model_change: bool = False,
 ) -> RunDir:
     """Memorize a stream into `run_path`, resuming a run made with the same inputs.
 
+    One process at a time: the run folder is locked (`store.FolderLock`) for the whole call.
+    Resuming with another model (or another server behind the same endpoint name) is refused
+    unless `allow_model_change`, which records the switch in the manifest.
     Raises `ModelError`/`ParseError` after storing the failed clip; re-running resumes there.
     """
+    safe_name(stream.stream_id, "stream id")
+    safe_name(tag, "tag")
     manifest = run_manifest(stream, model.model_id, params, tasks, tag)
+    manifest["endpoint"] = model_identity(model)
     manifest["perception"] = getattr(perceiver, "manifest_entry", None)
-    run = open_run(run_path, manifest)
+    with FolderLock(run_path, "memorize run"):
+        run = open_run(run_path, manifest, allow_model_change)
+        try:
+            return _memorize_locked(run, stream, model, params, tasks, perceiver, progress)
+        except BaseException as exc:
+            # Never leave `running` behind a process that stopped.
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            mark_stopped(run.manifest_path, status)
+            raise
+
+
+def _memorize_locked(
+    run: RunDir,
+    stream: Stream,
+    model: ChatModel,
+    params: MemorizeParams,
+    tasks: Sequence[Task],
+    perceiver: Perceiver | None,
+    progress: bool,
+) -> RunDir:
     if perceiver is not None and hasattr(perceiver, "path"):
         run.update_manifest(perception_path=str(perceiver.path))
     if tasks and not run.path.joinpath(TASKS_FILE).exists():

@@ -64,22 +64,31 @@ class Memory:
 
     @classmethod
     def from_jsonl(cls, path: str | Path) -> Memory:
+        """A memory from another system: one `{clip, start, end, text, knowledge}` per line.
+
+        Every field is checked (finite times, end >= start, text as text); a bad line is one
+        `StoreError` naming its line number and the field."""
         rows = read_jsonl(path)
         entries = []
-        for n, row in enumerate(rows):
+        for n, row in enumerate(rows, 1):
+            at = f"{path}:{n}"
+            if not isinstance(row, dict):
+                raise StoreError(f"{at}: a memory line must be a JSON object")
             missing = {"start", "end", "text"} - set(row)
             if missing:
-                raise StoreError(f"{path}: row {n} lacks {sorted(missing)}")
-            knowledge = row.get("knowledge") or row.get("semantic") or ()
-            entries.append(
-                Entry(
-                    int(row.get("clip", n)),
-                    float(row["start"]),
-                    float(row["end"]),
-                    str(row["text"]),
-                    tuple(knowledge),
-                )
-            )
+                raise StoreError(f"{at}: lacks {sorted(missing)}")
+            start, end = _time(row["start"], at, "start"), _time(row["end"], at, "end")
+            if end < start:
+                raise StoreError(f"{at}: end {end} is before start {start}")
+            if not isinstance(row["text"], str):
+                raise StoreError(f"{at}: text must be a string, got {type(row['text']).__name__}")
+            clip = row.get("clip", n - 1)
+            if isinstance(clip, bool) or not isinstance(clip, int):
+                raise StoreError(f"{at}: clip must be an integer, got {clip!r}")
+            knowledge = row.get("knowledge") or row.get("semantic") or []
+            if not isinstance(knowledge, list) or not all(isinstance(k, str) for k in knowledge):
+                raise StoreError(f"{at}: knowledge must be a list of strings")
+            entries.append(Entry(clip, start, end, row["text"], tuple(knowledge)))
         return cls(sorted(entries, key=lambda e: e.start), str(path))
 
     @classmethod
@@ -135,6 +144,13 @@ class Memory:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _time(value: Any, at: str, name: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or abs(value) > 1e12 or not math.isfinite(value):
+        raise StoreError(f"{at}: {name} must be a finite number of seconds, got {value!r:.40}")
+    return float(value)
 
 
 # --------------------------------------------------------------------------- safe unpickling

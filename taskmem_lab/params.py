@@ -6,10 +6,13 @@ restarted run can check it continues the same experiment.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from taskmem_lab.errors import ConfigError
+
+MAX_INTERVAL_S = 3600.0  # one clip per hour at most; a window longer than that is a typo
 
 
 def check_param(ok: bool, name: str, message: str) -> None:
@@ -69,7 +72,23 @@ class MemorizeParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
-        check_param(self.interval > 0, "interval", f"must be > 0 seconds, got {self.interval}")
+        check_param(
+            0 < self.interval <= MAX_INTERVAL_S,
+            "interval",
+            f"must be in (0, {MAX_INTERVAL_S:g}] seconds, got {self.interval}",
+        )
+        check_param(
+            self.context_duration <= MAX_INTERVAL_S,
+            "context_duration",
+            f"must be <= {MAX_INTERVAL_S:g} seconds, got {self.context_duration}",
+        )
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            check_param(
+                value is None or math.isfinite(value),
+                name,
+                f"must be a finite number of seconds, got {value}",
+            )
         check_param(
             self.context_duration >= self.interval,
             "context_duration",
@@ -79,8 +98,12 @@ class MemorizeParams:
             check_param(
                 self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}"
             )
-        check_param(self.frame_fps > 0, "frame_fps", f"must be > 0, got {self.frame_fps}")
-        check_param(self.max_frames >= 1, "max_frames", f"must be >= 1, got {self.max_frames}")
+        check_param(
+            0 < self.frame_fps <= 60, "frame_fps", f"must be in (0, 60], got {self.frame_fps}"
+        )
+        check_param(
+            1 <= self.max_frames <= 1024, "max_frames", f"must be in 1..1024, got {self.max_frames}"
+        )
         check_param(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
         check_param(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
         check_param(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")

@@ -1,4 +1,5 @@
-"""Where things live on disk: the runs root, the response cache, and the source checkout.
+"""Where things live on disk: the runs root, the response cache, the source checkout;
+names confined to a root (`safe_name`).
 
 Notebooks and `taskmem reproduce` resolve repository paths (`benchmarks/...`, `notebooks/`,
 `figures/`) through `repo_path` and their own inputs through `input_path`, never through the
@@ -14,6 +15,8 @@ import re
 from pathlib import Path
 
 from taskmem_lab.errors import ConfigError
+
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 def runs_root() -> Path:
@@ -35,13 +38,36 @@ def slug(text: str, fallback: str = "x") -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or fallback
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in chunks (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file, read in chunks (never the whole file in memory); remembered per process
+    by (path, size, mtime) so the perception and memory stages hash a video once."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def safe_name(value: object, what: str) -> str:
+    """`value` if it is one harmless path component under an output root, else a `ConfigError`.
+
+    Names that become folders or files (stream ids, tags, benchmark video ids) must not climb out
+    of their root: no `/` or `\\`, not `.` or `..`, no control characters, at most 200 characters.
+    """
+    text = str(value)
+    if not text or text in (".", "..") or len(text) > 200 or _UNSAFE.search(text):
+        raise ConfigError(
+            f"{what} {text!r} cannot be used as a folder name: it must be one path component "
+            "(no '/' or '\\', not '.' or '..', no control characters, 1-200 characters)"
+        )
+    return text
 
 
 def repo_root() -> Path | None:

@@ -6,6 +6,7 @@ directory, then runs the streaming memorizer.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import runs_root, slug
-from taskmem_lab.store import RunDir, memory_dir
+from taskmem_lab.store import LOCK_FILE, FolderLock, RunDir, mark_stopped, memory_dir
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
@@ -44,13 +45,15 @@ def build_memory(
     perception: PerceptionParams | None = None,
     cache: bool | str | Path = True,
     progress: bool = True,
+    allow_model_change: bool = False,
 ) -> RunDir:
     """Memorize `video` (a file or stream manifest) with `model` into `out/<video>/memory/<tag>/`.
 
     With `perception`, faces and speech are perceived first (cached under
     `out/<video>/perception/<hash>/`, shared by every memorizer with the same settings); speakers
     are matched by `perception.speaker_model`, else by the memorizer's model. Resumes a run made
-    with the same inputs; `cache` is True (default location), False, or a path.
+    with the same inputs (another model or server only with `allow_model_change`, recorded);
+    `cache` is True (default location), False, or a path.
     """
     store = open_cache(cache)
     if isinstance(model, str):
@@ -62,17 +65,19 @@ def build_memory(
     task_list = load_tasks(tasks) if tasks else []
     tag = tag or default_tag(spec)
     root = Path(out) if out is not None else runs_root()
+    run_path = str(memory_dir(root, stream.stream_id, tag))
     perceiver = make_perceiver(stream, perception, params, root, chat, store)
     try:
         return memorize(
             stream,
             chat,
             params,
-            str(memory_dir(root, stream.stream_id, tag)),
+            run_path,
             tasks=task_list,
             tag=tag,
             perceiver=perceiver,
             progress=progress,
+            allow_model_change=allow_model_change,
         )
     finally:
         if perceiver is not None:
@@ -135,17 +140,30 @@ def run_eval(
 
     store = open_cache(cache)
     records = load_benchmark(benchmark, source)
-    return evaluate(
-        records,
-        MemoryLocator(Path(memories), tag),
-        make_model(answerer, store),
-        make_model(judge, store) if judge else None,
-        qa,
-        Path(out) if out else eval_dir(benchmark, tag, memories, answerer, qa, judge),
-        params or EvalParams(),
-        prices,
-        progress=progress,
-    )
+    folder = Path(out) if out else eval_dir(benchmark, tag, memories, answerer, qa, judge)
+    locator = MemoryLocator(Path(memories), tag)
+    locator.check()  # before the lock creates the results folder (by default under memories)
+    created = not folder.exists()
+    with FolderLock(folder, "evaluation"):
+        try:
+            return evaluate(
+                records,
+                locator,
+                make_model(answerer, store),
+                make_model(judge, store) if judge else None,
+                qa,
+                folder,
+                params or EvalParams(),
+                prices,
+                progress=progress,
+            )
+        except BaseException:
+            mark_stopped(folder / "run.json")
+            if created:  # refused before writing anything: leave no empty results folder
+                with contextlib.suppress(OSError):
+                    (folder / LOCK_FILE).unlink()
+                    folder.rmdir()
+            raise
 
 
 def perceive_stream(

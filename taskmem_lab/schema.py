@@ -86,6 +86,7 @@ class ClipRecord:
     raw_reply: str = ""
     reasoning: str = ""
     model: str = ""
+    endpoint: dict[str, Any] = field(default_factory=dict)  # what `model` resolved to
     usage: dict[str, int] = field(default_factory=dict)
     latency_s: float = 0.0
     request_hash: str = ""

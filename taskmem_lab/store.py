@@ -8,18 +8,25 @@ the run is reopened.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import fcntl
 import json
+import logging
 import os
 import platform
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from taskmem_lab.errors import StoreError
+from taskmem_lab.errors import LockedError, StoreError
+from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
 
 MANIFEST = "manifest.json"
@@ -27,6 +34,33 @@ CLIPS = "clips.jsonl"
 IDENTITIES = "identities.json"
 # Manifest fields that must match for a run to be resumed rather than started anew.
 IDENTITY_FIELDS = ("stream_id", "model", "params", "source", "prompts", "tasks", "perception")
+# Fields that name the model; `allow_model_change` lets a resumed run switch them (recorded).
+MODEL_FIELDS = ("model", "endpoint")
+LOCK_FILE = ".lock"
+log = logging.getLogger(__name__)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def honour_umask(fd: int, mode: int = 0o666) -> None:
+    """Give a file made by `tempfile.mkstemp` (always 0600) the mode a plain `open` would."""
+    os.fchmod(fd, mode & ~current_umask())
 
 
 def utc_now() -> str:
@@ -47,12 +81,103 @@ def versions() -> dict[str, str]:
     }
 
 
+class FolderLock:
+    """An exclusive `fcntl.flock` on `<folder>/.lock`: one writer per run or perception folder.
+
+    The file names the holder (pid, host, start time) so a refused process can say who holds it.
+    The kernel drops the lock when its holder dies, however it dies, so a lock left by a killed
+    process is simply taken over (and the take-over is logged); no pid guessing is involved.
+    """
+
+    def __init__(self, folder: str | Path, what: str = "run") -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self.path = self.folder / LOCK_FILE
+        self._fh: Any = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock or raise `LockedError` naming the holder; never waits."""
+        if self._fh is not None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise LockedError(
+                    f"{self.folder} is in use by another {self.what} ({_describe(holder)}); "
+                    "wait for it to finish or stop it, then run again"
+                ) from None
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+        fh.seek(0)
+        previous = fh.read().strip()
+        if previous:
+            log.warning(
+                "%s: took over the lock of a process that ended without releasing it (%s)",
+                self.folder,
+                _describe(previous),
+            )
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now()})
+        )
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        """Clear the holder note and drop the lock (a clean exit leaves an empty lock file)."""
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        with contextlib.suppress(OSError):
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
+        fh.close()  # closing the descriptor releases the flock
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe(holder: str) -> str:
+    try:
+        data = json.loads(holder)
+        return f"pid {data['pid']} on {data['host']}, started {data['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+@contextlib.contextmanager
+def locked(folder: str | Path, what: str = "run") -> Iterator[FolderLock]:
+    """`with locked(run_folder): ...` holds the folder's lock for the block."""
+    lock = FolderLock(folder, what).acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
 def memory_dir(root: str | Path, video_id: str, tag: str) -> Path:
-    return Path(root) / video_id / "memory" / tag
+    """`root/<video_id>/memory/<tag>`; both names must be single path components (`safe_name`)."""
+    return Path(root) / safe_name(video_id, "video id") / "memory" / safe_name(tag, "tag")
 
 
 def perception_dir(root: str | Path, video_id: str, settings_hash: str) -> Path:
-    return Path(root) / video_id / "perception" / settings_hash
+    """`root/<video_id>/perception/<hash>`, the video id confined to the root."""
+    return Path(root) / safe_name(video_id, "video id") / "perception" / settings_hash
 
 
 @contextmanager
@@ -64,6 +189,7 @@ def atomic_file(path: str | Path, mode: str = "w", fsync: bool = True) -> Iterat
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        honour_umask(fd)
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
@@ -109,19 +235,25 @@ def cut_torn_tail(path: Path) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The finished records of a JSONL file; a line that is not UTF-8 JSON is a `StoreError`
+    naming it (a torn last line, left by a kill mid-write, is skipped)."""
     p = Path(path)
     if not p.exists():
         return []
     rows = []
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
+    with open(p, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.endswith(b"\n"):
                 break  # torn tail: not a finished record
-            if line.strip():
+            if raw.strip():
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise StoreError(f"{p}:{n} is not valid JSON: {exc}") from exc
+                    rows.append(json.loads(raw.decode("utf-8")))
+                except UnicodeDecodeError as exc:
+                    raise StoreError(f"{p}:{n} is not UTF-8 text: {exc}") from None
+                except ValueError as exc:  # JSONDecodeError, or an integer too long to read
+                    raise StoreError(f"{p}:{n} is not valid JSON: {exc}") from None
+                except RecursionError:
+                    raise StoreError(f"{p}:{n} is nested too deeply to be a record") from None
     return rows
 
 
@@ -145,7 +277,13 @@ class RunDir:
     def manifest(self) -> dict[str, Any]:
         if not self.exists():
             raise StoreError(f"not a run directory (no {MANIFEST}): {self.path}")
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{self.manifest_path} is not a readable manifest: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.manifest_path} is not a manifest (not a JSON object)")
+        return data
 
     def write_manifest(self, data: dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path, data)
@@ -177,19 +315,107 @@ class RunDir:
         atomic_write_json(self.path / name, data)
 
 
-def open_run(path: str | Path, manifest: dict[str, Any]) -> RunDir:
-    """Create a run, or reopen one made with the same inputs (resume); refuse a mismatch."""
+def mark_stopped(manifest_path: str | Path, status: str = "failed") -> None:
+    """Best effort: a manifest left `running` by a process that stopped on an error says so.
+
+    Never raises (a full or read-only disk may refuse this write too; the records are what count).
+    """
+    p = Path(manifest_path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("status") == "running":
+            atomic_write_json(p, {**data, "status": status, "updated": utc_now()})
+    except (OSError, ValueError):
+        pass
+
+
+def _difference(key: str, old: Any, new: Any) -> str:
+    """What differs in identity field `key`, in words (which source file, which endpoint field)."""
+    if key == "source" and isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return f"the stream had {len(old)} file(s), now {len(new)}"
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            for field_name in ("sha256", "size", "start", "duration", "path"):
+                if a.get(field_name) != b.get(field_name):
+                    return (
+                        f"source file {i} ({Path(str(b.get('path'))).name}) has a different "
+                        f"{field_name}: {a.get(field_name)!r} then, {b.get(field_name)!r} now"
+                    )
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+        if keys:
+            k = keys[0]
+            return f"{key}.{k} was {old.get(k)!r}, now {new.get(k)!r}"
+    return f"{key} was {_brief(old)}, now {_brief(new)}"
+
+
+def _content(source: Any) -> Any:
+    """A manifest's `source` without the paths: what the files hold, not where they are."""
+    if not isinstance(source, list):
+        return source
+    return [
+        {k: v for k, v in f.items() if k != "path"} if isinstance(f, dict) else f for f in source
+    ]
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def open_run(
+    path: str | Path, manifest: dict[str, Any], allow_model_change: bool = False
+) -> RunDir:
+    """Create a run, or reopen one made with the same inputs (resume); refuse a mismatch.
+
+    The model fields (`model`, and `endpoint`: what the model spec resolved to) may differ only
+    with `allow_model_change`; the switch is then recorded in the manifest's `model_changes`.
+    The caller holds the folder's lock (`FolderLock`).
+    """
     run = RunDir(Path(path))
     if run.exists():
         old = run.manifest()
-        for key in IDENTITY_FIELDS:
-            if old.get(key) != manifest.get(key):
-                raise StoreError(
-                    f"{run.path} already holds a run with a different {key!r}; "
-                    "use another --tag, or delete the directory to start over"
-                )
+        changes: dict[str, Any] = {}
+        switched = False
+        for key in IDENTITY_FIELDS + ("endpoint",):
+            if key == "endpoint" and "endpoint" not in old:
+                # A run from before endpoints were recorded: adopt the current one, visibly.
+                if manifest.get(key) is not None:
+                    log.warning("%s: no endpoint recorded; assuming %s", run.path, manifest[key])
+                    changes["endpoint"] = manifest[key]
+                continue
+            if old.get(key) == manifest.get(key):
+                continue
+            if key == "source" and _content(old.get(key)) == _content(manifest.get(key)):
+                # The same bytes at another path (a moved or remounted video): keep going.
+                log.warning("%s: the stream's files moved; recording their new paths", run.path)
+                changes["source"] = manifest.get(key)
+                continue
+            why = _difference(key, old.get(key), manifest.get(key))
+            if key in MODEL_FIELDS and allow_model_change:
+                changes[key] = manifest.get(key)
+                switched = True
+                continue
+            hint = (
+                "pass --allow-model-change to continue it with this model (the switch is "
+                "recorded), use another --tag, or delete the directory to start over"
+                if key in MODEL_FIELDS
+                else "use another --tag, or delete the directory to start over"
+            )
+            raise StoreError(
+                f"{run.path} already holds a run with a different {key!r}: {why}; {hint}"
+            )
+        if switched:
+            switch = {
+                "at_clip": len(run.finished()),
+                "time": manifest.get("updated") or utc_now(),
+                "from": {k: old.get(k) for k in MODEL_FIELDS},
+                "to": {k: manifest.get(k) for k in MODEL_FIELDS},
+            }
+            changes["model_changes"] = [*old.get("model_changes", []), switch]
+            log.warning("%s: continuing with a different model (recorded)", run.path)
         cut_torn_tail(run.clips_path)
-        run.update_manifest(status="running", updated=manifest.get("updated"))
+        run.update_manifest(status="running", updated=manifest.get("updated"), **changes)
         return run
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_manifest({"schema": SCHEMA_VERSION, **manifest, "status": "running"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,14 +20,28 @@ from taskmem_lab.schema import Task
 
 
 def load_tasks(path: str | Path) -> list[Task]:
-    """Tasks sorted by arrival time (ties keep file order)."""
+    """Tasks sorted by arrival time (ties keep file order); a bad task is one line naming it
+    (its line in a JSONL file, its position otherwise) and the field."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"task file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"task file {p} is not UTF-8 text: {exc}") from exc
+    where: list[str] = []
     try:
         if p.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ConfigError(
+                            f"task file {p}, line {n}: not valid JSON ({exc})"
+                        ) from exc
+                    where.append(f"line {n}")
         elif p.suffix == ".json":
             rows = json.loads(text)
         else:
@@ -39,14 +54,26 @@ def load_tasks(path: str | Path) -> list[Task]:
         raise ConfigError(f"task file {p} must hold a list of tasks")
     tasks = []
     for i, row in enumerate(rows):
+        at = f"task file {p}, {where[i] if where else f'task {i}'}"
         if not isinstance(row, dict) or "question" not in row or "time" not in row:
-            raise ConfigError(f"task file {p}: task {i} needs 'question' and 'time'")
+            raise ConfigError(f"{at}: a task needs 'question' and 'time'")
+        time = row["time"]
+        number = isinstance(time, int | float) and not isinstance(time, bool)
+        if not number or abs(time) > 1e12 or not math.isfinite(time):
+            raise ConfigError(f"{at}: 'time' must be a finite number of seconds, got {time!r:.40}")
+        if not isinstance(row["question"], str) or not row["question"].strip():
+            raise ConfigError(f"{at}: 'question' must be non-empty text")
+        options = row.get("options") or []
+        if not isinstance(options, list) or not all(
+            isinstance(o, str | int | float) and not isinstance(o, bool) for o in options
+        ):
+            raise ConfigError(f"{at}: 'options' must be a list of texts, got {options!r}")
         tasks.append(
             Task(
                 task_id=str(row.get("id", i)),
-                question=str(row["question"]),
-                time=float(row["time"]),
-                options=tuple(str(o) for o in row.get("options", ()) or ()),
+                question=row["question"],
+                time=float(time),
+                options=tuple(str(o) for o in options),
             )
         )
     return sorted(tasks, key=lambda t: t.time)

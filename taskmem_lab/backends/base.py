@@ -125,6 +125,25 @@ class ChatModel(Protocol):
     def generate(self, request: Request) -> Reply: ...
 
 
+def model_identity(model: ChatModel) -> dict[str, Any]:
+    """What a model spec resolved to (server address, served model name, API flavour, options).
+
+    Backends whose spec does not say everything (an endpoint name in a config file) expose an
+    `identity` property; for the others the model id is the identity. Runs record it and the
+    response cache keys by it, so two servers behind one name never share replies.
+    """
+    identity = getattr(model, "identity", None)
+    return dict(identity) if identity else {"model_id": model.model_id}
+
+
+def identity_key(model: ChatModel) -> str:
+    """A stable string for `model_identity` (the response cache's model part of a key)."""
+    identity = getattr(model, "identity", None)
+    if not identity:
+        return model.model_id
+    return model.model_id + "|" + json.dumps(identity, sort_keys=True)
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 

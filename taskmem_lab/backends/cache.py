@@ -1,54 +1,100 @@
 """SQLite response cache: a re-run with the same model, messages and sampling is free.
 
-Keyed by `Request.fingerprint(model_id)`; stores the reply text, reasoning, usage and model id only
+Keyed by `Request.fingerprint` over the model's resolved identity (`identity_key`: for an
+endpoint name, the server address, served model name, API flavour and options), so two servers
+behind one name never share replies. Stores the reply text, reasoning, usage and model id only
 (never endpoint settings or keys). Safe for several threads of one process and for several
 processes (SQLite WAL, one short transaction per write).
+
+A cache that cannot be opened (read-only, not a database) is refused with one line at start; a
+write that fails later (disk full) is logged once and the run goes on: the cache only saves calls.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
-from taskmem_lab.backends.base import ChatModel, Reply, Request
+from taskmem_lab.backends.base import ChatModel, Reply, Request, identity_key
+from taskmem_lab.errors import StoreError
 from taskmem_lab.paths import cache_path
+
+log = logging.getLogger(__name__)
+_REPLY_FIELDS = {f.name for f in fields(Reply)}
+_HINT = "pass --cache FILE for another cache or --no-cache to run without one"
 
 
 class ResponseCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)"
-        )
-        self._conn.commit()
         self.hits = 0
         self.misses = 0
+        self._write_failed = False
+        try:
+            if self.path.is_dir():
+                raise StoreError(f"response cache {self.path} is a folder, not a file; {_HINT}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)"
+            )
+            self._conn.commit()
+            self._conn.execute("SELECT key FROM replies LIMIT 1").fetchall()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the response cache {self.path}: {exc.strerror or exc}; {_HINT}"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            why = str(exc)
+            if "readonly" in why or "unable to open" in why:
+                why = f"it is not writable ({why})"
+            elif "not a database" in why or "malformed" in why:
+                why = f"it is corrupt ({why}); move it away to start a new one"
+            raise StoreError(f"cannot use the response cache {self.path}: {why}; {_HINT}") from None
 
     def get(self, key: str) -> Reply | None:
-        with self._lock:
-            row = self._conn.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        try:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT reply FROM replies WHERE key = ?", (key,)
+                ).fetchone()
+            data = json.loads(row[0]) if row is not None else None
+        except (sqlite3.DatabaseError, json.JSONDecodeError, TypeError) as exc:
+            log.warning(
+                "response cache %s: unreadable entry, asking the model (%s)", self.path, exc
+            )
+            data = None
+        if not isinstance(data, dict) or not set(data) <= _REPLY_FIELDS:
             self.misses += 1
             return None
         self.hits += 1
-        data = json.loads(row[0])
         return Reply(**{**data, "cached": True})
 
     def put(self, key: str, reply: Reply) -> None:
         data = asdict(reply)
         data.pop("cached", None)
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, json.dumps(data))
-            )
-            self._conn.commit()
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)",
+                    (key, json.dumps(data)),
+                )
+                self._conn.commit()
+        except sqlite3.DatabaseError as exc:
+            if not self._write_failed:
+                log.warning(
+                    "response cache %s: cannot store replies (%s); the run goes on without "
+                    "caching (nothing is lost: replies are kept in the run's records)",
+                    self.path,
+                    exc,
+                )
+            self._write_failed = True
 
     def close(self) -> None:
         with self._lock:
@@ -64,7 +110,7 @@ class CachedModel:
         self.model_id = model.model_id
 
     def generate(self, request: Request) -> Reply:
-        key = request.fingerprint(self.model_id)
+        key = request.fingerprint(identity_key(self.model))
         hit = self.cache.get(key)
         if hit is not None:
             return hit

@@ -11,8 +11,9 @@ Ours (YAML or JSON)::
         model: gpt-4o               # model name sent to the server (default: the entry name)
         video: frames               # frames (JPEG images) | mp4 (inline video_url)
         max_concurrency: 8
-        timeout: 120
+        timeout: 120                # seconds one attempt may take, end to end
         max_retries: 6
+        max_call_s: 300             # seconds one call may take, all retries together
       qwen3-vl:
         base_url: http://127.0.0.1:8000/v1
         api_key: EMPTY
@@ -32,7 +33,9 @@ Model spec suffixes: `name#effort#verbosity` (reasoning effort, verbosity) and `
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +66,26 @@ class Endpoint:
     max_retries: int = 6
     backoff_s: float = 1.0
     image_detail: str = "auto"
+    max_call_s: float = 300.0
 
     @property
     def address(self) -> str:
         return self.base_url or self.azure_endpoint or "https://api.openai.com/v1"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What answers for this endpoint: where, which served model, which API, how asked.
+
+        Runs record it and the response cache keys by it (never the key, never timeouts).
+        """
+        return {
+            "api_type": self.api_type,
+            "address": self.address.rstrip("/"),
+            "api_version": self.api_version,
+            "model": self.model,
+            "video": self.video,
+            "image_detail": self.image_detail,
+        }
 
     def __repr__(self) -> str:  # keep keys out of logs and tracebacks
         return f"Endpoint(name={self.name!r}, model={self.model!r}, address={self.address!r})"
@@ -131,12 +150,71 @@ def _resolve_key(entry: dict[str, Any], name: str) -> str:
     raise ConfigError(f"endpoint {name!r}: no API key (give api_key_env or api_key)")
 
 
-_FIELDS = ("max_concurrency", "timeout", "max_retries", "backoff_s", "image_detail")
+IMAGE_DETAILS = ("auto", "low", "high")
+# key: (types, low, high) for the numeric settings; ranges are inclusive.
+_NUMBERS: dict[str, tuple[tuple[type, ...], float, float]] = {
+    "max_concurrency": ((int,), 1, 1024),
+    "timeout": ((int, float), 0.1, 3600),
+    "max_retries": ((int,), 0, 20),
+    "backoff_s": ((int, float), 0, 600),
+    "max_call_s": ((int, float), 1, 24 * 3600),
+}
+_STRINGS = (
+    "api_type",
+    "base_url",
+    "azure_endpoint",
+    "api_version",
+    "api_key",
+    "api_key_env",
+    "model",
+    "deployment",
+    "deployment_name",
+    "video",
+    "image_detail",
+)
+KNOWN_KEYS = frozenset(_NUMBERS) | frozenset(_STRINGS)
+
+
+def _check_entry(name: str, entry: dict[str, Any]) -> None:
+    """One line naming the field for an unknown key, a wrong type or a value out of range."""
+    unknown = sorted(str(k) for k in entry if k not in KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"endpoint {name!r}: unknown field {unknown[0]!r} (known: {', '.join(sorted(KNOWN_KEYS))})"
+        )
+    for key, (types, low, high) in _NUMBERS.items():
+        if key not in entry:
+            continue
+        value = entry[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            kind = "an integer" if types == (int,) else "a number"
+            raise ConfigError(f"endpoint {name!r}: {key} must be {kind}, got {value!r}")
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ConfigError(f"endpoint {name!r}: {key} must be in {low}..{high}, got {value!r}")
+    for key in _STRINGS:
+        if key in entry and entry[key] is not None and not isinstance(entry[key], str):
+            if key == "api_version" and isinstance(entry[key], int | float):
+                continue  # YAML reads 2024-10-21 as a date only when unquoted; numbers are fine
+            raise ConfigError(
+                f"endpoint {name!r}: {key} must be a string, got {type(entry[key]).__name__}"
+            )
+    if entry.get("image_detail", "auto") not in IMAGE_DETAILS:
+        raise ConfigError(
+            f"endpoint {name!r}: image_detail must be one of {IMAGE_DETAILS}, "
+            f"got {entry['image_detail']!r}"
+        )
+    for key in ("base_url", "azure_endpoint"):
+        url = entry.get(key)
+        if url is not None and not str(url).startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint {name!r}: {key} must start with http:// or https://")
 
 
 def _endpoint(name: str, entry: dict[str, Any]) -> Endpoint:
     if not isinstance(entry, dict):
         raise ConfigError(f"endpoint {name!r} must be a mapping")
+    if isinstance(entry.get("api_version"), dt.date):
+        entry = {**entry, "api_version": entry["api_version"].isoformat()}
+    _check_entry(name, entry)
     api_type = entry.get("api_type") or ("azure" if entry.get("azure_endpoint") else "openai")
     if api_type not in ("openai", "azure"):
         raise ConfigError(f"endpoint {name!r}: api_type must be openai or azure, got {api_type!r}")
@@ -145,14 +223,19 @@ def _endpoint(name: str, entry: dict[str, Any]) -> Endpoint:
     video = entry.get("video", "frames")
     if video not in VIDEO_MODES:
         raise ConfigError(f"endpoint {name!r}: video must be one of {VIDEO_MODES}, got {video!r}")
-    extra = {k: entry[k] for k in _FIELDS if k in entry}
+    extra = {k: entry[k] for k in (*_NUMBERS, "image_detail") if k in entry}
+    api_version = entry.get("api_version")
     return Endpoint(
         name=name,
-        model=str(entry.get("model") or entry.get("deployment") or name),
+        model=str(
+            entry.get("model") or entry.get("deployment") or entry.get("deployment_name") or name
+        ),
         api_type=api_type,
         base_url=entry.get("base_url"),
         azure_endpoint=entry.get("azure_endpoint"),
-        api_version=entry.get("api_version") or ("2024-10-21" if api_type == "azure" else None),
+        api_version=str(api_version)
+        if api_version
+        else ("2024-10-21" if api_type == "azure" else None),
         api_key=_resolve_key(entry, name),
         video=video,
         **extra,

@@ -1,14 +1,19 @@
 """OpenAI, Azure OpenAI and any OpenAI-compatible server (vLLM serve, SGLang, Gemini's endpoint).
 
 Floor 2. Uses the official `openai` SDK with its own retries off: `tenacity` retries 429, 5xx,
-timeouts and connection errors with exponential backoff and full jitter; a semaphore per endpoint
-bounds concurrent requests across all models that share it; a server that reports an image-size
-limit makes the model switch to low image detail once and retry.
+timeouts, connection errors and malformed HTTP-200 bodies with exponential backoff and full
+jitter; a semaphore per endpoint bounds concurrent requests across all models that share it; a
+server that reports an image-size limit makes the model switch to low image detail once and retry.
+
+Every attempt has a total deadline (the endpoint's `timeout`, however slowly the bytes arrive) and
+every call a total budget (`max_call_s`, all attempts and waits together); each retry logs one
+line. Error text from a server is redacted for API keys before it goes anywhere.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import random
 import re
@@ -17,7 +22,13 @@ import time
 from typing import Any
 
 import openai
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from taskmem_lab.backends.base import (
     AudioPart,
@@ -43,12 +54,39 @@ log = logging.getLogger(__name__)
 
 # The request header that carries `Request.purpose` (for the local test server; see above).
 PURPOSE_HEADER = "X-Taskmem-Purpose"
+
+
+class MalformedReply(Exception):
+    """An HTTP-200 reply whose body is not a chat completion (retried like a 5xx)."""
+
+
+class AttemptTimeout(Exception):
+    """One attempt ran past its total deadline (a slow or byte-trickling server)."""
+
+
 RETRYABLE = (
     openai.RateLimitError,
     openai.InternalServerError,
     openai.APITimeoutError,
     openai.APIConnectionError,
+    MalformedReply,
+    AttemptTimeout,
 )
+_KEY_SHAPED = re.compile(
+    r"(?i)(bearer\s+)\S+|\b(sk|rk|pk)-[A-Za-z0-9_-]{8,}|"
+    r"((?:api[_-]?key|authorization|token|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
+)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with the given secrets and anything key-shaped (sk-..., Bearer ..., api_key=...)
+    replaced by `[redacted]`: server error text is stored in records and printed."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _KEY_SHAPED.sub(lambda m: (m.group(1) or m.group(3) or "") + "[redacted]", text)
+
+
 _IMAGE_LIMIT = re.compile(
     r"image.{0,80}(too large|too big|exceed|limit|maximum|dimension)|(too many|exceed).{0,40}image",
     re.IGNORECASE | re.DOTALL,
@@ -117,6 +155,17 @@ class OpenAICompatModel:
         self._detail = {e.address: e.image_detail for e in endpoints}
         self._clients: dict[int, Any] = {}
         self._lock = threading.Lock()
+        self._secrets = tuple({e.api_key for e in endpoints if e.api_key != "EMPTY"})
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The resolved identity: every endpoint (address, served model, API) and the options."""
+        options = {
+            "effort": self.options.effort,
+            "verbosity": self.options.verbosity,
+            "think": self.options.think,
+        }
+        return {"endpoints": [e.identity for e in self.endpoints], "options": options}
 
     @property
     def video_mode(self) -> str:
@@ -176,9 +225,10 @@ class OpenAICompatModel:
         started = time.perf_counter()
         with _semaphore(endpoint):
             try:
-                response = self._client(endpoint).chat.completions.create(
+                raw = self._client(endpoint).chat.completions.with_raw_response.create(
                     messages=messages, **self._kwargs(endpoint, request)
                 )
+                body = raw.http_response.content
             except openai.BadRequestError as exc:
                 if detail != "low" and _IMAGE_LIMIT.search(str(exc)):
                     log.warning(
@@ -189,58 +239,155 @@ class OpenAICompatModel:
                     return self._call_once(endpoint, request)
                 raise
         latency = time.perf_counter() - started
-        if not getattr(response, "choices", None):
-            raise ModelError(f"{endpoint.name}: reply has no choices ({str(response)[:200]})")
-        message = response.choices[0].message
-        answer, reasoning = split_reasoning(message.content or "")
-        extra = getattr(message, "model_extra", None) or {}
-        server_reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+        data = parse_completion(body)
+        message = data["choices"][0]["message"]
+        answer, reasoning = split_reasoning(message.get("content") or "")
+        server_reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
         usage: dict[str, int] = {}
-        if response.usage is not None:
+        if data.get("usage") is not None:
             usage = {
-                "prompt_tokens": int(response.usage.prompt_tokens or 0),
-                "completion_tokens": int(response.usage.completion_tokens or 0),
+                "prompt_tokens": int(data["usage"].get("prompt_tokens") or 0),
+                "completion_tokens": int(data["usage"].get("completion_tokens") or 0),
             }
         return Reply(
             text=answer,
             reasoning="\n".join(x for x in (str(server_reasoning), reasoning) if x),
             usage=usage,
             latency_s=latency,
-            model=str(getattr(response, "model", "") or endpoint.model),
+            model=str(data.get("model") or endpoint.model),
             backend=self.backend,
         )
 
+    def _attempt(self, endpoint: Endpoint, request: Request, budget: float) -> Reply:
+        """`_call_once` under a total deadline: a worker thread does the call; past `budget`
+        seconds the attempt fails (the abandoned worker ends at its next read timeout)."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["reply"] = self._call_once(endpoint, request)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, daemon=True, name="taskmem-http").start()
+        if not done.wait(budget):
+            raise AttemptTimeout(f"no complete reply within {budget:.0f} s")
+        if "error" in box:
+            raise box["error"]
+        return box["reply"]
+
     def generate(self, request: Request) -> Reply:
         endpoint = random.choice(self.endpoints) if len(self.endpoints) > 1 else self.endpoints[0]
-        retrying = Retrying(
-            retry=retry_if_exception_type(RETRYABLE),
-            wait=wait_random_exponential(multiplier=endpoint.backoff_s, max=60),
-            stop=stop_after_attempt(endpoint.max_retries + 1),
-            reraise=True,
-            before_sleep=lambda rs: log.warning(
-                "%s: attempt %d failed (%s); retrying",
+        started = time.monotonic()
+        attempts = endpoint.max_retries + 1
+
+        def attempt() -> Reply:
+            left = endpoint.max_call_s - (time.monotonic() - started)
+            if left <= 0.05:
+                raise AttemptTimeout(f"call budget max_call_s={endpoint.max_call_s:g} s spent")
+            return self._attempt(endpoint, request, min(endpoint.timeout, left))
+
+        def before_sleep(rs: Any) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            log.warning(
+                "%s: attempt %d of %d failed (%s); retrying in %.1f s",
                 endpoint.name,
                 rs.attempt_number,
-                type(rs.outcome.exception()).__name__ if rs.outcome else "?",
-            ),
+                attempts,
+                self._why(exc) if exc else "?",
+                rs.next_action.sleep if rs.next_action else 0.0,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RETRYABLE),
+            wait=wait_random_exponential(multiplier=endpoint.backoff_s, max=20),
+            stop=stop_after_attempt(attempts) | stop_after_delay(endpoint.max_call_s),
+            reraise=True,
+            before_sleep=before_sleep,
         )
         try:
-            return retrying(self._call_once, endpoint, request)
+            return retrying(attempt)
         except RETRYABLE as exc:
+            elapsed = time.monotonic() - started
+            tried = retrying.statistics.get("attempt_number", attempts)
             raise ModelError(
-                f"{endpoint.name} at {endpoint.address}: gave up after "
-                f"{endpoint.max_retries + 1} attempts ({type(exc).__name__}: {_short(exc)})"
-            ) from exc
+                f"{endpoint.name} at {endpoint.address}: gave up after {tried} attempts in "
+                f"{elapsed:.0f} s ({self._why(exc)})"
+            ) from None
         except openai.AuthenticationError as exc:
-            raise ModelError(f"{endpoint.name}: the API key was rejected ({_short(exc)})") from exc
+            raise ModelError(
+                f"{endpoint.name}: the API key was rejected ({self._redacted(exc)})"
+            ) from None
         except openai.APIStatusError as exc:
             raise ModelError(
-                f"{endpoint.name}: request refused with HTTP {exc.status_code} ({_short(exc)})"
-            ) from exc
+                f"{endpoint.name}: request refused with HTTP {exc.status_code} "
+                f"({self._redacted(exc)})"
+            ) from None
+
+    def _redacted(self, exc: BaseException) -> str:
+        return redact(_short(exc), self._secrets)
+
+    def _why(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {self._redacted(exc)}"
 
 
-def _short(exc: Exception) -> str:
+def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def _is_count(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def parse_completion(body: bytes) -> dict[str, Any]:
+    """A chat-completion body checked field by field; `MalformedReply` says what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedReply(f"reply is not UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = exc.msg.startswith("Unterminated") or exc.pos >= len(text.rstrip()) - 1
+        what = "truncated JSON" if cut else "not JSON"
+        raise MalformedReply(
+            f"reply is {what} ({exc.msg} at char {exc.pos}): {text[:80]!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise MalformedReply(f"reply is a JSON {type(data).__name__}, not an object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedReply(f"reply has no choices ({_brief(data)})")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise MalformedReply("reply choices[0].message is not an object")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply(
+            f"reply choices[0].message.content is a {type(content).__name__}, not text"
+        )
+    for key in ("reasoning_content", "reasoning"):  # optional extras: ignored unless text
+        if not isinstance(message.get(key), str | None):
+            message[key] = None
+    usage = data.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise MalformedReply(f"reply usage is a {type(usage).__name__}, not an object")
+        for key in ("prompt_tokens", "completion_tokens"):
+            if not _is_count(usage.get(key)):
+                raise MalformedReply(f"reply usage.{key} is {usage.get(key)!r}, not a count")
+    if data.get("model") is not None and not isinstance(data["model"], str):
+        raise MalformedReply("reply model is not a string")
+    return data
+
+
+def _brief(data: Any) -> str:
+    text = json.dumps(data, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def from_spec(spec_name: str) -> OpenAICompatModel:

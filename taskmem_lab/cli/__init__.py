@@ -70,19 +70,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # the toolkit's own warnings (retries, clamps, take-overs) always show
+        logging.getLogger("taskmem_lab").setLevel(logging.WARNING)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return code
     except (ModelError, ParseError) as exc:
         print(f"taskmem: error: {exc}", file=sys.stderr)
         return 1
     except TaskmemError as exc:
         print(f"taskmem: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `taskmem show RUN | head`: the reader left; stop quietly, as `cat` would.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        print(f"taskmem: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             "taskmem: interrupted; finished clips are stored, run again to resume", file=sys.stderr
         )
         return 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a filesystem fault, saying what is kept and what to do."""
+    import errno
+
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"disk full writing{where}; nothing finished is lost (every stored clip or answer "
+            "is kept): free space and run again to resume"
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"cannot write{where} ({exc.strerror}); choose a writable --out (or --cache), "
+            "nothing was lost"
+        )
+    return f"{exc.strerror or exc}{where}"
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def memorize_command(args: argparse.Namespace) -> int:
         perception=_perception(args, faces=args.faces, asr=args.asr),
         cache=cache_setting(args),
         progress=not args.quiet,
+        allow_model_change=args.allow_model_change,
     )
     print(f"memory: {run.path} ({len(run.finished())} clips)")
     return 0
@@ -107,6 +108,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         helps={"supplement_prompt": "extra instructions, or @FILE to read them from a file"},
     )
     add_cache_args(m)
+    m.add_argument(
+        "--allow-model-change",
+        action="store_true",
+        help="resume this run with another model or server (the switch is recorded)",
+    )
     m.add_argument(
         "--faces", action="store_true", help="perceive faces (ids on frames and in the prompt)"
     )

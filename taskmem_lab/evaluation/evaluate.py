@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import taskmem_lab
-from taskmem_lab.backends.base import ChatModel, sum_usage
+from taskmem_lab.backends.base import ChatModel, model_identity, sum_usage
 from taskmem_lab.bench import get_benchmark
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError, ModelError
@@ -58,6 +58,7 @@ from taskmem_lab.evaluation.qa import (
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.memory import Memory, dumps_jsonl, load_any
 from taskmem_lab.params import check_param
+from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import atomic_write_json, utc_now
 
@@ -68,6 +69,8 @@ RUN = "run.json"
 MISSING = "missing.json"
 TABLE_MD = "table.md"
 TABLE_PARQUET = "table.parquet"
+# Recorded since results were keyed by what a model spec resolved to; older folders lack them.
+LATER_SETTINGS = ("answerer_endpoint", "judge_endpoint")
 MEMORY_SUFFIXES = (".jsonl", ".pkl", ".pickle")
 
 
@@ -161,7 +164,12 @@ class MemoryLocator:
 
 
 def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+    """One harmless path component (`paths.safe_name`'s rule)."""
+    try:
+        safe_name(name, "name")
+    except ConfigError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- run folder
@@ -198,7 +206,11 @@ def _identity(
         "memories": str(locator.root.resolve()),
         "tag": locator.tag,
         "answerer": answerer.model_id,
+        "answerer_endpoint": model_identity(answerer),
         "judge": judge_model.model_id if judge_model is not None and "open" in kinds else None,
+        "judge_endpoint": (
+            model_identity(judge_model) if judge_model is not None and "open" in kinds else None
+        ),
         "qa": qa.to_json(),
         "prompts": prompts,
     }
@@ -215,6 +227,18 @@ def results_dir(out: Path) -> ResumableDir:
         ok=lambda row: True,  # a question whose model call failed is never written
         hint="use another --out, or delete the folder to start over",
     )
+
+
+def adopt_later_settings(folder: ResumableDir, identity: dict[str, Any]) -> None:
+    """A results folder written before endpoints were recorded takes the current ones (with a
+    warning) instead of being refused; a folder that records them must match them."""
+    if not folder.exists():
+        return
+    old = folder.settings()
+    missing = {k: identity[k] for k in LATER_SETTINGS if k not in old}
+    if missing:
+        log.warning("%s: no endpoints recorded; assuming the current ones", folder.path)
+        atomic_write_json(folder.settings_path, {**old, **missing})
 
 
 def memory_hash(memory: Memory) -> str:
@@ -453,7 +477,9 @@ def evaluate(
             f"no memory for any of the {len(selected)} question(s): looked for video id(s) "
             f"{shown} as {locator.patterns()}; check --memories and --tag"
         )
-    store = results_dir(out).open(_identity(records, locator, answerer, judge_model, qa))
+    identity = _identity(records, locator, answerer, judge_model, qa)
+    adopt_later_settings(results_dir(out), identity)
+    store = results_dir(out).open(identity)
     atomic_write_json(out / MISSING, {"count": len(missing), "questions": missing})
     memories, incomplete = _load_memories(selected, paths)
     hashes = {vid: memory_hash(m) for vid, m in memories.items()}

@@ -23,6 +23,7 @@ from taskmem_lab.params import MemorizeParams
 from taskmem_lab.schema import ClipSpec, Stream, StreamFile
 
 MIN_TAIL_S = 1.0
+MAX_CLIPS = 1_000_000  # ~116 days of stream at 10 s clips; more is a typo in a manifest
 _TIME_DECIMALS = 6
 
 
@@ -91,6 +92,26 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(str(p), last, fps, len(times), int(width), int(height), rotation, has_audio)
 
 
+def decodable_end(path: str | Path) -> float:
+    """Seconds from the file's start to the end of its last frame, from the container's index
+    (no decoding): a manifest `duration` past it would repeat a frozen frame as if it were real."""
+    import av
+
+    p = _check_file(path)
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise VideoError(f"no video stream in {p}")
+            vs = container.streams.video[0]
+            if vs.duration is not None and vs.time_base is not None:
+                return float(vs.duration * vs.time_base)
+            if container.duration is not None:
+                return float(container.duration) / 1_000_000
+    except av.FFmpegError as exc:
+        raise VideoError(f"cannot decode video {p}: {exc}") from exc
+    return probe(p).duration
+
+
 # --------------------------------------------------------------------------- schedule
 
 
@@ -108,8 +129,20 @@ def clip_schedule(
     segments are skipped. A trailing span shorter than one second is merged into the clip before
     it (a segment shorter than that is kept as one short clip rather than dropped).
     """
-    if interval <= 0 or context_duration < interval:
-        raise ValueError("need interval > 0 and context_duration >= interval")
+    if not (0 < interval < math.inf) or context_duration < interval:
+        raise ValueError("need a finite interval > 0 and context_duration >= interval")
+    total = 0.0
+    for seg_start, seg_end in segments:
+        s = seg_start if start is None else max(seg_start, start)
+        e = seg_end if end is None else min(seg_end, end)
+        if not (math.isfinite(s) and math.isfinite(e)):
+            raise VideoError(f"stream span {s}..{e} is not finite; check the stream's times")
+        total += max(0.0, e - s) / interval + 1
+    if total > MAX_CLIPS:
+        raise VideoError(
+            f"the schedule would have about {total:.0f} clips (more than {MAX_CLIPS}); "
+            "check the stream's start/duration values, --start/--end and --interval"
+        )
     clips: list[ClipSpec] = []
     for seg_index, (seg_start, seg_end) in enumerate(segments):
         s = seg_start if start is None else max(seg_start, start)

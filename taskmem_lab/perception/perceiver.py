@@ -5,15 +5,18 @@ it finds the faces of the new span (sampled at `face_fps`), gives them lasting i
 transcribes the speech that ends inside the clip, decides who says each segment (the VLM looks at
 the annotated window; voices re-identify speakers who are off screen), and draws boxes, ids and
 subtitles on the window's frames. Results go to `runs/<video_id>/perception/<hash>/` (`hash` of
-the perception settings and the clip schedule): `settings.json`, `clips.jsonl` (one record per
-clip) and the identity registry; every memorizer with the same settings reuses them, and a killed
-run resumes after the last stored clip.
+the perception settings, the clip schedule and the sources' content): `settings.json`,
+`clips.jsonl` (one record per clip) and the identity registry; every memorizer with the same
+settings reuses them, and a killed run resumes after the last stored clip. The first clip computed
+locks the folder (one writer); the registry of clip k replaces the previous one only once k's
+record is stored, so a kill never counts a clip twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -24,9 +27,10 @@ import numpy as np
 
 from taskmem_lab.backends.base import ChatModel
 from taskmem_lab.face_ids import IdMap
+from taskmem_lab.media.stream import source_identity
 from taskmem_lab.media.video import Frame, StreamFrames, sample_times
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import file_sha256
+from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.perception.asr import ClipTranscriber, make_asr
 from taskmem_lab.perception.base import Perception
 from taskmem_lab.perception.faces import clip_faces, make_face_backend
@@ -44,11 +48,20 @@ from taskmem_lab.perception.records import FaceDetection, Segment
 from taskmem_lab.perception.render import annotate
 from taskmem_lab.perception.voices import identify_speakers, make_voice_embedder
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Stream
-from taskmem_lab.store import append_jsonl, atomic_write_json, perception_dir, read_jsonl
+from taskmem_lab.store import (
+    FolderLock,
+    append_jsonl,
+    atomic_write_json,
+    perception_dir,
+    read_jsonl,
+)
 
 CLIPS = "clips.jsonl"
 SETTINGS = "settings.json"
 REGISTRY_DIR = "identities"
+NEXT_REGISTRY = "identities.next"  # the registry after clip k, promoted once k's record is stored
+OLD_REGISTRY = "identities.old"
+NEXT_CLIP = "clip.json"
 
 
 def _file_sha256(path: Path) -> str:
@@ -232,25 +245,73 @@ class StreamPerceiver:
         self.stream = stream
         self.params = params
         self.mp = memorize_params
-        self.settings = settings_of(params, memorize_params)
+        # Keyed by the sources' content too: another video under the same name never reuses it.
+        self.settings = {**settings_of(params, memorize_params), "sources": source_identity(stream)}
         self.key = settings_hash(self.settings)
-        self.path = perception_dir(root, stream.stream_id, self.key)
+        self.path = perception_dir(root, safe_name(stream.stream_id, "stream id"), self.key)
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / SETTINGS, self.settings)
+        # Readers (replay, resumed runs) need no lock; the first clip computed takes it.
+        self.lock = FolderLock(self.path, "perception")
         self.model = speaker_model
-        self.records: dict[int, dict[str, Any]] = {
-            r["clip"]: r for r in read_jsonl(self.path / CLIPS)
-        }
-        reg_dir = self.path / REGISTRY_DIR
-        self.registry = (
-            IdentityRegistry.load(reg_dir, params.identities)
-            if (reg_dir / "identities.json").is_file()
-            else IdentityRegistry(params.identities)
-        )
+        self._load()
         self._face_backend: Any = None
         self._face_frames: StreamFrames | None = None
         self._transcriber: ClipTranscriber | None = None
         self._embedder: Any = None
+
+    def _load(self) -> None:
+        """Stored records and the identity registry that matches them."""
+        self.records: dict[int, dict[str, Any]] = {
+            r["clip"]: r for r in read_jsonl(self.path / CLIPS)
+        }
+        if self.lock.held:
+            self._settle_registry()
+        reg_dir = self.path / REGISTRY_DIR
+        self.registry = (
+            IdentityRegistry.load(reg_dir, self.params.identities)
+            if (reg_dir / "identities.json").is_file()
+            else IdentityRegistry(self.params.identities)
+        )
+
+    def _settle_registry(self) -> None:
+        """Finish or undo a registry swap a killed process left: the registry saved for clip k
+        is promoted only if k's record was stored, so no clip is ever counted twice."""
+        nxt, cur, old = (self.path / n for n in (NEXT_REGISTRY, REGISTRY_DIR, OLD_REGISTRY))
+        if nxt.is_dir():
+            try:
+                clip = int(json.loads((nxt / NEXT_CLIP).read_text(encoding="utf-8"))["clip"])
+            except (OSError, ValueError, KeyError, TypeError):
+                clip = None
+            if clip is not None and clip in self.records:
+                if cur.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                    cur.rename(old)
+                nxt.rename(cur)
+            else:
+                shutil.rmtree(nxt)
+        if not cur.is_dir() and old.is_dir():
+            old.rename(cur)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _commit(self, record: dict[str, Any]) -> None:
+        """Registry to `identities.next/`, then the record (the commit point), then the swap."""
+        nxt, cur, old = (self.path / n for n in (NEXT_REGISTRY, REGISTRY_DIR, OLD_REGISTRY))
+        shutil.rmtree(nxt, ignore_errors=True)
+        self.registry.save(nxt)
+        atomic_write_json(nxt / NEXT_CLIP, {"clip": record["clip"]})
+        append_jsonl(self.path / CLIPS, record)
+        if cur.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+            cur.rename(old)
+        nxt.rename(cur)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _take_lock(self) -> None:
+        """Lock the folder before the first write, then re-read what another process stored."""
+        if not self.lock.held:
+            self.lock.acquire()
+            atomic_write_json(self.path / SETTINGS, self.settings)
+            self._load()
 
     # ------------------------------------------------------------------ lazily built parts
 
@@ -325,6 +386,10 @@ class StreamPerceiver:
         return dets, segs
 
     def _compute(self, clip: ClipSpec, window: Sequence[Frame]) -> dict[str, Any]:
+        if not self.lock.held:
+            self._take_lock()
+            if clip.index in self.records:  # stored meanwhile by the process we waited out
+                return self.records[clip.index]
         timings: dict[str, float] = {}
         warnings: list[str] = []
         dets: list[FaceDetection] = []
@@ -406,13 +471,12 @@ class StreamPerceiver:
             "warnings": warnings,
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
-        # The registry first, then the record: the record is the commit point of a clip.
-        self.registry.save(self.path / REGISTRY_DIR)
-        append_jsonl(self.path / CLIPS, record)
+        self._commit(record)
         self.records[clip.index] = record
         return record
 
     def close(self) -> None:
+        self.lock.release()
         if self._face_frames is not None:
             self._face_frames.close()
         backend = self._face_backend

@@ -4,8 +4,11 @@ It is a test double wrapping the fake model (`backends.fake`): each reply is the
 answer for the request's purpose, which the client sends in the `X-Taskmem-Purpose` header (real
 OpenAI-compatible servers ignore unknown headers), marked `[fake server]`. It can be scripted to
 answer 429, 500, an image-size 400, malformed text, a `<think>` block, or to hang past the
-client's timeout; it can hold every request after the N-th until released (to kill a client
-mid-run), and it can be given pairwise verdicts (`script_verdicts`). Every request body and its
+client's timeout; to send a hostile HTTP-200 body (`HOSTILE`: not JSON, not UTF-8, truncated,
+wrong field types), to trickle a good reply one byte at a time (`trickle`: every read in time, the
+whole never) or to echo the API key in a 500 (`leak_key`); it can hold every request after the
+N-th until released (to kill a client mid-run), and it can be given pairwise verdicts
+(`script_verdicts`). Every request body and its
 purpose are recorded (`requests`, `purposes`).
 
     with FakeOpenAIServer() as server:
@@ -28,7 +31,60 @@ from taskmem_lab.backends.fake import FakeAsk, answer, before_first_reply
 from taskmem_lab.backends.openai_compat import PURPOSE_HEADER
 
 MARK = "[fake server]"
-BEHAVIOURS = ("ok", "429", "500", "hang", "malformed", "image_limit", "think")
+# Hostile HTTP-200 bodies (`hostile_body`), a byte-trickling reply and an error that echoes the key.
+HOSTILE = (
+    "not_json",
+    "not_utf8",
+    "truncated_json",
+    "json_list",
+    "no_choices",
+    "choices_not_list",
+    "message_not_object",
+    "content_number",
+    "content_object",
+    "usage_string",
+    "usage_negative",
+)
+BEHAVIOURS = (
+    "ok",
+    "429",
+    "500",
+    "hang",
+    "malformed",
+    "image_limit",
+    "think",
+    "trickle",
+    "leak_key",
+    *HOSTILE,
+)
+
+
+def hostile_body(behaviour: str, good: dict[str, Any]) -> bytes:
+    """The body of a hostile HTTP-200 reply, built from a good completion `good`."""
+    choice = good["choices"][0]
+    shapes: dict[str, Any] = {
+        "json_list": [good],
+        "no_choices": {**good, "choices": []},
+        "choices_not_list": {**good, "choices": "none"},
+        "message_not_object": {**good, "choices": [{**choice, "message": "hello"}]},
+        "content_number": {
+            **good,
+            "choices": [{**choice, "message": {"role": "assistant", "content": 42}}],
+        },
+        "content_object": {
+            **good,
+            "choices": [{**choice, "message": {"role": "assistant", "content": {"a": 1}}}],
+        },
+        "usage_string": {**good, "usage": "lots"},
+        "usage_negative": {**good, "usage": {"prompt_tokens": -5, "completion_tokens": "x"}},
+    }
+    if behaviour == "not_json":
+        return b"<html><body>502 Bad Gateway (but sent as 200)</body></html>"
+    if behaviour == "not_utf8":
+        return b'{"choices": [{"message": {"content": "\xff\xfe\xfa"}}]}'
+    if behaviour == "truncated_json":
+        return json.dumps(good).encode()[:40]
+    return json.dumps(shapes[behaviour]).encode()
 
 
 def _texts(body: dict[str, Any]) -> list[str]:
@@ -82,9 +138,12 @@ def reply_for(
 
 
 class FakeOpenAIServer:
-    def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0) -> None:
+    def __init__(
+        self, latency_s: float = 0.0, hang_s: float = 3.0, trickle_s: float = 0.25
+    ) -> None:
         self.latency_s = latency_s
         self.hang_s = hang_s
+        self.trickle_s = trickle_s  # pause between the bytes of a `trickle` reply
         self.requests: list[dict[str, Any]] = []
         self.purposes: list[str] = []
         self.paths: list[str] = []
@@ -92,6 +151,7 @@ class FakeOpenAIServer:
         self._verdicts: list[str] = []
         self._lock = threading.Lock()
         self.hold_after: int | None = None
+        self._stopping = False
         self.release = threading.Event()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -137,6 +197,7 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        self._stopping = True
         self.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
@@ -205,6 +266,11 @@ class FakeOpenAIServer:
                     msg = "Image size exceeds the limit for this model"
                     self._send(400, {"error": {"message": msg, "type": "invalid_request_error"}})
                     return
+                if behaviour == "leak_key":
+                    key = self.headers.get("Authorization", "")
+                    msg = f"upstream failed for {key} (api_key=sk-live-0123456789abcdef)"
+                    self._send(500, {"error": {"message": msg, "type": "server_error"}})
+                    return
                 if behaviour == "hang":
                     time.sleep(server.hang_s)
                 content = reply_for(body, purpose, server._pop_verdict)
@@ -213,27 +279,45 @@ class FakeOpenAIServer:
                 if behaviour == "think":
                     content = f"<think>{MARK} reasoning about the clip</think>{content}"
                 prompt_tokens = sum(len(t.split()) for t in _texts(body))
-                self._send(
-                    200,
-                    {
-                        "id": f"chatcmpl-{n}",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body.get("model", "fake"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": content},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": len(content.split()),
-                            "total_tokens": prompt_tokens + len(content.split()),
-                        },
+                completion = {
+                    "id": f"chatcmpl-{n}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "fake"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": len(content.split()),
+                        "total_tokens": prompt_tokens + len(content.split()),
                     },
-                )
+                }
+                if behaviour in HOSTILE:
+                    self._send(200, None, hostile_body(behaviour, completion))
+                elif behaviour == "trickle":
+                    self._trickle(json.dumps(completion).encode())
+                else:
+                    self._send(200, completion)
+
+            def _trickle(self, data: bytes) -> None:
+                """A good reply, one byte per `trickle_s`: every read succeeds, the whole never
+                arrives in time (until the client gives up and closes the connection)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.flush()
+                for i in range(len(data)):
+                    if server._stopping:
+                        return
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(server.trickle_s)
 
         return Handler
 

@@ -211,7 +211,10 @@ def make_pairs(
     if not tasks:
         raise ConfigError("pairs need example questions: the task file holds no tasks")
     require_pyarrow()
-    rollouts = rollouts_dir(replay.run.path / "rollouts" / rollout_tag)
+    from taskmem_lab.paths import safe_name
+
+    safe_name(score_name, "scores name")
+    rollouts = rollouts_dir(replay.run.path / "rollouts" / safe_name(rollout_tag, "rollouts tag"))
     rollouts.settings()
     samples = samples_by_clip(rollouts)
     if not samples:

@@ -539,6 +539,9 @@ def score_memory(
 ) -> dict[str, Any]:
     """Score a run's own entries (`RUN/rewards/<name>/`) or its rollout candidates
     (`RUN/rollouts/<tag>/rewards/<name>/`); the summary, with its `path`."""
+    from taskmem_lab.paths import safe_name
+
+    safe_name(name, "scores name")
     if rollouts is None:
         semantic = replay.params.semantic
         out = replay.run.path / "rewards" / name
@@ -556,7 +559,7 @@ def score_memory(
         return {"path": str(out), **summary}
     from taskmem_lab.training.rollouts import rollouts_dir, samples_by_clip
 
-    store = rollouts_dir(replay.run.path / "rollouts" / rollouts)
+    store = rollouts_dir(replay.run.path / "rollouts" / safe_name(rollouts, "rollouts tag"))
     store.settings()
     samples = samples_by_clip(store)
     if not samples:

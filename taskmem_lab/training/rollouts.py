@@ -78,7 +78,9 @@ def sampled_request(request: Request, params: RolloutParams, seed: int) -> Reque
 
 
 def rollout_path(run: str | Path, tag: str) -> Path:
-    return Path(run) / "rollouts" / tag
+    from taskmem_lab.paths import safe_name
+
+    return Path(run) / "rollouts" / safe_name(tag, "rollouts tag")
 
 
 def rollouts_dir(path: str | Path) -> ResumableDir:
