@@ -302,6 +302,8 @@ def run_manifest(
                 "duration": round(f.duration, 6),
                 "size": Path(f.path).stat().st_size,
                 "sha256": file_digest(f.path),
+                # only a time range of its file records an offset (older manifests stay equal)
+                **({"offset": f.offset} if f.offset else {}),
             }
             for f in stream.files
         ],

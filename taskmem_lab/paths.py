@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+
+def default_tag(model_spec: str) -> str:
+    """A directory-safe tag from a model spec (`openai:gpt-4o#high` -> `openai_gpt-4o_high`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_spec).strip("_") or "model"
 
 
 def runs_root() -> Path:

@@ -1,20 +1,21 @@
 """One call from a video to a stored memory, shared by the CLI, the notebooks and the ablations.
 
-Floor 4: resolves the stream, the model (with the response cache), the tasks and the run
-directory, then runs the streaming memorizer.
+Floor 6: resolves the stream, the model (with the response cache), the tasks and the run
+directory, then runs the streaming memorizer. `run_benchmark` (from `bench_run`) takes a whole
+benchmark from its videos to its table.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taskmem_lab.backends import ChatModel, ResponseCache, make_model
+from taskmem_lab.bench_run import run_benchmark
 from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import cache_path, runs_root
+from taskmem_lab.paths import cache_path, default_tag, runs_root
 from taskmem_lab.store import RunDir, memory_dir
 from taskmem_lab.tasks import load_tasks
 
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
     from taskmem_lab.perception.base import Perception
     from taskmem_lab.perception.perceiver import PerceptionParams, StreamPerceiver
     from taskmem_lab.schema import ClipSpec, Stream
-
-
-def default_tag(model_spec: str) -> str:
-    """A directory-safe tag from a model spec (`openai:gpt-4o#high` -> `openai_gpt-4o_high`)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_spec).strip("_") or "model"
 
 
 def build_memory(
@@ -181,3 +177,14 @@ def perceive_stream(
         frames.close()
         perceiver.close()
     return perceiver, seen
+
+
+__all__ = [
+    "build_memory",
+    "default_tag",
+    "eval_dir",
+    "make_perceiver",
+    "perceive_stream",
+    "run_benchmark",
+    "run_eval",
+]

@@ -7,7 +7,9 @@ Floor 2. A manifest is JSON or YAML:
       - {path: DAY1/DAY1_A1_JAKE_11094208.mp4, start: 40182.1}
       - {path: DAY1/DAY1_A1_JAKE_11101208.mp4, start: 40212.1, duration: 30.0}
 
-Paths are relative to the manifest; `start` is stream seconds; `duration` is probed when absent.
+Paths are relative to the manifest; `start` is stream seconds; `duration` is probed when absent
+(give it with `offset` to use a time range of a longer file: `{path, start: 0, offset: 368.4,
+duration: 35.2}` plays seconds 368.4-403.6 of the file as stream time 0-35.2, no copy on disk).
 Clip times are stream times; files that abut (within `GAP_TOLERANCE_S`) form one segment and the
 schedule skips the gaps between segments.
 """
@@ -51,7 +53,10 @@ def load_stream(path: str | Path) -> Stream:
         duration = entry.get("duration")
         if duration is None:
             duration = probe(fp).duration
-        files.append(StreamFile(str(fp), float(entry["start"]), float(duration)))
+        offset = float(entry.get("offset", 0.0) or 0.0)
+        if offset < 0:
+            raise ConfigError(f"stream manifest {p}: files[{i}].offset must be >= 0")
+        files.append(StreamFile(str(fp), float(entry["start"]), float(duration), offset))
     files.sort(key=lambda f: f.start)
     return Stream(stream_id=str(data.get("stream_id") or p.stem), files=tuple(files))
 

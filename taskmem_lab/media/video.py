@@ -90,6 +90,28 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(str(p), last, fps, len(times), int(width), int(height), rotation, has_audio)
 
 
+def container_duration(path: str | Path) -> float:
+    """Duration in seconds from the container header (PyAV); decodes nothing.
+
+    Cheap enough to plan thousands of files; `probe` decodes the last frame's timestamp instead.
+    """
+    import av
+
+    p = _check_file(path)
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise VideoError(f"no video stream in {p}")
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return float(container.duration) / 1_000_000
+    except av.FFmpegError as exc:
+        raise VideoError(f"cannot open video {p}: {exc}") from exc
+    raise VideoError(f"video {p} does not state its duration")
+
+
 # --------------------------------------------------------------------------- schedule
 
 
@@ -370,7 +392,7 @@ class StreamFrames:
             if reader is None:
                 reader = open_reader(f.path, self.max_side, self.backend)
                 self._readers[i] = reader
-            local = [max(0.0, t - f.start) for t in ts]
+            local = [max(0.0, f.local(t)) for t in ts]
             for t, image in zip(ts, reader.frames_at(local), strict=True):
                 self._frames[t] = Frame(t, image)
                 self.decoded += 1
