@@ -2,6 +2,7 @@
 
     taskmem memorize VIDEO_OR_MANIFEST --model SPEC [--tag TAG] [--interval 10] ...
     taskmem show RUN [--kind episodic|semantic|both]
+    taskmem bench BENCH --source PATH --videos DIR --model SPEC --answerer SPEC [--plan] ...
     taskmem eval BENCH --source PATH --memories DIR --tag TAG --answerer SPEC [--judge SPEC] ...
     taskmem publish BENCH --source PATH [--push REPO_ID]
     taskmem export-training RUN... --out DIR
@@ -264,6 +265,93 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"taskmem: failed: {failure}", file=sys.stderr)
         print(
             f"taskmem: error: {len(result.failures)} question(s) failed; run again to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """`taskmem bench`: argument wiring only; the work is `pipeline.run_benchmark`."""
+    import shlex
+
+    from taskmem_lab.evaluation.evaluate import EvalParams
+    from taskmem_lab.evaluation.qa import QAParams
+    from taskmem_lab.params import MemorizeParams
+    from taskmem_lab.pipeline import run_benchmark
+
+    params = MemorizeParams(
+        interval=args.interval,
+        context_duration=args.context_duration,
+        frame_fps=args.fps,
+        max_frames=args.max_frames,
+        semantic=args.semantic,
+    )
+    resources = {k: v for k, v in (("num_cpus", args.ray_cpus), ("num_gpus", args.ray_gpus)) if v}
+    result = run_benchmark(
+        args.benchmark,
+        args.source,
+        args.videos,
+        args.model,
+        args.answerer,
+        judge=args.judge,
+        params=params,
+        perception=_perception_params(args, faces=args.faces, asr=args.asr),
+        qa=QAParams(context=args.context),
+        eval_params=EvalParams(concurrency=args.concurrency),
+        tag=args.tag,
+        out=args.out,
+        tasks=args.tasks,
+        streams=args.streams,
+        limit_streams=args.limit_streams,
+        only=args.only or (),
+        engine=args.engine,
+        ray_address=args.ray_address,
+        ray_resources=resources,
+        cache=_cache_setting(args),
+        prices=_prices(args.price),
+        plan_only=args.plan,
+        progress=not args.quiet,
+    )
+    if args.plan:
+        print(result.plan.table())
+    if result.estimate is not None:
+        for row in result.estimate["rows"]:
+            cost = "" if row["cost_usd"] is None else f", about ${row['cost_usd']:.2f}"
+            print(
+                f"{row['role']} {row['model']}: {row['calls']} calls, ~{row['prompt_tokens']:,} "
+                f"prompt + ~{row['completion_tokens']:,} completion tokens{cost}"
+            )
+        if result.estimate["total_usd"] is not None:
+            print(f"estimated total: ${result.estimate['total_usd']:.2f} (rough; see docs)")
+    if args.plan:
+        return 0
+    counts = {}
+    for o in result.outcomes.values():
+        counts[o.status] = counts.get(o.status, 0) + 1
+    print(f"streams: {', '.join(f'{n} {k}' for k, n in sorted(counts.items()))} ({result.folder})")
+    if result.evaluation is not None:
+        print(result.evaluation.markdown, end="")
+        print(f"results: {result.evaluation.out} ({result.evaluation.summary['status']})")
+    if result.note:
+        print(result.note)
+    if result.failed:
+        for o in result.failed:
+            print(f"taskmem: stream {o.stream_id} failed: {o.error}", file=sys.stderr)
+        argv = list(sys.argv[1:]) if args.argv is None else list(args.argv)
+        keep, skip = [], False
+        for a in argv:  # drop a previous --only / --limit-streams selection
+            if a in ("--only", "--limit-streams"):
+                skip = True
+                continue
+            if skip and not a.startswith("-"):
+                continue
+            skip = False
+            keep.append(a)
+        ids = [o.stream_id for o in result.failed]
+        print(
+            "taskmem: resume the failed streams with: "
+            + shlex.join(["taskmem", *keep, "--only", *ids]),
             file=sys.stderr,
         )
         return 1
@@ -583,6 +671,52 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_eval)
 
+    b = sub.add_parser("bench", help="plan, memorize and evaluate a whole benchmark (resumable)")
+    b.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    b.add_argument("--source", help="benchmark source, as for `taskmem eval` (default: the Hub)")
+    b.add_argument("--videos", required=True, help="folder of the benchmark's videos")
+    b.add_argument("--model", required=True, help="memorizer model spec")
+    b.add_argument("--answerer", help="model spec that answers (none: memorize only)")
+    b.add_argument("--judge", help="model spec that judges free-form answers (EgoTempo)")
+    b.add_argument("--tag", help="memory tag (default: from the model spec, +__tasks)")
+    b.add_argument("--out", help="runs root (default: ./runs or $TASKMEM_RUNS)")
+    b.add_argument(
+        "--tasks",
+        choices=["questions", "none"],
+        default="none",
+        help="questions: each question reaches the memorizer at its query time (none)",
+    )
+    b.add_argument("--streams", type=int, help="streams side by side (default: endpoint slots)")
+    b.add_argument("--limit-streams", type=int, help="only the first N streams")
+    b.add_argument("--only", nargs="+", metavar="ID", help="only these streams")
+    b.add_argument("--plan", action="store_true", help="print the plan; call nothing")
+    b.add_argument(
+        "--price",
+        action="append",
+        metavar="SPEC=IN,OUT",
+        help="USD per 1M input,output tokens of a model: cost estimate and running cost",
+    )
+    b.add_argument("--engine", choices=["local", "ray"], default="local", help="(local)")
+    b.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
+    b.add_argument("--ray-cpus", type=float, help="CPUs per stream task (0.25)")
+    b.add_argument("--ray-gpus", type=float, help="GPUs per stream task (perception on GPU)")
+    b.add_argument("--interval", type=float, default=10.0, help="seconds of new video per clip")
+    b.add_argument("--context-duration", type=float, default=50.0, help="window seconds (50)")
+    b.add_argument("--fps", type=float, default=1.0, help="frames per second for the model (1)")
+    b.add_argument("--max-frames", type=int, default=32, help="cap on frames per window (32)")
+    b.add_argument("--semantic", action="store_true", help="also write knowledge statements")
+    b.add_argument(
+        "--context", choices=["full", "evidence", "retrieval"], default="full", help="(full)"
+    )
+    b.add_argument("--concurrency", type=int, default=8, help="questions in flight (8)")
+    b.add_argument("--faces", action="store_true", help="perceive faces")
+    b.add_argument("--asr", action="store_true", help="transcribe speech")
+    _perception_args(b)
+    b.add_argument("--cache", help="response cache file")
+    b.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    b.set_defaults(func=_bench)
+
     p = sub.add_parser("publish", help="convert a benchmark into a Hugging Face dataset")
     p.add_argument("benchmark", choices=sorted(BENCHMARKS))
     p.add_argument("--source", help="original source (default: the original on the Hub)")
@@ -641,6 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",

@@ -4,7 +4,7 @@ It is a test double: replies are made from the request (the NEW SPAN marker, the
 images) and start with `[fake server]` (ASR prompts, whose system prompt holds `{"segments"`, get
 one segment per loud span of the audio part; speaker prompts, `{"speakers"`, get transcript line n
 assigned to the n-th visible face, round robin). It can be scripted to answer 429, 500, an image-size
-400, malformed JSON, or to hang past the client's timeout, and it can hold every request after
+400, malformed JSON, or to hang past the client's timeout, fail every request a predicate picks (`fail_if`), and it can hold every request after
 the N-th until released (to kill a client mid-run). Every request body is recorded. Reward,
 pairwise and seeded episodic prompts are answered by `fake_rewards` (pairwise verdicts can be
 scripted with `script_verdicts`).
@@ -224,6 +224,8 @@ class FakeOpenAIServer:
         self._verdicts: list[str] = []
         self._lock = threading.Lock()
         self.hold_after: int | None = None
+        # Requests for which this returns True get a 500 (a stream whose replies fail).
+        self.fail_if: Callable[[dict[str, Any]], bool] | None = None
         self.release = threading.Event()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -281,6 +283,8 @@ class FakeOpenAIServer:
             self.paths.append(path)
             n = len(self.requests)
             behaviour = self._script.pop(0) if self._script else "ok"
+            if self.fail_if is not None and self.fail_if(body):
+                behaviour = "500"
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         return behaviour, n
