@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from taskmem_lab.params import MemorizeParams
 from taskmem_lab.prompts import render
 from taskmem_lab.store import RunDir
+from taskmem_lab.testing import media as gen
 from taskmem_lab.testing.command import taskmem
 from taskmem_lab.testing.fake_openai_server import FakeOpenAIServer
-from taskmem_lab.testing.media import test_video
 
 pytestmark = pytest.mark.slow
 IDS = [f"vid{i}" for i in range(6)]
@@ -41,7 +42,7 @@ def videomme(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     videos.mkdir(parents=True)
     rows = []
     for i, vid in enumerate(IDS):
-        test_video(
+        gen.test_video(
             videos / f"{vid}.mp4", 17 if vid == LONG else 12, size="64x48", fps=5, audio=False
         )
         rows.append(
@@ -236,3 +237,133 @@ def test_plan_prints_streams_and_price_without_calling(videomme, tmp_path, serve
     assert lines[1].split()[0] == "vid0" and "total: 4 streams" in proc.stdout
     assert "memorizer openai:local-vlm: 13 calls" in proc.stdout  # 3 + 3 + 3 + 4 clips
     assert "about $" in proc.stdout
+
+
+# --------------------------------------------------------------------------- online tasks
+
+
+def _seconds(hms: str) -> float:
+    h, m, s = hms.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def test_questions_as_tasks_never_reach_a_clip_that_ends_before_they_are_asked(
+    tmp_path, server, config, monkeypatch
+):
+    """The leakage guarantee of `--tasks questions` on an EgoLife-shaped stream with a gap."""
+    import re
+
+    from taskmem_lab.bench import egolife
+    from taskmem_lab.pipeline import run_benchmark
+
+    monkeypatch.setenv("TASKMEM_API_CONFIG", str(config))
+    root = tmp_path / "videos" / "A1_JAKE" / "DAY1"
+    root.mkdir(parents=True)
+    gen.test_video(root / "DAY1_A1_JAKE_11000000.mp4", 12, size="64x48", fps=5, audio=False)
+    gen.test_video(root / "DAY1_A1_JAKE_11300000.mp4", 6, size="64x48", fps=5, audio=False)
+    asked = [("DAY1", "11000700"), ("DAY1", "11000500"), ("DAY1", "11300300"), ("DAY2", "09000000")]
+    rows = [
+        {
+            "ID": n,
+            "query_time": {"date": d, "time": c},
+            "type": "EventRecall",
+            "question": f"Unique question number {n}?",
+            "choice_a": "a",
+            "choice_b": "b",
+            "choice_c": "c",
+            "choice_d": "d",
+            "answer": "A",
+        }  # fmt: skip
+        for n, (d, c) in enumerate(asked)
+    ]
+    source = tmp_path / "EgoLifeQA_A1_JAKE.json"
+    source.write_text(json.dumps(rows))
+    times = {f"A1_JAKE_{n}": egolife.stream_time(d, c) for n, (d, c) in enumerate(asked)}
+    result = run_benchmark(
+        "egolife", source, tmp_path / "videos", "openai:local-vlm", None, tasks="questions",
+        params=MemorizeParams(interval=5, context_duration=10), out=tmp_path / "runs",
+        cache=False, progress=False,
+    )  # fmt: skip
+    assert result.outcomes["A1_JAKE"].status == "complete"
+    run = RunDir(tmp_path / "runs" / "A1_JAKE" / "memory" / "openai_local-vlm__tasks")
+    shown_somewhere = set()
+    for rec in run.finished().values():
+        assert rec.tasks == [
+            t for t, at in sorted(times.items(), key=lambda x: x[1]) if at < rec.end
+        ]
+        shown_somewhere |= set(rec.tasks)
+    assert shown_somewhere == {"A1_JAKE_0", "A1_JAKE_1", "A1_JAKE_2"}  # DAY2 comes after the end
+    span = re.compile(r"new span (\S+)-(\S+) only")
+    for body in filter(_is_episodic, server.requests):
+        text = json.dumps(body)
+        end = _seconds(span.search(text).group(2))
+        for n, at in enumerate(times.values()):
+            assert (f"Unique question number {n}?" in text) == (at < end)
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture()
+def local_ray(monkeypatch, config):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("TASKMEM_API_CONFIG", str(config))  # workers inherit the environment
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _ray_workers() -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::taskmem_stream"):
+            found.append(p)
+    return found
+
+
+def test_ray_engine_survives_a_killed_worker_with_the_local_engines_memories(
+    videomme, tmp_path, server, local_ray
+):
+    import threading
+
+    from taskmem_lab.pipeline import run_benchmark
+
+    source, videos = videomme
+    params = MemorizeParams(interval=5, context_duration=10)
+    common = dict(answerer=None, tag=TAG, params=params, cache=False, progress=False)
+    run_benchmark("videomme", source, videos, "openai:local-vlm", out=tmp_path / "local", **common)
+    expected = _memories(tmp_path / "local")
+    server.requests.clear()
+
+    server.hold_after = 7  # the 8th request and later wait until a worker has been killed
+    outcome: dict = {}
+
+    def drive() -> None:
+        outcome["result"] = run_benchmark(
+            "videomme", source, videos, "openai:local-vlm", out=tmp_path / "ray", engine="ray",
+            streams=6, **common,
+        )  # fmt: skip
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    deadline = time.monotonic() + 120
+    while (len(server.requests) <= 8 or not _ray_workers()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    victims = _ray_workers()
+    assert victims, "no Ray worker was running a stream"
+    victims[0].kill()  # SIGKILL: the worker dies mid-stream, with a model call open
+    time.sleep(0.5)
+    server.hold_after = None
+    server.release.set()
+    driver.join(timeout=240)
+    assert not driver.is_alive()
+    result = outcome["result"]
+    assert {o.status for o in result.outcomes.values()} == {"complete"}, result.outcomes
+    assert _memories(tmp_path / "ray") == expected
+    calls = len([b for b in server.requests if _is_episodic(b)])
+    assert 19 <= calls <= 19 + 1  # at most the killed worker's open call is asked again
