@@ -125,3 +125,32 @@ def test_encode_mp4_roundtrip(media, tmp_path):
     out.write_bytes(data)
     info = probe(out)
     assert info.frame_count == 3 and info.width % 2 == 0 and info.height % 2 == 0
+
+
+def test_pyav_reader_decodes_forward_and_keeps_its_place(media):
+    from taskmem_lab.media.video import _PyAVReader
+
+    reader = _PyAVReader(media["index"], 64)
+    try:
+        grey = [int(f.mean()) for f in reader.frames_at([0.0, 0.15, 0.3])]
+        assert grey == [0, 16, 48]
+        later = [int(f.mean()) for f in reader.frames_at([0.55, 2.0])]
+        assert later == [(5 * 16) % 256, (20 * 16) % 256]
+        assert reader.seeks == 0  # windows in order continue where the last one stopped
+        back = [int(f.mean()) for f in reader.frames_at([1.0, 9.9])]
+        assert back == [(10 * 16) % 256, (99 * 16) % 256]
+        assert reader.seeks == 1  # a time before the current frame seeks back once
+    finally:
+        reader.close()
+
+
+def test_decoder_env_picks_the_backend(media, monkeypatch):
+    from taskmem_lab.media.video import _PyAVReader, open_reader
+
+    monkeypatch.setenv("TASKMEM_DECODER", "pyav")
+    reader = open_reader(media["index"], 64)
+    assert isinstance(reader, _PyAVReader)
+    reader.close()
+    monkeypatch.setenv("TASKMEM_DECODER", "nonsense")
+    with pytest.raises(VideoError, match="TASKMEM_DECODER"):
+        open_reader(media["index"], 64)
