@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 DEFAULT_STREAMS = 4  # when the model states no endpoint concurrency
-RAY_TASK_NAME = "taskmem_stream"
 
 
 # --------------------------------------------------------------------------- one stream
@@ -317,6 +316,28 @@ def run_local(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class StreamRunner:
+    """A Ray actor that memorizes many streams at once in threads, sharing one model client.
+
+    One per node: the streams of a node share its decoders' process and its connection pool
+    instead of paying a Python worker each. Each `run` call is one stream (an actor task); when
+    the actor's process dies, Ray restarts it and re-runs the streams it held, which resume from
+    their run folders.
+    """
+
+    def __init__(self, model: str, cache: bool | str) -> None:
+        self.counter = CallCounter(_model(model, cache))
+
+    def run(self, job: StreamJob) -> StreamOutcome:
+        return memorize_job(job, self.counter)
+
+    def in_flight(self) -> int:
+        return self.counter.in_flight
+
+
+RAY_ENV = ("TASKMEM_API_CONFIG", "TASKMEM_CACHE", "TASKMEM_RUNS", "TASKMEM_DECODER")
+
+
 def run_ray(
     jobs: Sequence[StreamJob],
     streams: int,
@@ -325,42 +346,66 @@ def run_ray(
     address: str | None = None,
     resources: Mapping[str, float] | None = None,
     max_retries: int = 3,
+    runners: int | None = None,
 ) -> None:
-    """Memorize `jobs` as Ray tasks, at most `streams` in flight.
+    """Memorize `jobs` on a Ray cluster, at most `streams` in flight.
 
-    Joins the cluster at `address` (or the one already initialized; none: starts a local one).
-    `resources` are each task's (`num_cpus`, `num_gpus`, custom); Ray re-runs a task whose worker
-    died up to `max_retries` times, and the rerun resumes the stream's run folder.
+    Joins the cluster at `address` (or the one already initialized; none: starts a local one),
+    starts `runners` `StreamRunner` actors (default: one per alive node, spread over the nodes)
+    with `resources` each (`num_cpus`, `num_gpus`, custom), and hands each stream to the runner
+    with the fewest streams in flight. A runner whose process dies is restarted and its streams
+    re-run (`max_retries` times), resuming from their run folders. The `TASKMEM_*` settings of
+    this process travel to the workers (endpoint keys do not: set them on the nodes).
     """
+    import os
+
     try:
         import ray
     except ImportError as exc:
         raise ConfigError("--engine ray needs Ray: pip install 'taskmem_lab[ray]'") from exc
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
-    options = {"num_cpus": 0.25, **(resources or {})}
-    task = ray.remote(memorize_job).options(
-        name=RAY_TASK_NAME, max_retries=max_retries, retry_exceptions=False, **options
+    if not jobs:
+        return
+    nodes = max(1, len([n for n in ray.nodes() if n.get("Alive")]))
+    count = max(1, min(runners or nodes, streams, len(jobs)))
+    per_runner = -(-streams // count)
+    env = {k: os.environ[k] for k in RAY_ENV if os.environ.get(k)}
+    actor = ray.remote(StreamRunner).options(
+        max_concurrency=per_runner,
+        max_restarts=max_retries,
+        max_task_retries=max_retries,
+        scheduling_strategy="SPREAD",
+        runtime_env={"env_vars": env} if env else None,
+        **{"num_cpus": 1, **dict(resources or {})},
     )
+    first = jobs[0]
+    pool = [actor.remote(first.model, first.cache) for _ in range(count)]
+    load = [0] * count
     queue = list(jobs)
-    running: dict[Any, StreamJob] = {}
+    running: dict[Any, tuple[StreamJob, int]] = {}
     while queue or running:
         while queue and len(running) < streams:
+            k = min(range(count), key=load.__getitem__)
             job = queue.pop(0)
-            running[task.remote(job)] = job
+            running[pool[k].run.remote(job)] = (job, k)
+            load[k] += 1
         done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
         for ref in done:
-            job = running.pop(ref)
+            job, k = running.pop(ref)
+            load[k] -= 1
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 _, n, total = finished_run(job.run_path)
                 outcome = StreamOutcome(
-                    job.stream_id, "failed", n, total, f"{type(exc).__name__}: {first}"
+                    job.stream_id, "failed", n, total, f"{type(exc).__name__}: {first_line}"
                 )
             on_outcome(outcome)
         poll()
+    for a in pool:
+        ray.kill(a)
 
 
 # --------------------------------------------------------------------------- the benchmark

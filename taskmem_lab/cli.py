@@ -698,8 +698,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--engine", choices=["local", "ray"], default="local", help="(local)")
     b.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
-    b.add_argument("--ray-cpus", type=float, help="CPUs per stream task (0.25)")
-    b.add_argument("--ray-gpus", type=float, help="GPUs per stream task (perception on GPU)")
+    b.add_argument(
+        "--ray-cpus", type=float, help="CPUs per Ray runner (one per node, many streams each; 1)"
+    )
+    b.add_argument("--ray-gpus", type=float, help="GPUs per Ray runner (perception on GPU)")
     b.add_argument("--interval", type=float, default=10.0, help="seconds of new video per clip")
     b.add_argument("--context-duration", type=float, default=50.0, help="window seconds (50)")
     b.add_argument("--fps", type=float, default=1.0, help="frames per second for the model (1)")
