@@ -71,6 +71,7 @@ class StreamJob:
     tasks: str | None = None
     perception: PerceptionParams | None = None
     cache: bool | str = True
+    decoder: str = "pyav"
 
     @property
     def run_path(self) -> Path:
@@ -136,6 +137,7 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
             tag=job.tag,
             perceiver=perceiver,
             progress=False,
+            decoder=job.decoder,
         )
         n = len(run.finished())
         return StreamOutcome(job.stream_id, "complete", n, n, seconds=time.perf_counter() - started)
@@ -460,16 +462,21 @@ def run_benchmark(
     prices: Mapping[str, tuple[float, float]] | None = None,
     plan_only: bool = False,
     progress: bool = True,
+    decoder: str = "pyav",
 ) -> BenchResult:
     """Plan, memorize and evaluate a benchmark; see the module docstring.
 
     Memories go to `out/<stream>/memory/<tag>/` (the runs root), the run's bookkeeping (stream
     manifests, task files, `bench.json`) and evaluation to `out/bench/<benchmark>/<tag>/`; the
     metrics that `06_paper` reads to `out/results/<benchmark>.metrics.json` when every stream of
-    the benchmark was selected. With `plan_only` nothing is memorized or asked.
+    the benchmark was selected. With `plan_only` nothing is memorized or asked. `decoder` is
+    the frame reader of every stream: the forward-only PyAV reader by default, which decodes
+    nothing while a stream waits on the model (decord decodes ahead: gigabytes for many streams).
     """
     from taskmem_lab.bench.hub import load_benchmark
 
+    if decoder not in ("auto", "decord", "pyav"):
+        raise ConfigError(f"--decoder must be auto, decord or pyav, got {decoder!r}")
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {ENGINES}, got {engine!r}")
     if streams is not None and streams < 1:
@@ -502,6 +509,7 @@ def run_benchmark(
             sources[s.stream_id][1],
             perception,
             cache_arg,
+            decoder,
         )
         for s in plan.streams
     ]

@@ -312,6 +312,7 @@ def _bench(args: argparse.Namespace) -> int:
         prices=_prices(args.price),
         plan_only=args.plan,
         progress=not args.quiet,
+        decoder=args.decoder,
     )
     if args.plan:
         print(result.plan.table())
@@ -707,6 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fps", type=float, default=1.0, help="frames per second for the model (1)")
     b.add_argument("--max-frames", type=int, default=32, help="cap on frames per window (32)")
     b.add_argument("--semantic", action="store_true", help="also write knowledge statements")
+    b.add_argument(
+        "--decoder",
+        choices=["pyav", "decord", "auto"],
+        default="pyav",
+        help="frame reader: pyav decodes forward and never ahead (low memory; default)",
+    )
     b.add_argument(
         "--context", choices=["full", "evidence", "retrieval"], default="full", help="(full)"
     )

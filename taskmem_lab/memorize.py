@@ -325,9 +325,11 @@ def memorize(
     tag: str = "default",
     perceiver: Perceiver | None = None,
     progress: bool = True,
+    decoder: str = "auto",
 ) -> RunDir:
     """Memorize a stream into `run_path`, resuming a run made with the same inputs.
 
+    `decoder` picks the frame reader (`media.video.open_reader`: auto, decord or pyav).
     Raises `ModelError`/`ParseError` after storing the failed clip; re-running resumes there.
     """
     manifest = run_manifest(stream, model.model_id, params, tasks, tag)
@@ -346,7 +348,7 @@ def memorize(
     done = run.finished()
     todo = [c for c in schedule if c.index not in done]
     run.update_manifest(clips_total=len(schedule), clips_done=len(done), updated=utc_now())
-    frames = StreamFrames(stream, params.max_side)
+    frames = StreamFrames(stream, params.max_side, decoder)
     bar = tqdm(
         total=len(schedule),
         initial=len(done),

@@ -18,7 +18,7 @@ child), `sequential` (the local engine with one stream at a time: what a shell l
 Figures measured on a loaded machine are only indicative: say so when quoting them.
 
     python benchmarks/perf/bench_streams.py [--streams 20] [--engines local ray] [--latency 1.0]
-        [--perception] [--workdir /tmp/taskmem-perf-bench]
+        [--decoder pyav|decord] [--perception] [--workdir /tmp/taskmem-perf-bench]
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from pathlib import Path
 SLOTS = 32
 
 
-def child(engine: str, source: str, videos: str, out: str, config: str, faces: str) -> None:
+def child(
+    engine: str, source: str, videos: str, out: str, config: str, faces: str, decoder: str
+) -> None:
     """Runs in the child process: one `run_benchmark` call, figures printed as JSON."""
     os.environ["TASKMEM_API_CONFIG"] = config
     from taskmem_lab.params import MemorizeParams
@@ -67,6 +69,7 @@ def child(engine: str, source: str, videos: str, out: str, config: str, faces: s
         streams=streams,
         cache=False,
         progress=False,
+        decoder=decoder,
     )
     wall = time.perf_counter() - t0
     status = json.loads((result.folder / "bench.json").read_text())
@@ -174,7 +177,10 @@ def main() -> None:
     parser.add_argument("--size", default="640x360", help="video size (640x360)")
     parser.add_argument("--perception", action="store_true", help="also run with --faces")
     parser.add_argument("--workdir", default="/tmp/taskmem-perf-bench")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--decoder", default="pyav", choices=["pyav", "decord"], help="frame reader (pyav)"
+    )
+    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -189,7 +195,8 @@ def main() -> None:
     if args.perception:
         runs += [(e, "1") for e in args.engines if e != "sequential"]
     print(
-        f"{args.streams} one-minute streams, server latency {args.latency:.1f} s, {SLOTS} slots "
+        f"{args.streams} one-minute streams, server latency {args.latency:.1f} s, {SLOTS} slots, "
+        f"decoder {args.decoder} "
         f"(figures from this machine as it is now: loaded machines give higher ratios)"
     )
     with FakeOpenAIServer(latency_s=args.latency) as server:
@@ -200,7 +207,7 @@ def main() -> None:
             out = work / "runs" / f"{engine}-{faces}-{int(time.time())}"
             proc = subprocess.Popen(
                 [sys.executable, __file__, "--child", engine, str(source), str(videos), str(out),
-                 config, faces],
+                 config, faces, args.decoder],
                 stdout=subprocess.PIPE,
                 text=True,
             )  # fmt: skip
