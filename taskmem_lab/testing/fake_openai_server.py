@@ -214,6 +214,12 @@ def _speakers_reply(text: str) -> str:
     return json.dumps({"speakers": speakers, "note": f"{MARK} round robin over visible faces"})
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when dozens of clients start at once,
+    # and each dropped one waits a second for its SYN retry: a real server queues them.
+    request_queue_size = 256
+
+
 class FakeOpenAIServer:
     def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0) -> None:
         self.latency_s = latency_s
@@ -229,7 +235,7 @@ class FakeOpenAIServer:
         self.release = threading.Event()
         self.in_flight = 0
         self.max_in_flight = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
