@@ -324,13 +324,51 @@ class _PyAVReader:
         return self._cur
 
     def frames_at(self, times: Sequence[float]) -> list[np.ndarray]:
+        wanted = sorted(set(times))
         found: dict[float, np.ndarray] = {}
-        for t in sorted(set(times)):
+        if self._cur is not None:
+            # Times behind the current frame come from a second, short-lived decoder, so the
+            # main one keeps its place for the times ahead.
+            here = self._time(self._cur)
+            behind = [t for t in wanted if t < here - self._EPS]
+            if behind:
+                found.update(self._scan(behind))
+                wanted = wanted[len(behind) :]
+        for t in wanted:
             frame = self._frame_at(t)
             if self._array is None or self._array[0] != id(frame):
                 self._array = (id(frame), self._to_array(frame))
             found[t] = self._array[1]
         return [found[t] for t in times]
+
+    def _scan(self, wanted: Sequence[float]) -> dict[float, np.ndarray]:
+        """Frames at sorted `wanted` times: seek before the first, decode forward to the last."""
+        import av
+
+        found: dict[float, np.ndarray] = {}
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                if wanted[0] > 0 and stream.time_base:
+                    container.seek(int(wanted[0] / stream.time_base), stream=stream, backward=True)
+                    self.seeks += 1
+                prev = None
+                pending = list(wanted)
+                for frame in container.decode(stream):
+                    while (
+                        pending and prev is not None and self._time(frame) > pending[0] + self._EPS
+                    ):
+                        found[pending.pop(0)] = self._to_array(prev)
+                    if not pending:
+                        break
+                    prev = frame
+                for t in pending:
+                    if prev is None:
+                        raise VideoError(f"no frame at {t:.3f}s in {self.path}")
+                    found[t] = self._to_array(prev)
+        except av.FFmpegError as exc:
+            raise VideoError(f"cannot decode video {self.path}: {exc}") from exc
+        return found
 
     def _to_array(self, frame) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360

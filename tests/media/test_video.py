@@ -137,9 +137,11 @@ def test_pyav_reader_decodes_forward_and_keeps_its_place(media):
         later = [int(f.mean()) for f in reader.frames_at([0.55, 2.0])]
         assert later == [(5 * 16) % 256, (20 * 16) % 256]
         assert reader.seeks == 0  # windows in order continue where the last one stopped
-        back = [int(f.mean()) for f in reader.frames_at([1.0, 9.9])]
-        assert back == [(10 * 16) % 256, (99 * 16) % 256]
-        assert reader.seeks == 1  # a time before the current frame seeks back once
+        back = [int(f.mean()) for f in reader.frames_at([1.0, 1.05, 2.5, 9.9])]
+        assert back == [(n * 16) % 256 for n in (10, 10, 25, 99)]
+        assert reader.seeks == 1  # times before the current frame: one seek, in a side decoder
+        assert int(reader.frames_at([9.95])[0].mean()) == (99 * 16) % 256
+        assert reader.seeks == 1  # ... and the main decoder kept its place
     finally:
         reader.close()
 
