@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,20 +302,42 @@ def run_local(
     on_outcome: Callable[[StreamOutcome], None],
     poll: Callable[[], None],
 ) -> None:
-    """Memorize `jobs` in `streams` threads sharing `model`."""
-    pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="taskmem-stream")
-    try:
-        pending: dict[Future[StreamOutcome], StreamJob] = {
-            pool.submit(memorize_job, job, model): job for job in jobs
-        }
-        while pending:
-            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in done:
-                pending.pop(fut)
-                on_outcome(fut.result())
+    """Memorize `jobs` in `streams` threads sharing `model`.
+
+    The threads are daemons: on Ctrl-C the driver returns at once and the process ends like a
+    killed one (finished clips are stored; a clip cut mid-write is dropped on resume), instead
+    of waiting for every running stream to finish.
+    """
+    todo: queue.SimpleQueue[StreamJob | None] = queue.SimpleQueue()
+    results: queue.SimpleQueue[StreamOutcome] = queue.SimpleQueue()
+    for job in jobs:
+        todo.put(job)
+    workers = min(streams, len(jobs))
+    for _ in range(workers):
+        todo.put(None)
+
+    def work() -> None:
+        while (job := todo.get()) is not None:
+            results.put(memorize_job(job, model))
+
+    threads = [
+        threading.Thread(target=work, name=f"taskmem-stream-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    for t in threads:
+        t.start()
+    left = len(jobs)
+    while left:
+        try:
+            outcome = results.get(timeout=0.5)
+        except queue.Empty:
             poll()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+            continue
+        on_outcome(outcome)
+        left -= 1
+        poll()
+    for t in threads:
+        t.join()
 
 
 class StreamRunner:
