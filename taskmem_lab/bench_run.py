@@ -274,7 +274,6 @@ class Progress:
         before = self.tally.clips
         for job in self.jobs:
             self.tally.read(job.stream_id, job.run_path)
-        self.bar.update(max(0, min(self.tally.clips, self.bar.total) - min(before, self.bar.total)))
         post = {"streams": f"{self.streams_done}/{len(self.jobs)}"}
         if self.counter is not None:
             post["in_flight"] = str(self.counter.in_flight)
@@ -285,7 +284,12 @@ class Progress:
                 + self.tally.completion_tokens * self.price[1]
             ) / 1e6
             post["cost"] = f"${cost:.2f}"
-        self.bar.set_postfix(post, refresh=True)
+        self.bar.set_postfix(post, refresh=False)
+        grown = min(self.tally.clips, self.bar.total) - min(before, self.bar.total)
+        if grown > 0:
+            self.bar.update(grown)
+        else:
+            self.bar.refresh()
 
     def close(self) -> None:
         self.refresh()
