@@ -15,11 +15,12 @@ stream is recorded (with its error) and the others go on; evaluation waits until
 stream is complete, so no question is scored against a partial memory.
 
 One progress display tails every stream's `clips.jsonl` (so it works for both engines): clips
-done / total, streams done, calls in flight (local engine), ETA, tokens and cost so far.
+done / total, streams done, calls in flight, ETA, tokens and cost so far.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -250,7 +251,7 @@ class Progress:
         jobs: Sequence[StreamJob],
         plan: BenchPlan,
         price: tuple[float, float] | None,
-        counter: CallCounter | None,
+        counter: CallCounter | InFlight | None,
         enabled: bool,
     ) -> None:
         self.jobs = jobs
@@ -344,6 +345,13 @@ def run_local(
         t.join()
 
 
+@dataclass
+class InFlight:
+    """Calls in flight on the Ray runners, as last polled by the driver."""
+
+    in_flight: int = 0
+
+
 class StreamRunner:
     """A Ray actor that memorizes many streams at once in threads, sharing one model client.
 
@@ -375,6 +383,7 @@ def run_ray(
     resources: Mapping[str, float] | None = None,
     max_retries: int = 3,
     runners: int | None = None,
+    tracker: InFlight | None = None,
 ) -> None:
     """Memorize `jobs` on a Ray cluster, at most `streams` in flight.
 
@@ -384,6 +393,7 @@ def run_ray(
     with the fewest streams in flight. A runner whose process dies is restarted and its streams
     re-run (`max_retries` times), resuming from their run folders. The `TASKMEM_*` settings of
     this process travel to the workers (endpoint keys do not: set them on the nodes).
+    `tracker` receives the runners' calls in flight about once a second.
     """
     import os
 
@@ -412,6 +422,7 @@ def run_ray(
     load = [0] * count
     queue = list(jobs)
     running: dict[Any, tuple[StreamJob, int]] = {}
+    polled = 0.0
     while queue or running:
         while queue and len(running) < streams:
             k = min(range(count), key=load.__getitem__)
@@ -431,6 +442,11 @@ def run_ray(
                     job.stream_id, "failed", n, total, f"{type(exc).__name__}: {first_line}"
                 )
             on_outcome(outcome)
+        if tracker is not None and time.monotonic() - polled >= 1.0:
+            polled = time.monotonic()
+            # a runner restarting or busy keeps the last count
+            with contextlib.suppress(ray.exceptions.RayError):
+                tracker.in_flight = sum(ray.get([a.in_flight.remote() for a in pool], timeout=1.0))
         poll()
     for a in pool:
         ray.kill(a)
@@ -541,12 +557,13 @@ def run_benchmark(
     ]
     chat: ChatModel | None = None
     counter: CallCounter | None = None
+    tracker = InFlight()
     if engine == "local":
         counter = CallCounter(_model(model, cache_arg))
         chat = counter
     n_streams = streams or (default_streams(chat) if chat is not None else _config_streams(model))
     outcomes: dict[str, StreamOutcome] = {}
-    bar = Progress(jobs, plan, prices.get(model), counter, progress)
+    bar = Progress(jobs, plan, prices.get(model), counter or tracker, progress)
 
     def on_outcome(o: StreamOutcome) -> None:
         outcomes[o.stream_id] = o
@@ -560,7 +577,10 @@ def run_benchmark(
             assert chat is not None
             run_local(jobs, n_streams, chat, on_outcome, bar.refresh)
         else:
-            run_ray(jobs, n_streams, on_outcome, bar.refresh, ray_address, ray_resources)
+            run_ray(
+                jobs, n_streams, on_outcome, bar.refresh, ray_address, ray_resources,
+                tracker=tracker,
+            )  # fmt: skip
     finally:
         bar.close()
         _write_status(
