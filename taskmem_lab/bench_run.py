@@ -715,6 +715,49 @@ def _evaluate(
         "streams": len(chosen),
     }
     atomic_write_json(out / "metrics.json", metrics)
+    _figure(metrics["rows"], out / "figure.png", f"{benchmark} · {answerer} on {tag}")
     if selected_all:
         atomic_write_json(root / "results" / f"{benchmark}.metrics.json", metrics)
     return result
+
+
+def _figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
+    """Accuracy (with its 95% interval), coverage and precision per task type, as `04_qa` draws
+    them; skipped when matplotlib (the `notebooks` extra) is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed: no figure")
+        return
+    lines = [r for r in rows if r.get("group") in ("all", "task_type")]
+    if not lines:
+        return
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(lines) + 2), 3.0))
+    x = range(len(lines))
+    for k, metric in enumerate(("accuracy", "coverage", "precision")):
+        values = [float(r.get(metric) or 0.0) for r in lines]
+        err = None
+        if metric == "accuracy":
+            err = [
+                [
+                    v - float(r.get("accuracy_lo") or 0.0)
+                    for v, r in zip(values, lines, strict=True)
+                ],
+                [
+                    float(r.get("accuracy_hi") or 0.0) - v
+                    for v, r in zip(values, lines, strict=True)
+                ],
+            ]
+        ax.bar([i + 0.27 * (k - 1) for i in x], values, width=0.27, yerr=err, label=metric)
+    ax.set_xticks(
+        list(x), [str(r.get("value")) for r in lines], rotation=30, ha="right", fontsize=7
+    )
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -52,6 +53,8 @@ def test_run_benchmark_memorizes_evaluates_and_resumes(bench, tmp_path):
     result = run_benchmark("videomme", source, videos, "fake", "fake", **kw)
     assert {o.status for o in result.outcomes.values()} == {"complete"}
     assert result.evaluation is not None and result.evaluation.summary["evaluated"] == 2
+    if importlib.util.find_spec("matplotlib"):  # the figure needs the notebooks extra
+        assert (result.evaluation.out / "figure.png").stat().st_size > 0
     assert finished_run(out / "v1" / "memory" / "fake") == (True, 3, 3)
     status = json.loads((result.folder / "bench.json").read_text())
     assert status["model_calls"] == 2 + 3 and status["streams"]["v0"]["status"] == "complete"
