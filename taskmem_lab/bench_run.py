@@ -527,7 +527,8 @@ def run_benchmark(
     prices = dict(prices or {})
     records = load_benchmark(benchmark, source)
     plan = plan_streams(benchmark, records, videos, params, tasks, only, limit_streams)
-    tag = tag or default_tag(model) + ("__tasks" if tasks == "questions" else "")
+    with_tasks = any(s.tasks for s in plan.streams)  # Video-MME asks at the end: no tasks
+    tag = tag or default_tag(model) + ("__tasks" if with_tasks else "")
     root = Path(out) if out is not None else runs_root()
     folder = root / "bench" / benchmark / tag
     estimate = estimate_cost(plan, model, answerer, prices) if prices or plan_only else None
