@@ -127,7 +127,9 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
                 if job.perception.speaker_model
                 else chat
             )
-            perceiver = StreamPerceiver(stream, job.perception, job.params, job.root, speaker)
+            perceiver = StreamPerceiver(
+                stream, job.perception, job.params, job.root, speaker, job.decoder
+            )
         tasks = load_tasks(job.tasks) if job.tasks else []
         run = memorize(
             stream,
