@@ -49,9 +49,9 @@ def ask(
             request = Request(
                 messages=(*request.messages, Message.text("assistant", reply.text), follow),
                 sampling=request.sampling,
-                purpose="reask",
+                purpose=request.purpose,  # a re-ask is still the same kind of question
             )
     # Every reply rides along, so a failed clip still records their usage and raw text.
     raise ParseError(
-        f"unparseable reply after {reasks + 1} attempts: {'; '.join(problems)}", replies
+        f"unparseable reply after {reasks + 1} attempts: {'; '.join(problems)}", replies, problems
     )

@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from taskmem_lab.backends import ChatModel, ResponseCache, make_model
+from taskmem_lab.backends import ChatModel, make_model, open_cache
 from taskmem_lab.backends.base import Reply, Request
 from taskmem_lab.bench.plan import BenchPlan, estimate_cost, plan_streams, write_sources
 from taskmem_lab.errors import ConfigError, TaskmemError
 from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import cache_path, default_tag, runs_root
+from taskmem_lab.paths import default_tag, runs_root
 from taskmem_lab.store import CLIPS, MANIFEST, atomic_write_json, memory_dir, utc_now
 from taskmem_lab.tasks import load_tasks
 
@@ -171,8 +171,7 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
 
 
 def _model(spec: str, cache: bool | str) -> ChatModel:
-    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
-    return make_model(spec, store)
+    return make_model(spec, open_cache(cache))
 
 
 # --------------------------------------------------------------------------- progress

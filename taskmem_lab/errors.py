@@ -26,12 +26,19 @@ class ModelError(TaskmemError):
 class ParseError(TaskmemError):
     """A model reply could not be parsed into the expected JSON object.
 
-    `replies` holds the model replies that led to it (so their usage and text are recorded).
+    `replies` holds the model replies that led to it (so their usage and text are recorded) and
+    `problems` what was wrong with each.
     """
 
-    def __init__(self, message: str, replies: list | None = None) -> None:  # type: ignore[type-arg]
+    def __init__(
+        self,
+        message: str,
+        replies: list | None = None,  # type: ignore[type-arg]
+        problems: list[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.replies = list(replies or [])
+        self.problems = list(problems or [])
 
 
 class StoreError(TaskmemError):

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import (
     ChatModel,
-    Message,
     Reply,
     Request,
     Sampling,
@@ -37,9 +36,10 @@ from taskmem_lab.backends.base import (
 )
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap, globals_in
-from taskmem_lab.media.stream import file_digest, segments
+from taskmem_lab.media.stream import segments
 from taskmem_lab.media.video import Frame, StreamFrames, clip_schedule, sample_times, thin
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.paths import file_sha256
 from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
@@ -136,10 +136,11 @@ def episodic_request(
             render("episodic_instruction", new_start=times["new_start"], new_end=times["new_end"])
         ),
     )
-    return Request(
-        messages=(Message.text("system", render("episodic_system")), Message("user", parts)),
-        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
-        purpose="episodic",
+    return Request.chat(
+        render("episodic_system"),
+        parts,
+        Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
+        "episodic",
     )
 
 
@@ -153,10 +154,11 @@ def semantic_request(
         description=description,
     )
     parts = (VideoPart(tuple(frames), params.frame_fps, params.jpeg_quality), TextPart(user))
-    return Request(
-        messages=(Message.text("system", render("semantic_system")), Message("user", parts)),
-        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
-        purpose="semantic",
+    return Request.chat(
+        render("semantic_system"),
+        parts,
+        Sampling(temperature=params.temperature, max_tokens=params.max_tokens),
+        "semantic",
     )
 
 
@@ -301,7 +303,7 @@ def run_manifest(
                 "start": f.start,
                 "duration": round(f.duration, 6),
                 "size": Path(f.path).stat().st_size,
-                "sha256": file_digest(f.path),
+                "sha256": file_sha256(f.path),
                 # only a time range of its file records an offset (older manifests stay equal)
                 **({"offset": f.offset} if f.offset else {}),
             }

@@ -12,10 +12,24 @@ from typing import Any
 from taskmem_lab.errors import ConfigError
 
 
-def require(ok: bool, name: str, message: str) -> None:
+def check_param(ok: bool, name: str, message: str) -> None:
     """Raise `ConfigError` naming the parameter `name` unless `ok`; shared by every params class."""
     if not ok:
         raise ConfigError(f"parameter {name!r}: {message}")
+
+
+def check_model_call(params: Any, prefix: str = "") -> None:
+    """The checks every params class with model-call settings shares, on the fields it has:
+    `{prefix}temperature` >= 0, `{prefix}max_tokens` >= 16 and `{prefix}reasks` in 0..5."""
+    rules = (
+        ("temperature", lambda v: v >= 0, "must be >= 0"),
+        ("max_tokens", lambda v: v >= 16, "must be >= 16"),
+        ("reasks", lambda v: 0 <= v <= 5, "must be in 0..5"),
+    )
+    for name, ok, message in rules:
+        field_name = prefix + name
+        if hasattr(params, field_name):
+            check_param(ok(getattr(params, field_name)), field_name, message)
 
 
 @dataclass(frozen=True)
@@ -55,22 +69,22 @@ class MemorizeParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
-        require(self.interval > 0, "interval", f"must be > 0 seconds, got {self.interval}")
-        require(
+        check_param(self.interval > 0, "interval", f"must be > 0 seconds, got {self.interval}")
+        check_param(
             self.context_duration >= self.interval,
             "context_duration",
             f"must be >= interval ({self.interval}), got {self.context_duration}",
         )
         if self.start is not None and self.end is not None:
-            require(self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}")
-        require(self.frame_fps > 0, "frame_fps", f"must be > 0, got {self.frame_fps}")
-        require(self.max_frames >= 1, "max_frames", f"must be >= 1, got {self.max_frames}")
-        require(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
-        require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
-        require(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
+            check_param(
+                self.end > self.start, "end", f"must be > start ({self.start}), got {self.end}"
+            )
+        check_param(self.frame_fps > 0, "frame_fps", f"must be > 0, got {self.frame_fps}")
+        check_param(self.max_frames >= 1, "max_frames", f"must be >= 1, got {self.max_frames}")
+        check_param(self.max_side >= 32, "max_side", f"must be >= 32 pixels, got {self.max_side}")
+        check_param(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
+        check_param(0 <= self.max_tasks <= 50, "max_tasks", "must be in 0..50")
+        check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

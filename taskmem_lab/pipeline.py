@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskmem_lab.backends import ChatModel, ResponseCache, make_model
+from taskmem_lab.backends import ChatModel, ResponseCache, make_model, open_cache
 from taskmem_lab.bench_run import run_benchmark
 from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import cache_path, default_tag, runs_root
+from taskmem_lab.paths import default_tag, runs_root
 from taskmem_lab.store import RunDir, memory_dir
 from taskmem_lab.tasks import load_tasks
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
     from taskmem_lab.evaluation.qa import QAParams
     from taskmem_lab.perception.base import Perception
-    from taskmem_lab.perception.perceiver import PerceptionParams, StreamPerceiver
+    from taskmem_lab.perception.params import PerceptionParams
+    from taskmem_lab.perception.perceiver import StreamPerceiver
     from taskmem_lab.schema import ClipSpec, Stream
 
 
@@ -45,7 +46,7 @@ def build_memory(
     are matched by `perception.speaker_model`, else by the memorizer's model. Resumes a run made
     with the same inputs; `cache` is True (default location), False, or a path.
     """
-    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    store = open_cache(cache)
     if isinstance(model, str):
         spec, chat = model, make_model(model, store)
     else:
@@ -126,7 +127,7 @@ def run_eval(
     from taskmem_lab.bench.hub import load_benchmark
     from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
 
-    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    store = open_cache(cache)
     records = load_benchmark(benchmark, source)
     return evaluate(
         records,
@@ -161,7 +162,7 @@ def perceive_stream(
     from taskmem_lab.perception.perceiver import StreamPerceiver
 
     params = params or MemorizeParams()
-    store = ResponseCache(cache_path() if cache is True else Path(cache)) if cache else None
+    store = open_cache(cache)
     stream = load_stream(video)
     speaker = make_model(perception.speaker_model, store) if perception.speaker_model else None
     root = Path(out) if out is not None else runs_root()

@@ -1,6 +1,6 @@
 """User plug-in modules named by environment variables (`TASKMEM_*_BACKEND`).
 
-Floor 1. The original tool let a user replace a perception step with a module of their own; a
+Floor 0. The original tool let a user replace a perception step with a module of their own; a
 plug-in is named by a dotted module name (`my_pkg.faces`) or a path to a `.py` file. Anything that
 goes wrong while loading or calling it is a `PluginError` naming the variable and the module: a
 broken plug-in must never look like "nothing found".

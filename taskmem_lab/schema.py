@@ -1,6 +1,6 @@
 """Records that cross module boundaries: clips of the schedule, streams, tasks and stored clips.
 
-Floor 1 of the package: nothing here imports anything else from `taskmem_lab`. Persisted records
+Floor 0 of the package: nothing here imports anything else from `taskmem_lab`. Persisted records
 carry `SCHEMA_VERSION` so later readers can tell what they are looking at.
 """
 

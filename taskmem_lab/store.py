@@ -13,9 +13,11 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from taskmem_lab.errors import StoreError
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
@@ -53,21 +55,38 @@ def perception_dir(root: str | Path, video_id: str, settings_hash: str) -> Path:
     return Path(root) / video_id / "perception" / settings_hash
 
 
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, fsync it, and rename it over `path`."""
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w", fsync: bool = True) -> Iterator[IO[Any]]:
+    """A temporary file beside `path` to write; on success it is flushed, fsynced (unless
+    `fsync` is False) and renamed over `path`, on failure removed: a reader sees the old file or
+    the new one, never half of one. `mode` is "w" (UTF-8 text) or "wb"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
+            yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
+    """`data` to `path` through `atomic_file`."""
+    with atomic_file(path, "wb", fsync) as fh:
+        fh.write(data)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """JSON (indented, UTF-8) to `path` through `atomic_file`."""
+    with atomic_file(path) as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Stream-time formatting shared by prompts and memory text (floor 1)."""
+"""Stream-time formatting shared by prompts and memory text (floor 0)."""
 
 from __future__ import annotations
 

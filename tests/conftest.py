@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,22 +14,45 @@ from taskmem_lab.testing.media import index_video, test_video
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
 
 
+class LazyMedia(Mapping[str, Path]):
+    """Generated test videos, each made on first use (a test run makes only those it needs)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._made: dict[str, Path] = {}
+        self._makers: dict[str, Callable[[Path], Path]] = {
+            "tone_27_3": lambda d: test_video(d / "tone_27_3.mp4", 27.3),
+            "silent": lambda d: test_video(d / "silent.mp4", 12, audio=False),
+            "rotated": lambda d: test_video(d / "rotated.mp4", 4, rotate=90),
+            "three_min": lambda d: test_video(d / "three_min.mp4", 180, size="96x64", fps=5),
+            "index": lambda d: index_video(d / "index.mp4", [i * 0.1 for i in range(100)]),
+            "vfr": lambda d: index_video(d / "vfr.mp4", [0, 0.5, 0.6, 0.7, 2.0, 2.1, 3.5, 5.0]),
+            "corrupt": _corrupt_video,
+        }
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self._made:
+            self._made[name] = self._makers[name](self.folder)
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
+def _corrupt_video(folder: Path) -> Path:
+    corrupt = folder / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    return corrupt
+
+
 @pytest.fixture(scope="session")
-def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def media(tmp_path_factory: pytest.TempPathFactory) -> LazyMedia:
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg not on PATH")
-    d = tmp_path_factory.mktemp("media")
-    corrupt = d / "corrupt.mp4"
-    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
-    return {
-        "tone_27_3": test_video(d / "tone_27_3.mp4", 27.3),
-        "silent": test_video(d / "silent.mp4", 12, audio=False),
-        "rotated": test_video(d / "rotated.mp4", 4, rotate=90),
-        "three_min": test_video(d / "three_min.mp4", 180, size="96x64", fps=5),
-        "index": index_video(d / "index.mp4", [i * 0.1 for i in range(100)]),
-        "vfr": index_video(d / "vfr.mp4", [0, 0.5, 0.6, 0.7, 2.0, 2.1, 3.5, 5.0]),
-        "corrupt": corrupt,
-    }
+    return LazyMedia(tmp_path_factory.mktemp("media"))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ Every ``import`` in every module counts, including imports inside functions and 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,7 @@ def _exists(module: str) -> bool:
     return (PACKAGE / rel).with_suffix(".py").exists() or (PACKAGE / rel / "__init__.py").exists()
 
 
+@cache
 def _graph() -> dict[str, set[str]]:
     return {
         _module_name(p): _imports(p)

@@ -102,7 +102,7 @@ def test_reask_recovers_an_unparseable_reply(media, tmp_path):
     first = run.finished()[0]
     assert first.attempts == 2 and first.warnings and "re-asked" in first.warnings[0]
     reask = model.requests[1]
-    assert reask.purpose == "reask" and reask.messages[-2].role == "assistant"
+    assert reask.purpose == "episodic" and reask.messages[-2].role == "assistant"
     assert reask.messages[-2].parts[0].text == "not json at all"
 
 

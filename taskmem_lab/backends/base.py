@@ -80,6 +80,14 @@ class Request:
     sampling: Sampling = Sampling()
     purpose: str = ""  # which prompt built it ("episodic", "semantic", ...); not sent to models
 
+    @classmethod
+    def chat(
+        cls, system: str, user: str | Sequence[Part], sampling: Sampling, purpose: str
+    ) -> Request:
+        """A system prompt and one user turn (text, or parts: text, frames, video, audio)."""
+        turn = Message.text("user", user) if isinstance(user, str) else Message("user", tuple(user))
+        return cls((Message.text("system", system), turn), sampling, purpose)
+
     def fingerprint(self, model_id: str) -> str:
         """sha256 over model id, messages (media by content hash) and sampling."""
         return hashlib.sha256(

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from taskmem_lab.backends.base import ChatModel, Reply, Request
+from taskmem_lab.paths import cache_path
 
 
 class ResponseCache:
@@ -73,3 +74,11 @@ class CachedModel:
 
     def __getattr__(self, name: str):  # noqa: ANN204 - delegate backend extras (e.g. `fake`)
         return getattr(self.model, name)
+
+
+def open_cache(setting: bool | str | Path | None) -> ResponseCache | None:
+    """The response cache a `cache` argument asks for: True the project's file (`cache_path()`),
+    a path that file, False or None no cache."""
+    if not setting:
+        return None
+    return ResponseCache(cache_path() if setting is True else Path(setting))

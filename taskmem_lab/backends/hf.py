@@ -32,20 +32,20 @@ from taskmem_lab.backends.base import (
     split_reasoning,
 )
 from taskmem_lab.backends.options import (
+    check_option,
     model_id,
     params_from_options,
-    require,
     split_options,
 )
 from taskmem_lab.backends.visual import (
     frame_images,
+    frame_label,
     frame_offsets,
     jpeg_image,
     window_label,
 )
 from taskmem_lab.backends.weights import SharedWeights, load_error, locate
 from taskmem_lab.errors import ConfigError, ModelError
-from taskmem_lab.timefmt import hms
 
 log = logging.getLogger(__name__)
 
@@ -88,46 +88,46 @@ class HFParams:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        require(
+        check_option(
             self.device in DEVICES or self.device.startswith("cuda:"),
             name,
             "device",
             f"must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}",
         )
-        require(
+        check_option(
             self.dtype in DTYPES,
             name,
             "dtype",
             f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}",
         )
-        require(
+        check_option(
             self.max_new_tokens is None or self.max_new_tokens >= 1,
             name,
             "max_new_tokens",
             f"must be >= 1, got {self.max_new_tokens}",
         )
-        require(
+        check_option(
             self.temperature is None or self.temperature >= 0,
             name,
             "temperature",
             f"must be >= 0, got {self.temperature}",
         )
-        require(
+        check_option(
             self.top_p is None or 0 < self.top_p <= 1,
             name,
             "top_p",
             f"must be in (0, 1], got {self.top_p}",
         )
-        require(
+        check_option(
             self.top_k is None or self.top_k >= 1, name, "top_k", f"must be >= 1, got {self.top_k}"
         )
-        require(
+        check_option(
             self.repetition_penalty is None or self.repetition_penalty > 0,
             name,
             "repetition_penalty",
             f"must be > 0, got {self.repetition_penalty}",
         )
-        require(
+        check_option(
             self.video in VIDEO_MODES,
             name,
             "video",
@@ -183,7 +183,7 @@ def chat_messages(
                 metadata.append(video_metadata(p))
             elif isinstance(p, VideoPart):
                 for frame, image in zip(p.frames, frame_images(p), strict=True):
-                    blocks.append({"type": "text", "text": f"Frame at {hms(frame.time, True)}"})
+                    blocks.append({"type": "text", "text": frame_label(frame.time)})
                     blocks.append({"type": "image", "image": image})
         messages.append({"role": m.role, "content": blocks})
     return messages, metadata

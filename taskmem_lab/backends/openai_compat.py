@@ -36,10 +36,13 @@ from taskmem_lab.backends.endpoints import (
     parse_spec_name,
     read_config,
 )
+from taskmem_lab.backends.visual import frame_label
 from taskmem_lab.errors import ModelError
 
 log = logging.getLogger(__name__)
 
+# The request header that carries `Request.purpose` (for the local test server; see above).
+PURPOSE_HEADER = "X-Taskmem-Purpose"
 RETRYABLE = (
     openai.RateLimitError,
     openai.InternalServerError,
@@ -67,12 +70,6 @@ def _data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def _stamp(t: float) -> str:
-    h, rem = divmod(t, 3600)
-    m, s = divmod(rem, 60)
-    return f"{int(h):02d}:{int(m):02d}:{s:04.1f}"
-
-
 def to_openai_messages(request: Request, video: str, detail: str) -> list[dict[str, Any]]:
     """Chat-completions messages: frames as labelled JPEG images, or the window as one mp4."""
     out: list[dict[str, Any]] = []
@@ -95,7 +92,7 @@ def to_openai_messages(request: Request, video: str, detail: str) -> list[dict[s
                 content.append({"type": "video_url", "video_url": {"url": url}})
             elif isinstance(p, VideoPart):
                 for frame, jpeg in zip(p.frames, p.jpegs(), strict=True):
-                    content.append({"type": "text", "text": f"Frame at {_stamp(frame.time)}"})
+                    content.append({"type": "text", "text": frame_label(frame.time)})
                     url = _data_url("image/jpeg", jpeg)
                     content.append(
                         {"type": "image_url", "image_url": {"url": url, "detail": detail}}
@@ -167,6 +164,10 @@ class OpenAICompatModel:
             kwargs["seed"] = s.seed
         if extra:
             kwargs["extra_body"] = extra
+        if request.purpose:
+            # Which prompt built the request: the local test server answers by it (the fake
+            # model's rules); real servers ignore unknown headers.
+            kwargs["extra_headers"] = {PURPOSE_HEADER: request.purpose}
         return kwargs
 
     def _call_once(self, endpoint: Endpoint, request: Request) -> Reply:

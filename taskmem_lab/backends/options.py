@@ -126,7 +126,7 @@ def model_id(backend: str, location: str, params: Any) -> str:
     return f"{backend}:{location}" + (f"?{options}" if options else "")
 
 
-def require(ok: bool, cls_name: str, key: str, message: str) -> None:
+def check_option(ok: bool, cls_name: str, key: str, message: str) -> None:
     """Raise a `ConfigError` naming the option when a params check fails."""
     if not ok:
         raise ConfigError(f"{cls_name} option {key!r}: {message}")

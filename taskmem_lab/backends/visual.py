@@ -46,6 +46,12 @@ def effective_fps(part: VideoPart) -> float:
     return part.fps
 
 
+def frame_label(t: float) -> str:
+    """The text line sent before each frame that goes as an image: `Frame at HH:MM:SS(.s)`,
+    in stream time, so the model can cite when something was seen."""
+    return f"Frame at {hms(t, True)}"
+
+
 def window_label(part: VideoPart) -> str:
     """A one-line anchor in stream time for a window sent as one video.
 

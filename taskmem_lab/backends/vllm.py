@@ -38,9 +38,9 @@ from taskmem_lab.backends.base import (
 )
 from taskmem_lab.backends.batching import Batcher
 from taskmem_lab.backends.options import (
+    check_option,
     model_id,
     params_from_options,
-    require,
     split_options,
 )
 from taskmem_lab.backends.visual import effective_fps, frame_images, jpeg_image, window_label
@@ -104,33 +104,35 @@ class VllmParams:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        require(self.tensor_parallel_size >= 1, name, "tensor_parallel_size", "must be >= 1")
-        require(
+        check_option(self.tensor_parallel_size >= 1, name, "tensor_parallel_size", "must be >= 1")
+        check_option(
             0 < self.gpu_memory_utilization <= 1,
             name,
             "gpu_memory_utilization",
             f"must be in (0, 1], got {self.gpu_memory_utilization}",
         )
-        require(self.max_model_len >= 256, name, "max_model_len", "must be >= 256 tokens")
-        require(self.max_num_seqs >= 1, name, "max_num_seqs", "must be >= 1")
-        require(
+        check_option(self.max_model_len >= 256, name, "max_model_len", "must be >= 256 tokens")
+        check_option(self.max_num_seqs >= 1, name, "max_num_seqs", "must be >= 1")
+        check_option(
             self.temperature is None or self.temperature >= 0, name, "temperature", "must be >= 0"
         )
-        require(self.top_p is None or 0 < self.top_p <= 1, name, "top_p", "must be in (0, 1]")
-        require(self.top_k is None or self.top_k >= 1, name, "top_k", "must be >= 1")
-        require(self.max_tokens is None or self.max_tokens >= 1, name, "max_tokens", "must be >= 1")
-        require(self.max_images >= 0, name, "max_images", "must be >= 0")
-        require(self.max_videos >= 0, name, "max_videos", "must be >= 0")
+        check_option(self.top_p is None or 0 < self.top_p <= 1, name, "top_p", "must be in (0, 1]")
+        check_option(self.top_k is None or self.top_k >= 1, name, "top_k", "must be >= 1")
+        check_option(
+            self.max_tokens is None or self.max_tokens >= 1, name, "max_tokens", "must be >= 1"
+        )
+        check_option(self.max_images >= 0, name, "max_images", "must be >= 0")
+        check_option(self.max_videos >= 0, name, "max_videos", "must be >= 0")
         for key in ("video_max_pixels", "image_max_pixels"):
             value = getattr(self, key)
-            require(value is None or value >= 1024, name, key, "must be >= 1024 pixels")
-        require(
+            check_option(value is None or value >= 1024, name, key, "must be >= 1024 pixels")
+        check_option(
             self.dtype in ("auto", "float16", "bfloat16", "float32"),
             name,
             "dtype",
             f"must be auto, float16, bfloat16 or float32, got {self.dtype!r}",
         )
-        require(self.batch_wait_ms >= 0, name, "batch_wait_ms", "must be >= 0")
+        check_option(self.batch_wait_ms >= 0, name, "batch_wait_ms", "must be >= 0")
 
 
 # --------------------------------------------------------------------------- pure request building

@@ -1,6 +1,6 @@
 """Benchmarks converted to streaming-memory QA: one module per benchmark, a plain-dict registry.
 
-Floor 4. Each module turns its published source into `QARecord`s (see `record.py`); `hub.py`
+Floor 2. Each module turns its published source into `QARecord`s (see `record.py`); `hub.py`
 loads a benchmark from a source or a published conversion and writes the Hugging Face dataset.
 
     from taskmem_lab.bench import BENCHMARKS, get_benchmark

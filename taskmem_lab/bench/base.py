@@ -1,6 +1,6 @@
 """What every benchmark module provides (`Benchmark`) and the file readers they share.
 
-Floor 4 (bench). A benchmark module converts its published source (a local file or folder, or
+Floor 2 (bench). A benchmark module converts its published source (a local file or folder, or
 rows fetched from the Hub) into `QARecord`s; it never touches media. Readers here turn JSON,
 JSONL and parquet files into plain rows with errors that name the file.
 """
@@ -17,6 +17,8 @@ from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
 TABLE_SUFFIXES = (".parquet", ".json", ".jsonl")
+TASK_KEY = "_task"  # the task-type key a row was listed under in an original TaskMem file
+ALL_TASKS = "all"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Benchmark:
         groups: meta fields the metrics table also breaks down by (besides task type).
         has_evidence: whether its questions carry evidence windows.
         answer_kind: "choice" or "open".
+        hub_ids: Hub repo ids that name the original (loaded with `hub_original`'s config).
+        cluster_by_video: whether bootstrap intervals resample videos (questions of one video
+            move together) rather than questions.
     """
 
     name: str
@@ -44,6 +49,8 @@ class Benchmark:
     hub_original: tuple[str, str | None] | None = None
     groups: tuple[str, ...] = ()
     has_evidence: bool = False
+    hub_ids: tuple[str, ...] = ()
+    cluster_by_video: bool = True
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -71,12 +78,50 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         raise BenchmarkError(f"{path} is not valid JSON: {exc}") from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
+        if _is_task_dict(data):
+            return task_dict_rows(data)
         if len(lists) != 1:
             raise BenchmarkError(f"{path}: expected a JSON list of rows or an object with one list")
         data = lists[0]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise BenchmarkError(f"{path}: expected a list of JSON objects")
     return data
+
+
+def _is_task_dict(data: Mapping[str, Any]) -> bool:
+    """The original TaskMem question files: `{task type or "all": [rows with "videoID"]}`."""
+    return (
+        len(data) > 0
+        and all(isinstance(v, list) for v in data.values())
+        and any(
+            isinstance(v, list) and v and isinstance(v[0], dict) and "videoID" in v[0]
+            for v in data.values()
+        )
+        and (ALL_TASKS in data or len(data) > 1)
+    )
+
+
+def task_dict_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of an original TaskMem question file (`video_info*.json`), each once.
+
+    Each row carries the key it was listed under as `_task`: its task type, or "all" for a row
+    listed only there. A row under several keys (its type and "all") is kept once, under its type.
+    """
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    keys = [k for k in data if k != ALL_TASKS] + ([ALL_TASKS] if ALL_TASKS in data else [])
+    for key in keys:
+        for row in data[key]:
+            if not isinstance(row, dict):
+                raise BenchmarkError(f"task {key!r}: expected JSON objects, got {row!r:.80}")
+            ident = json.dumps(
+                [row.get("question_id"), row.get("videoID"), row.get("question")], default=str
+            )
+            if ident in seen:
+                continue
+            seen.add(ident)
+            rows.append({**row, TASK_KEY: key})
+    return rows
 
 
 def table_files(folder: Path, pattern: str = "*") -> list[Path]:
@@ -112,7 +157,19 @@ def records_from_path(
     return records
 
 
-def require(row: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
+def require_fields(row: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
         raise BenchmarkError(f"{where}: missing field(s) {missing} (found {sorted(row)[:12]})")
+
+
+def located(convert: Callable[..., QARecord], row: Any, where: str, *args: Any) -> QARecord:
+    """`convert(row, where, *args)`, with any error's message prefixed by `where` (file, row)."""
+    if not isinstance(row, Mapping):
+        raise BenchmarkError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    try:
+        return convert(row, where, *args)
+    except BenchmarkError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise BenchmarkError(f"{where}: {exc}") from exc

@@ -11,20 +11,31 @@ temporal categories over clips cut from Ego4D videos)::
                       "answer": "The oil remover spray."}]}
 
 `clip_id` is `{ego4d_uid}_{start_s}_{end_s}`: the clip is `[start_s, end_s]` of the Ego4D video.
+A few published clips start slightly below zero (`<uid>_-0.1055..._66.97...`): the start is
+clamped at 0 (`clip_start`) and the raw value kept (`clip_start_raw`); only end > start is required.
+Question types in the file include "object-specific action", "action-specific object",
+"temporal event ordering", "counting actions" and "counting objects".
+
+The original TaskMem scripts read a converted `video_info.json` instead: `{question type or
+"all": [{"videoID": <clip_id>, "question", "answer", ...}]}`; it loads too (ids
+`{clip_id}_{k}` when rows have no `question_id`).
 
 Conversion: `id` = `question_id`; `video_id` = `clip_id` (memorize the cut clip saved as
-`{clip_id}.mp4`, whose stream time starts at 0); `query_time` = `end_s - start_s`, the end of the
-clip; free-form answers (`answer_kind` "open", judged by an LLM); no evidence windows. The Ego4D
-uid and the clip bounds in the source video are kept as meta.
+`{clip_id}.mp4`, whose stream time starts at 0); `query_time` = None: EgoTempo asks at the end of
+the clip, so everything memorized from the clip is available (not `end_s - start_s` rounded: a
+clip cut to whole frames can be slightly longer, and its last entry must not be hidden);
+free-form answers (`answer_kind` "open", judged by an LLM); no evidence windows. The Ego4D uid
+and the clip bounds in the source video are kept as meta.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, records_from_path, require
+from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require_fields
 from taskmem_lab.bench.record import QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
@@ -33,7 +44,7 @@ FIELDS = ("question_id", "clip_id", "question_type", "question", "answer")
 
 
 def parse_clip_id(clip_id: str) -> tuple[str, float, float]:
-    """`"<uid>_368.40_403.56"` -> (uid, 368.40, 403.56)."""
+    """`"<uid>_368.40_403.56"` -> (uid, 368.40, 403.56); a start may be slightly below zero."""
     parts = str(clip_id).rsplit("_", 2)
     try:
         uid, start, end = parts[0], float(parts[1]), float(parts[2])
@@ -41,31 +52,44 @@ def parse_clip_id(clip_id: str) -> tuple[str, float, float]:
         raise BenchmarkError(
             f"clip_id {clip_id!r} is not {{ego4d_uid}}_{{start_s}}_{{end_s}}"
         ) from exc
-    if not uid or start < 0 or end <= start:
+    if not uid or not (math.isfinite(start) and math.isfinite(end)) or end <= start:
         raise BenchmarkError(f"clip_id {clip_id!r}: the clip must end after it starts")
     return uid, start, end
 
 
-def convert_row(row: Mapping[str, Any], where: str) -> QARecord:
-    require(row, FIELDS, where)
-    uid, start, end = parse_clip_id(row["clip_id"])
+def convert_row(row: Mapping[str, Any], where: str, index: int = 0) -> QARecord:
+    """One annotation of `egotempo_openQA.json`, or one row of the original TaskMem
+    `video_info.json` (`videoID` = clip id, the task type from its key)."""
+    clip_id = row.get("clip_id", row.get("videoID"))
+    if clip_id is None:
+        require_fields(row, FIELDS, where)
+    qtype = row.get("question_type", row.get(TASK_KEY))
+    require_fields({**row, "clip_id": clip_id, "question_type": qtype}, FIELDS[1:], where)
+    uid, raw_start, end = parse_clip_id(str(clip_id))
+    start = max(raw_start, 0.0)  # a cut that begins a hair before the video does
+    qid = row.get("question_id", f"{clip_id}_{index}")
     return QARecord(
-        id=str(row["question_id"]),
+        id=str(qid),
         benchmark=NAME,
-        video_id=str(row["clip_id"]),
+        video_id=str(clip_id),
         question=str(row["question"]).strip(),
         options=(),
         answer=str(row["answer"]).strip(),
         answer_kind="open",
-        task_type=str(row["question_type"]),
-        query_time=round(end - start, 6),
+        task_type=str(qtype),
+        query_time=None,  # at the end of the clip: everything memorized is available
         evidence=(),
-        meta={"ego4d_uid": uid, "clip_start": start, "clip_end": end},
+        meta={"ego4d_uid": uid, "clip_start": start, "clip_end": end, "clip_start_raw": raw_start},
     )
 
 
 def from_rows(rows: Sequence[Mapping[str, Any]], origin: str) -> list[QARecord]:
-    records = [convert_row(r, f"{origin} annotation {i}") for i, r in enumerate(rows)]
+    records = []
+    per_clip: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        clip = str(r.get("clip_id", r.get("videoID")))
+        records.append(located(convert_row, r, f"{origin} annotation {i}", per_clip.get(clip, 0)))
+        per_clip[clip] = per_clip.get(clip, 0) + 1
     check_unique(records, origin)
     return records
 

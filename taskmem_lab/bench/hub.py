@@ -1,6 +1,6 @@
 """Load a benchmark from any source; publish its conversion as a Hugging Face dataset.
 
-Floor 4 (bench). `load_benchmark(name, source)` accepts
+Floor 2 (bench). `load_benchmark(name, source)` accepts
 - a local original (file or folder in the benchmark's published schema),
 - a local published conversion (a folder written by `publish`, or one of its parquet shards),
 - `hf://datasets/ORG/REPO[@REV]/PATH` (one file of a Hub dataset repo, downloaded and converted),
@@ -69,6 +69,8 @@ def load_benchmark(name: str, source: str | Path | None = None) -> list[QARecord
             )
         return _from_hub_repo(bench, bench.hub_original[0], bench.hub_original[1])
     text = str(source)
+    if text in bench.hub_ids and bench.hub_original is not None and not Path(text).exists():
+        return _from_hub_repo(bench, text, bench.hub_original[1])
     if text.startswith("hf://"):
         return _from_hf_url(bench, text)
     path = Path(text).expanduser()

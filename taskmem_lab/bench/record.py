@@ -1,6 +1,6 @@
 """The one record every benchmark converts to: a question in stream time, with its evidence.
 
-Floor 4 (bench). A `QARecord` is what the QA step answers and the scorer scores, whatever the
+Floor 2 (bench). A `QARecord` is what the QA step answers and the scorer scores, whatever the
 source benchmark: multiple-choice questions carry their option texts (letters are implied by
 position, A-D; E is reserved for "cannot tell from memory"), free-form questions carry a reference
 answer. `query_time` is the stream time at which the question arrives (None: at the end of the

@@ -25,13 +25,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmem_lab.bench.base import Benchmark, records_from_path, require
+from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require_fields
 from taskmem_lab.bench.record import LETTERS, QARecord, check_unique
 from taskmem_lab.errors import BenchmarkError
 
 NAME = "videomme"
 HUB_REPO = "lmms-lab/Video-MME"
 HUB_CONFIG = "videomme"
+HUB_IDS = (HUB_REPO, "lmms-eval/Video-MME")  # Hub ids that name the original
+DURATIONS = ("short", "medium", "long")
 FIELDS = (
     "video_id",
     "duration",
@@ -45,6 +47,8 @@ FIELDS = (
     "answer",
 )
 _PREFIX = re.compile(r"^\s*\(?([A-Da-d])\s*[.):]\s*")
+ORIGINAL_FIELDS = ("videoID", "question", "options", "answer")
+_DURATION_FILE = re.compile(r"video_info_(short|medium|long)", re.IGNORECASE)
 
 
 def strip_option(text: str, index: int, where: str) -> str:
@@ -59,34 +63,48 @@ def strip_option(text: str, index: int, where: str) -> str:
     return text[m.end() :].strip()
 
 
-def convert_row(row: Mapping[str, Any], where: str) -> QARecord:
-    require(row, FIELDS, where)
+def convert_row(row: Mapping[str, Any], where: str, fallback: Mapping[str, str]) -> QARecord:
+    """One Video-MME row; `fallback` fills `question_id`/`duration`/`task_type` for rows of the
+    original TaskMem `video_info_*.json` files, which may lack them."""
+    original = TASK_KEY in row or ("videoID" in row and not set(FIELDS) <= set(row))
+    require_fields(row, ORIGINAL_FIELDS if original else FIELDS, where)
     options = row["options"]
     if isinstance(options, str) or not isinstance(options, Sequence):
         raise BenchmarkError(f"{where}: 'options' must be a list of strings, got {options!r}")
+    task_type = row.get("task_type") or row.get(TASK_KEY) or fallback.get("task_type")
+    if not task_type:
+        raise BenchmarkError(f"{where}: no task_type")
     return QARecord(
-        id=str(row["question_id"]),
+        id=str(row.get("question_id") or fallback["question_id"]),
         benchmark=NAME,
         video_id=str(row["videoID"]),
         question=str(row["question"]).strip(),
         options=tuple(strip_option(str(o), i, where) for i, o in enumerate(options)),
         answer=str(row["answer"]).strip().upper(),
         answer_kind="choice",
-        task_type=str(row["task_type"]),
+        task_type=str(task_type),
         query_time=None,
         evidence=(),
         meta={
-            "source_video_id": str(row["video_id"]),
-            "duration": str(row["duration"]),
-            "domain": str(row["domain"]),
-            "sub_category": str(row["sub_category"]),
+            "source_video_id": str(row.get("video_id") or ""),
+            "duration": str(row.get("duration") or fallback.get("duration") or ""),
+            "domain": str(row.get("domain") or ""),
+            "sub_category": str(row.get("sub_category") or ""),
             "url": str(row.get("url") or ""),
         },
     )
 
 
 def from_rows(rows: Sequence[Mapping[str, Any]], origin: str) -> list[QARecord]:
-    records = [convert_row(r, f"{origin} row {i}") for i, r in enumerate(rows)]
+    m = _DURATION_FILE.search(Path(origin).name)
+    duration = m.group(1).lower() if m else ""
+    per_video: dict[str, int] = {}
+    records = []
+    for i, r in enumerate(rows):
+        vid = str(r.get("videoID", "")) if isinstance(r, Mapping) else ""
+        per_video[vid] = per_video.get(vid, 0) + 1
+        fallback = {"question_id": f"{vid}-{per_video[vid]}", "duration": duration, "task_type": ""}
+        records.append(located(convert_row, r, f"{origin} row {i}", fallback))
     check_unique(records, origin)
     return records
 
@@ -103,6 +121,7 @@ BENCHMARK = Benchmark(
     from_rows=from_rows,
     answer_kind="choice",
     hub_original=(HUB_REPO, HUB_CONFIG),
-    groups=("duration",),
+    groups=("duration", "domain", "sub_category"),
+    hub_ids=HUB_IDS,
     has_evidence=False,
 )

@@ -1,13 +1,18 @@
 """Evaluating stored memories on a benchmark: answer from memory, judge, score, tabulate.
 
-Floor 4. `evaluate` looks up each question's memory by `video_id` (a run directory
-`<memories>/<video_id>/memory/<tag>/`, or `<memories>/<video_id>.jsonl` / `.pkl` from other
-systems), builds its context (`qa.py`), asks the answerer (and the judge for free-form answers)
-with bounded concurrency, and appends one row per finished question to `results.jsonl` (append +
-fsync, written by one thread). A killed run is resumed by running it again: finished questions are
-skipped, and the response cache makes repeated requests free, so a finished evaluation re-run makes
-no model calls. Questions without a memory are listed in `missing.json` and counted in the table,
-never dropped silently. A question whose model call fails is not written (the next run retries it).
+Floor 5. `evaluate` looks up each question's memory by `video_id` (a run directory
+`<memories>/<video_id>/memory/<tag>/`; the original TaskMem layout
+`<memories>/<video_id>/<video_id>_<tag>.pkl` or its `test_time/` variant; or
+`<memories>/<video_id>.jsonl` / `.pkl` from other systems), builds its context (`qa.py`), asks
+the answerer (and the judge for free-form answers) with bounded concurrency, and appends one row
+per finished question to `results.jsonl` (append + fsync, written by one thread; the folder is a
+`jobs.ResumableDir`). A killed run is resumed by running it again: finished questions are skipped
+unless their memory changed since (each row records the `memory_hash` it was answered from), and
+the response cache makes repeated requests free, so a finished evaluation re-run makes no model
+calls. Questions without a
+memory are listed in `missing.json` and counted in the table, never dropped silently; when no
+question has a memory the run stops with an error naming the video ids looked for and where. A
+question whose model call fails is not written (the next run retries it).
 
 Output folder: `run.json` (what was evaluated, with which models, prompts and parameters),
 `results.jsonl`, `missing.json`, `table.md` and `table.parquet` (Acc/Cov/Prec per benchmark,
@@ -20,23 +25,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 import taskmem_lab
 from taskmem_lab.backends.base import ChatModel, sum_usage
 from taskmem_lab.bench import get_benchmark
 from taskmem_lab.bench.record import QARecord
-from taskmem_lab.errors import ConfigError, ModelError, StoreError
+from taskmem_lab.errors import ConfigError, ModelError
 from taskmem_lab.evaluation.judge import Verdict, judge
 from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
-from taskmem_lab.evaluation.metrics import MetricRow, Outcome, summarize, to_markdown, to_records
+from taskmem_lab.evaluation.metrics import (
+    DEFAULT_N_BOOT,
+    READINGS,
+    WRONG,
+    MetricRow,
+    Outcome,
+    metrics_table,
+    to_markdown,
+    to_records,
+)
 from taskmem_lab.evaluation.qa import (
     ANSWERED,
     QAParams,
@@ -45,27 +55,19 @@ from taskmem_lab.evaluation.qa import (
     build_context,
     prompt_hashes,
 )
-from taskmem_lab.memory import Memory, load_any
-from taskmem_lab.params import require
+from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
+from taskmem_lab.memory import Memory, dumps_jsonl, load_any
+from taskmem_lab.params import check_param
 from taskmem_lab.schema import SCHEMA_VERSION
-from taskmem_lab.store import (
-    append_jsonl,
-    atomic_write_json,
-    cut_torn_tail,
-    read_jsonl,
-    utc_now,
-    versions,
-)
+from taskmem_lab.store import atomic_write_json, utc_now
 
 log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 RUN = "run.json"
 MISSING = "missing.json"
-SUMMARY = "summary.json"
 TABLE_MD = "table.md"
 TABLE_PARQUET = "table.parquet"
-IDENTITY_FIELDS = ("benchmark", "records", "memories", "tag", "answerer", "judge", "qa", "prompts")
 MEMORY_SUFFIXES = (".jsonl", ".pkl", ".pickle")
 
 
@@ -79,20 +81,24 @@ class EvalParams:
         judge_reasks: how often an unreadable judge reply is asked again.
         n_boot: bootstrap resamples per table line.
         max_consecutive_failures: stop dispatching after this many failed questions in a row.
+        unparseable: how a reply with no readable answer counts: "wrong" (answered and wrong,
+            the paper's reading) or "abstain" (not answered).
     """
 
     concurrency: int = 8
     limit: int | None = None
     judge_reasks: int = 1
-    n_boot: int = 2000
+    n_boot: int = DEFAULT_N_BOOT
     max_consecutive_failures: int = 8
+    unparseable: str = field(default=WRONG, metadata={"choices": READINGS})
 
     def __post_init__(self) -> None:
-        require(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
-        require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
-        require(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
-        require(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
+        check_param(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
+        check_param(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
+        check_param(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        check_param(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        check_param(0 <= self.n_boot <= 100_000, "n_boot", "must be in 0..100000")
+        check_param(self.max_consecutive_failures >= 1, "max_consecutive_failures", "must be >= 1")
 
 
 # --------------------------------------------------------------------------- memories
@@ -100,7 +106,13 @@ class EvalParams:
 
 @dataclass(frozen=True)
 class MemoryLocator:
-    """Finds a video's memory under `root`: a tagged run directory, or a JSONL / pickle file."""
+    """Finds a video's memory under `root`, in this order:
+
+    1. a run directory `<root>/<video_id>/memory/<tag>/` (with `--tag`);
+    2. an original TaskMem pickle `<root>/<video_id>/<video_id>_<tag>.pkl`, else the same under
+       `<root>/<video_id>/test_time/` (with `--tag`; the original scripts' layout);
+    3. a file `<root>/<video_id>.jsonl` / `.pkl` / `.pickle` (memories of other systems).
+    """
 
     root: Path
     tag: str | None = None
@@ -110,21 +122,46 @@ class MemoryLocator:
             raise ConfigError(f"memories directory not found: {self.root}")
         if self.tag is None:
             tags = sorted({p.name for p in self.root.glob("*/memory/*") if p.is_dir()})
+            tags += sorted(
+                f"{p.stem[len(p.parent.name) + 1 :]} (original pickles)"
+                for p in self.root.glob("*/*.pkl")
+                if p.stem.startswith(p.parent.name + "_")
+            )
             if tags:
+                shown = sorted(set(tags))
+                raise ConfigError(f"{self.root} holds memories with tags {shown[:8]}; pass --tag")
+
+    def candidates(self, video_id: str) -> list[Path]:
+        """Every path looked at for `video_id`, in order (all inside `root`)."""
+        for what, name in (("video id", video_id), ("--tag", self.tag)):
+            if name is not None and not _plain_name(name):
                 raise ConfigError(
-                    f"{self.root} holds run directories with tags {tags[:8]}; pass --tag"
+                    f"{what} {name!r} is not a plain name (a path separator or '..'): memories "
+                    f"are only looked for inside {self.root}"
                 )
+        paths = []
+        if self.tag is not None:
+            folder = self.root / video_id
+            paths += [
+                folder / "memory" / self.tag / "manifest.json",
+                folder / f"{video_id}_{self.tag}.pkl",
+                folder / "test_time" / f"{video_id}_{self.tag}.pkl",
+            ]
+        return paths + [self.root / f"{video_id}{suffix}" for suffix in MEMORY_SUFFIXES]
 
     def find(self, video_id: str) -> Path | None:
-        if self.tag is not None:
-            run = self.root / video_id / "memory" / self.tag
-            if (run / "manifest.json").is_file():
-                return run
-        for suffix in MEMORY_SUFFIXES:
-            path = self.root / f"{video_id}{suffix}"
+        for path in self.candidates(video_id):
             if path.is_file():
-                return path
+                return path.parent if path.name == "manifest.json" else path
         return None
+
+    def patterns(self) -> str:
+        """Where memories are looked for, as patterns (for error messages)."""
+        return ", ".join(str(p) for p in self.candidates("<video_id>"))
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 # --------------------------------------------------------------------------- run folder
@@ -167,34 +204,23 @@ def _identity(
     }
 
 
-def open_eval(out: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
-    """Create the output folder, or reopen one made with the same inputs; returns its rows."""
-    run_path = out / RUN
-    if run_path.is_file():
-        old = json.loads(run_path.read_text(encoding="utf-8"))
-        for key in IDENTITY_FIELDS:
-            if old.get(key) != identity.get(key):
-                raise StoreError(
-                    f"{out} already holds an evaluation with a different {key!r}; "
-                    "use another --out, or delete the folder to start over"
-                )
-        cut_torn_tail(out / RESULTS)
-        atomic_write_json(run_path, {**old, "updated": utc_now(), "status": "running"})
-        return read_jsonl(out / RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        run_path,
-        {
-            "schema": SCHEMA_VERSION,
-            "kind": "eval",
-            **identity,
-            "versions": versions(),
-            "created": utc_now(),
-            "updated": utc_now(),
-            "status": "running",
-        },
+def results_dir(out: Path) -> ResumableDir:
+    """The evaluation's results folder: `run.json` settings, one row per question id."""
+    return ResumableDir(
+        out,
+        kind="eval",
+        key=lambda row: str(row["id"]),
+        settings_name=RUN,
+        rows_name=RESULTS,
+        ok=lambda row: True,  # a question whose model call failed is never written
+        hint="use another --out, or delete the folder to start over",
     )
-    return []
+
+
+def memory_hash(memory: Memory) -> str:
+    """A short sha256 of a memory's entries (times, text, knowledge): rows record which memory
+    they were answered from, so a resumed evaluation re-asks questions whose memory changed."""
+    return hashlib.sha256(dumps_jsonl(memory).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- one question
@@ -209,8 +235,13 @@ def evaluate_question(
     qa: QAParams,
     retriever: Retriever | None = None,
     judge_reasks: int = 1,
+    memory_digest: str | None = None,
 ) -> dict[str, Any]:
-    """Answer (and judge) one question; the results row. `ModelError` propagates."""
+    """Answer (and judge) one question; the results row. `ModelError` propagates.
+
+    `memory_digest` is `memory_hash(memory)` when the caller already has it (it is recorded in
+    the row as `memory_hash`).
+    """
     context = build_context(record, memory, qa, retriever, memory_path)
     answer = answer_question(answerer, record, context, qa)
     final = answer.final
@@ -242,6 +273,7 @@ def evaluate_question(
         "prediction": final.value,
         "correct": correct,
         "score": score,
+        "memory_hash": memory_digest or memory_hash(memory),
         "context": {
             "mode": qa.context,
             "memory": memory_path,
@@ -274,8 +306,16 @@ def outcome_of(row: Mapping[str, Any]) -> Outcome:
         correct=bool(row["correct"]),
         score=row.get("score"),
         judge_unparseable=judged.get("status") == "unparseable",
-        groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v is not None},
+        groups={k: str(v) for k, v in (row.get("groups") or {}).items() if v not in (None, "")},
+        video=str(row.get("video_id") or "") if _clustered(row["benchmark"]) else "",
     )
+
+
+def _clustered(benchmark: str) -> bool:
+    """Whether a benchmark's intervals resample videos (a question set of one's own: yes)."""
+    from taskmem_lab.bench import BENCHMARKS
+
+    return benchmark not in BENCHMARKS or get_benchmark(benchmark).cluster_by_video
 
 
 # --------------------------------------------------------------------------- usage and cost
@@ -354,35 +394,16 @@ class EvalResult:
         return to_markdown(self.table)
 
 
-Submit = Callable[[], "Future[dict[str, Any]]"]
-
-
-def _bounded(
-    jobs: Iterator[tuple[QARecord, Submit]], limit: int
-) -> Iterator[tuple[QARecord, Future[dict[str, Any]]]]:
-    """Yield finished futures while keeping at most `limit` in flight."""
-    pending: dict[Future[dict[str, Any]], QARecord] = {}
-    for record, submit in jobs:
-        pending[submit()] = record
-        if len(pending) >= limit:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                yield pending.pop(f), f
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for f in done:
-            yield pending.pop(f), f
-
-
 def _load_memories(
-    todo: Sequence[QARecord], paths: Mapping[str, Path | None]
+    selected: Sequence[QARecord], paths: Mapping[str, Path | None]
 ) -> tuple[dict[str, Memory], list[str]]:
     """Each needed memory, loaded once; and the runs that did not finish (named, not fatal)."""
     memories: dict[str, Memory] = {}
     incomplete: list[str] = []
-    for vid in sorted({r.video_id for r in todo}):
+    for vid in sorted({r.video_id for r in selected}):
         path = paths[vid]
-        assert path is not None
+        if path is None:
+            continue
         memories[vid] = load_any(path)
         status = memories[vid].meta.get("status")
         if status not in (None, "complete"):
@@ -401,7 +422,11 @@ def evaluate(
     prices: Mapping[str, tuple[float, float]] | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate `records` (resuming `out`); see the module docstring."""
+    """Evaluate `records` (resuming `out`); see the module docstring.
+
+    A kept row counts as done only when it was answered from the memory as it is now (its
+    `memory_hash`); questions whose memory changed since are asked again.
+    """
     out = Path(out)
     if not records:
         raise ConfigError("no questions to evaluate")
@@ -415,84 +440,86 @@ def evaluate(
         raise ConfigError(
             f"{records[0].benchmark} has no evidence windows: use --context full or retrieval"
         )
-    done_rows = open_eval(out, _identity(records, locator, answerer, judge_model, qa))
     selected = list(records[: params.limit] if params.limit else records)
-    wanted = {r.id for r in selected}
-    done = {row["id"]: row for row in done_rows if row["id"] in wanted}
-
     paths: dict[str, Path | None] = {}
     for r in selected:
         if r.video_id not in paths:
             paths[r.video_id] = locator.find(r.video_id)
     missing = [{"id": r.id, "video_id": r.video_id} for r in selected if paths[r.video_id] is None]
+    if len(missing) == len(selected):
+        ids = sorted(paths)
+        shown = ", ".join(ids[:5]) + (f" (+{len(ids) - 5} more)" if len(ids) > 5 else "")
+        raise ConfigError(
+            f"no memory for any of the {len(selected)} question(s): looked for video id(s) "
+            f"{shown} as {locator.patterns()}; check --memories and --tag"
+        )
+    store = results_dir(out).open(_identity(records, locator, answerer, judge_model, qa))
     atomic_write_json(out / MISSING, {"count": len(missing), "questions": missing})
+    memories, incomplete = _load_memories(selected, paths)
+    hashes = {vid: memory_hash(m) for vid, m in memories.items()}
+    by_id = {r.id: r for r in selected}
+    done = {
+        key: row
+        for key, row in store.good().items()
+        if key in by_id and row.get("memory_hash") == hashes.get(by_id[key].video_id)
+    }
     todo = [r for r in selected if r.id not in done and paths[r.video_id] is not None]
 
-    memories, incomplete = _load_memories(todo, paths)
     retriever = None
     if qa.context == "retrieval" and todo:
         retriever = Retriever(qa.embedder)
-        for vid, memory in memories.items():
-            retriever.index(str(paths[vid]), memory)
+        for vid in sorted({r.video_id for r in todo}):
+            retriever.index(str(paths[vid]), memories[vid])
+
+    def ask_one(r: QARecord) -> dict[str, Any]:
+        return evaluate_question(
+            r,
+            memories[r.video_id],
+            str(paths[r.video_id]),
+            answerer,
+            judge_model,
+            qa,
+            retriever,
+            params.judge_reasks,
+            hashes[r.video_id],
+        )
 
     failures: list[str] = []
     new_rows: list[dict[str, Any]] = []
-    bar = tqdm(
+    bar = Progress(
+        f"eval {selected[0].benchmark}",
         total=len(selected) - len(missing),
-        initial=len(done),
+        initial=len(selected) - len(missing) - len(todo),
         unit="q",
-        disable=not progress,
-        desc=f"eval {selected[0].benchmark}",
+        enabled=progress,
     )
-
-    streak = [0]  # failed questions in a row: a dead endpoint stops the run early
-
-    def jobs(pool: ThreadPoolExecutor) -> Iterator[tuple[QARecord, Submit]]:
-        for r in todo:
-            if streak[0] >= params.max_consecutive_failures:
-                return
-            task = partial(
-                evaluate_question,
-                r,
-                memories[r.video_id],
-                str(paths[r.video_id]),
-                answerer,
-                judge_model,
-                qa,
-                retriever,
-                params.judge_reasks,
-            )
-            yield r, partial(pool.submit, task)
-
-    pool = ThreadPoolExecutor(max_workers=params.concurrency, thread_name_prefix="taskmem-eval")
-    try:
-        for record, future in _bounded(jobs(pool), params.concurrency):
-            try:
-                row = future.result()
-            except ModelError as exc:
-                failures.append(f"{record.id}: {exc}")
-                streak[0] += 1
-                continue
-            streak[0] = 0
-            append_jsonl(out / RESULTS, row)
-            new_rows.append(row)
-            done[row["id"]] = row
-            bar.update(1)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        bar.close()
-    pool.shutdown(wait=True)
+    for outcome in bounded_map(
+        ask_one,
+        todo,
+        params.concurrency,
+        key=lambda r: r.id,
+        progress=bar,
+        catch=(ModelError,),
+        stop_after_failures=params.max_consecutive_failures,
+    ):
+        if not outcome.ok:
+            failures.append(outcome.message)
+            continue
+        row = outcome.value
+        assert row is not None
+        store.append(row)
+        new_rows.append(row)
+        done[row["id"]] = row
 
     rows = [done[r.id] for r in selected if r.id in done]
     name = selected[0].benchmark
     table = (
-        summarize(
+        metrics_table(
             [outcome_of(row) for row in rows],
             by=("task_type", *_groups(name)),
             n_boot=params.n_boot,
             missing={name: len(missing)},
+            unparseable=params.unparseable,
         )
         if rows
         else []
@@ -504,6 +531,7 @@ def evaluate(
         "questions": len(selected),
         "evaluated": len(rows),
         "missing_memory": len(missing),
+        "unparseable_reading": params.unparseable,
         "failed": len(failures),
         "failures": failures[:50],
         "incomplete_memories": incomplete,
@@ -512,13 +540,14 @@ def evaluate(
         "this_run": {"questions": len(new_rows), "model_calls": fresh_calls(new_rows)},
         "updated": utc_now(),
     }
-    _write_outputs(out, table, summary)
-    run = json.loads((out / RUN).read_text(encoding="utf-8"))
-    atomic_write_json(out / RUN, {**run, "status": summary["status"], "updated": utc_now()})
+    _write_outputs(store, table, summary)
     return EvalResult(out, rows, table, missing, failures, summary)
 
 
-def _write_outputs(out: Path, table: Sequence[MetricRow], summary: dict[str, Any]) -> None:
+def _write_outputs(
+    store: ResumableDir, table: Sequence[MetricRow], summary: dict[str, Any]
+) -> None:
+    out = store.path
     (out / TABLE_MD).write_text(to_markdown(table), encoding="utf-8")
     try:
         import pyarrow as pa
@@ -534,12 +563,7 @@ def _write_outputs(out: Path, table: Sequence[MetricRow], summary: dict[str, Any
         if records:
             pq.write_table(pa.Table.from_pylist(records), out / TABLE_PARQUET)
         summary["table_parquet"] = TABLE_PARQUET if records else None
-    atomic_write_json(out / SUMMARY, summary)
-
-
-def load_results(out: str | Path) -> list[dict[str, Any]]:
-    """The rows of a results folder (for notebooks)."""
-    return read_jsonl(Path(out) / RESULTS)
+    store.write_summary(summary, summary["status"])
 
 
 __all__ = [
@@ -548,7 +572,8 @@ __all__ = [
     "MemoryLocator",
     "evaluate",
     "evaluate_question",
-    "load_results",
+    "memory_hash",
+    "results_dir",
     "outcome_of",
     "usage_summary",
 ]

@@ -1,6 +1,6 @@
 """Judging free-form answers against a reference with an LLM: `correct` (yes/no) and a 0-5 score.
 
-Floor 4. The judge model is always a run parameter (`taskmem eval --judge SPEC`), never an
+Floor 5. The judge model is always a run parameter (`taskmem eval --judge SPEC`), never an
 environment default. Judges reply in many shapes: strict JSON, a Python dict with single quotes
 (`{'pred': 'yes', 'score': 4}`, the style of the CVRR/Video-ChatGPT judges EgoTempo used), JSON
 in a code fence, or loose `correct: yes, score: 4` text. `parse_verdict` reads all of them; a reply
@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, sum_usage
+from taskmem_lab.asking import ask
+from taskmem_lab.backends.base import ChatModel, Request, Sampling, sum_usage
 from taskmem_lab.errors import ParseError
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_object
@@ -112,10 +113,11 @@ def parse_verdict(text: str) -> tuple[bool, float, str]:
 
 def judge_request(question: str, reference: str, candidate: str, max_tokens: int = 256) -> Request:
     user = render("judge_user", question=question, reference=reference, candidate=candidate)
-    return Request(
-        messages=(Message.text("system", render("judge_system")), Message.text("user", user)),
-        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
-        purpose="judge",
+    return Request.chat(
+        render("judge_system"),
+        user,
+        Sampling(temperature=0.0, max_tokens=max_tokens),
+        "judge",
     )
 
 
@@ -156,33 +158,27 @@ def prompt_hashes() -> dict[str, str]:
     return {name: prompt_hash(name) for name in PROMPTS}
 
 
+VERDICT_SHAPE = '{"correct": "yes" or "no", "score": 0-5, "reason": "..."}'
+
+
 def judge(
     model: ChatModel, question: str, reference: str, candidate: str, reasks: int = 1
 ) -> Verdict:
-    """Grade `candidate` against `reference`; an unreadable reply is shown back and re-asked."""
+    """Grade `candidate` against `reference`; an unreadable reply is shown back and re-asked
+    (`asking.ask`), and one still unreadable after `reasks` re-asks is `unparseable`."""
     request = judge_request(question, reference, candidate)
     verdict = Verdict("unparseable", None, None, "", model.model_id)
-    for attempt in range(reasks + 1):
-        reply = model.generate(request)
-        verdict.raw.append(reply.text)
-        verdict.cached.append(reply.cached)
-        verdict.latency_s += reply.latency_s
-        verdict.fake = verdict.fake or reply.fake
-        verdict.usage = sum_usage((verdict.usage, reply.usage))
-        try:
-            verdict.correct, verdict.score, verdict.reason = parse_verdict(reply.text)
-        except ParseError as exc:
-            verdict.problems.append(str(exc))
-            if attempt == reasks:
-                break
-            shape = '{"correct": "yes" or "no", "score": 0-5, "reason": "..."}'
-            follow = Message.text("user", render("reask", problem=str(exc), shape=shape))
-            request = Request(
-                messages=(*request.messages, Message.text("assistant", reply.text), follow),
-                sampling=request.sampling,
-                purpose="reask",
-            )
-            continue
+    try:
+        asked = ask(model, request, parse_verdict, VERDICT_SHAPE, reasks)
+    except ParseError as exc:
+        replies, verdict.problems = exc.replies, list(exc.problems)
+    else:
+        replies, verdict.problems = asked.replies, asked.problems
+        verdict.correct, verdict.score, verdict.reason = asked.value
         verdict.status = "ok"
-        break
+    verdict.raw = [r.text for r in replies]
+    verdict.cached = [r.cached for r in replies]
+    verdict.latency_s = sum(r.latency_s for r in replies)
+    verdict.fake = any(r.fake for r in replies)
+    verdict.usage = sum_usage(r.usage for r in replies)
     return verdict

@@ -1,16 +1,21 @@
 """Coverage, precision and accuracy of memory QA, per benchmark and per group, with bootstrap CIs.
 
-Floor 4. Over the questions of a group:
+Floor 5. Over the questions of a group, as the TaskMem paper defines them:
 
-    Coverage  = answered / total      (an abstention or an unparseable reply is not an answer)
+    Coverage  = answered / total      (share of questions not abstained from: E / "cannot tell")
     Precision = correct / answered    (undefined, NaN, when nothing was answered)
-    Accuracy  = correct / total       (= Coverage x Precision)
+    Accuracy  = correct / total       (= Coverage x Precision, exactly)
+
+A reply with no readable answer is read one of two ways (`unparseable=`):
+- `"wrong"` (default): it did not abstain, so it counts as answered and wrong;
+- `"abstain"`: it counts as not answered (lowers Coverage, leaves Precision alone).
+Either way it is also counted in its own `unparseable` column.
 
 For judged free-form answers there is also the score variant: the mean judge score / 5 over the
-answered questions. Intervals are percentile bootstrap intervals over questions (resampled with
-replacement, `n_boot` times), seeded per group from its name so a table does not depend on the
-order of its rows or of the questions. Unparseable replies and unparseable judge verdicts are
-counted in their own columns.
+answered questions. Intervals are percentile bootstrap intervals over videos when outcomes name
+their video (all questions of a video are resampled together, as lmms-eval's clustered standard
+errors treat them), else over questions; `n_boot` resamples, seeded per group from its name so a
+table does not depend on the order of its rows or of the questions.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from typing import Any
 ANSWERED, ABSTAINED, UNPARSEABLE = "answered", "abstained", "unparseable"
 STATUSES = (ANSWERED, ABSTAINED, UNPARSEABLE)
 ALL = "all"
+WRONG, ABSTAIN = "wrong", "abstain"
+READINGS = (WRONG, ABSTAIN)  # how an unparseable reply counts: answered-and-wrong, or abstained
+
+# Bootstrap resamples per table line (`EvalParams.n_boot` takes its default from here).
+DEFAULT_N_BOOT = 2000
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class Outcome:
     score: float | None = None  # judge score 0-5 (free-form answers only)
     judge_unparseable: bool = False
     groups: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    video: str = ""  # the bootstrap resamples videos (questions of one video move together)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -67,6 +78,8 @@ class MetricRow:
     score: float | None = None
     score_ci: tuple[float, float] | None = None
     missing: int = 0  # questions without a memory (overall line only); not in n
+    reading: str = WRONG  # how unparseable replies were counted (see the module docstring)
+    clusters: int = 0  # videos the bootstrap resampled (0: resampled questions)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,39 +99,58 @@ def _seed(seed: int, *names: str) -> int:
     return zlib.crc32("\x1f".join([str(seed), *names]).encode())
 
 
-def score_group(
+def _answered(o: Outcome, reading: str) -> bool:
+    return o.status == ANSWERED or (o.status == UNPARSEABLE and reading == WRONG)
+
+
+def metric_row(
     outcomes: Sequence[Outcome],
     benchmark: str,
     group: str,
     value: str,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_N_BOOT,
     level: float = 0.95,
     seed: int = 0,
+    unparseable: str = WRONG,
 ) -> MetricRow:
     """Point estimates and bootstrap intervals for one group of outcomes."""
     import numpy as np
 
+    if unparseable not in READINGS:
+        raise ValueError(f"unparseable must be one of {READINGS}, got {unparseable!r}")
     n = len(outcomes)
     if n == 0:
         raise ValueError(f"no outcomes for {benchmark} {group}={value}")
-    # The bootstrap depends on the multiset of outcomes only, not on the order rows arrived in.
-    outcomes = sorted(
-        outcomes, key=lambda o: (o.status, o.correct, -1.0 if o.score is None else o.score)
-    )
-    answered = np.array([o.status == ANSWERED for o in outcomes], dtype=float)
-    correct = np.array([o.correct for o in outcomes], dtype=float)
-    scored = np.array([o.status == ANSWERED and o.score is not None for o in outcomes], dtype=float)
-    scores = np.array([(o.score or 0.0) / 5.0 for o in outcomes], dtype=float)
+    # Clusters: one per video when every outcome names one, else one per question. Sorting makes
+    # the bootstrap depend on the multiset of outcomes only, not on the order rows arrived in.
+    by_video = all(o.video for o in outcomes)
+    keyed: dict[str, list[Outcome]] = {}
+    for i, o in enumerate(
+        sorted(outcomes, key=lambda o: (o.status, o.correct, -1.0 if o.score is None else o.score))
+    ):
+        keyed.setdefault(o.video if by_video else f"{i:09d}", []).append(o)
+    clusters = [keyed[k] for k in sorted(keyed)]
+
+    def sums(pick: Any) -> Any:
+        return np.array([sum(pick(o) for o in c) for c in clusters], dtype=float)
+
+    answered = sums(lambda o: _answered(o, unparseable))
+    correct = sums(lambda o: o.correct)
+    scored = sums(lambda o: o.status == ANSWERED and o.score is not None)
+    scores = sums(lambda o: (o.score or 0.0) / 5.0 if o.status == ANSWERED else 0.0)
+    sizes = sums(lambda o: 1)
     a, c = int(answered.sum()), int(correct.sum())
+    k = len(clusters)
     rng = np.random.default_rng(_seed(seed, benchmark, group, value))
-    idx = rng.integers(0, n, size=(n_boot, n)) if n_boot > 0 else np.zeros((0, n), dtype=int)
+    idx = rng.integers(0, k, size=(n_boot, k)) if n_boot > 0 else np.zeros((0, k), dtype=int)
+    boot_n = sizes[idx].sum(axis=1)
     boot_a, boot_c = answered[idx].sum(axis=1), correct[idx].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         boot_prec = boot_c / boot_a
     score = score_ci = None
     if scored.any():
-        score = float(scores[scored > 0].mean())
-        boot_s, boot_k = (scores * scored)[idx].sum(axis=1), scored[idx].sum(axis=1)
+        score = float(scores.sum() / scored.sum())
+        boot_s, boot_k = scores[idx].sum(axis=1), scored[idx].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             score_ci = _nan_percentiles(boot_s / boot_k, level)
     return MetricRow(
@@ -134,33 +166,37 @@ def score_group(
         coverage=a / n,
         precision=c / a if a else math.nan,
         accuracy=c / n,
-        coverage_ci=_nan_percentiles(boot_a / n, level),
+        coverage_ci=_nan_percentiles(boot_a / boot_n, level),
         precision_ci=_nan_percentiles(boot_prec, level),
-        accuracy_ci=_nan_percentiles(boot_c / n, level),
+        accuracy_ci=_nan_percentiles(boot_c / boot_n, level),
         score=score,
         score_ci=score_ci,
+        reading=unparseable,
+        clusters=k if by_video else 0,
     )
 
 
-def summarize(
+def metrics_table(
     outcomes: Sequence[Outcome],
     by: Sequence[str] = ("task_type",),
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_N_BOOT,
     level: float = 0.95,
     seed: int = 0,
     missing: Mapping[str, int] | None = None,
+    unparseable: str = WRONG,
 ) -> list[MetricRow]:
     """Per benchmark: the overall line, then one line per value of each field in `by`.
 
     `by` names `task_type` or keys of `Outcome.groups`; `missing` counts questions per
-    benchmark that had no memory (reported on the overall line, not scored).
+    benchmark that had no memory (reported on the overall line, not scored); `unparseable`
+    is the reading of replies without a readable answer (`"wrong"` or `"abstain"`).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     rows: list[MetricRow] = []
     for bench in sorted({o.benchmark for o in outcomes}):
         mine = [o for o in outcomes if o.benchmark == bench]
-        overall = score_group(mine, bench, ALL, ALL, n_boot, level, seed)
+        overall = metric_row(mine, bench, ALL, ALL, n_boot, level, seed, unparseable)
         rows.append(_with_missing(overall, (missing or {}).get(bench, 0)))
         for field_name in by:
             values: dict[str, list[Outcome]] = {}
@@ -170,9 +206,44 @@ def summarize(
                     values.setdefault(str(key), []).append(o)
             for value in sorted(values):
                 rows.append(
-                    score_group(values[value], bench, field_name, value, n_boot, level, seed)
+                    metric_row(
+                        values[value], bench, field_name, value, n_boot, level, seed, unparseable
+                    )
                 )
     return rows
+
+
+def reading_differences(
+    outcomes: Sequence[Outcome],
+    by: Sequence[str] = ("task_type",),
+    n_boot: int = 0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Lines whose Cov/Prec differ between the two readings of unparseable replies.
+
+    One dict per differing line: its benchmark, group, value, the unparseable count, and
+    Cov/Prec under `wrong` (the default) and under `abstain`; empty when no reply was unreadable.
+    """
+    wrong = metrics_table(outcomes, by, n_boot, seed=seed, unparseable=WRONG)
+    abstain = metrics_table(outcomes, by, n_boot, seed=seed, unparseable=ABSTAIN)
+    out = []
+    for w, a in zip(wrong, abstain, strict=True):
+        if w.unparseable:
+            out.append(
+                {
+                    "benchmark": w.benchmark,
+                    "group": w.group,
+                    "value": w.value,
+                    "n": w.n,
+                    "unparseable": w.unparseable,
+                    "accuracy": w.accuracy,
+                    "coverage (wrong)": w.coverage,
+                    "precision (wrong)": w.precision,
+                    "coverage (abstain)": a.coverage,
+                    "precision (abstain)": a.precision,
+                }
+            )
+    return out
 
 
 def _with_missing(row: MetricRow, missing: int) -> MetricRow:

@@ -1,6 +1,6 @@
 """Answering benchmark questions from memory alone: context, prompt, reply parsing, voting.
 
-Floor 4. For each question the answerer sees only memory text, chosen by a context mode:
+Floor 5. For each question the answerer sees only memory text, chosen by a context mode:
 - `full`: every entry finished by the question's arrival time;
 - `evidence`: the entries overlapping the question's evidence windows (widened by
   `evidence_pad_s`), plus the latest entry before the question (the clip at query time), as the
@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.bench.record import ABSTAIN_LETTER, LETTERS, QARecord
 from taskmem_lab.errors import ConfigError, ParseError
 from taskmem_lab.memory import KINDS, Entry, Memory
-from taskmem_lab.params import require
+from taskmem_lab.params import check_param
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_object
 from taskmem_lab.timefmt import hms
@@ -61,8 +61,8 @@ class QAParams:
         max_context_chars: cap on the memory text; the oldest entries are dropped first (0: none).
     """
 
-    context: str = "full"
-    memory_kind: str = "episodic"
+    context: str = field(default="full", metadata={"choices": CONTEXTS})
+    memory_kind: str = field(default="episodic", metadata={"choices": KINDS})
     top_k: int = 10
     embedder: str | None = None
     evidence_pad_s: float = 0.0
@@ -72,19 +72,19 @@ class QAParams:
     max_context_chars: int = 0
 
     def __post_init__(self) -> None:
-        require(self.context in CONTEXTS, "context", f"must be one of {CONTEXTS}")
-        require(self.memory_kind in KINDS, "memory_kind", f"must be one of {KINDS}")
-        require(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
-        require(self.evidence_pad_s >= 0, "evidence_pad_s", "must be >= 0 seconds")
-        require(1 <= self.num_samples <= 32, "num_samples", "must be in 1..32")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(
+        check_param(self.context in CONTEXTS, "context", f"must be one of {CONTEXTS}")
+        check_param(self.memory_kind in KINDS, "memory_kind", f"must be one of {KINDS}")
+        check_param(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
+        check_param(self.evidence_pad_s >= 0, "evidence_pad_s", "must be >= 0 seconds")
+        check_param(1 <= self.num_samples <= 32, "num_samples", "must be in 1..32")
+        check_param(self.temperature >= 0, "temperature", "must be >= 0")
+        check_param(
             self.num_samples == 1 or self.temperature > 0,
             "temperature",
             f"must be > 0 when num_samples is {self.num_samples} (identical samples cannot vote)",
         )
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(self.max_context_chars >= 0, "max_context_chars", "must be >= 0 (0: no cap)")
+        check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+        check_param(self.max_context_chars >= 0, "max_context_chars", "must be >= 0 (0: no cap)")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -275,10 +275,11 @@ def qa_request(record: QARecord, context: Context, params: QAParams, sample: int
         reply_format=reply_format,
     )
     seed = sample if params.num_samples > 1 else None
-    return Request(
-        messages=(Message.text("system", system), Message.text("user", user)),
-        sampling=Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
-        purpose="qa",
+    return Request.chat(
+        system,
+        user,
+        Sampling(temperature=params.temperature, max_tokens=params.max_tokens, seed=seed),
+        f"qa_{record.answer_kind}",
     )
 
 
@@ -295,22 +296,80 @@ class Parsed:
 
 _ANSWER_KEYS = ("answer", "final_answer", "choice", "option", "letter", "prediction")
 _MARKDOWN = re.compile(r"[*_`#]+")
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{\s*\(?([A-Ea-e])\)?\s*\}")
+_MARKER_TAIL = (
+    r"\s*(?:is|would be|should be|will be|=|:|-|,)?\s*(?:option|choice|letter)?\s*[:\-]?\s*"
+    r"[(\[]?(?P<letter>[A-Ea-e])[)\]]?(?![A-Za-z0-9'’])"
+)
+# Phrases that state an answer: the letter after them is the answer wherever it stands.
 _MARKER = re.compile(
     r"\b(?:final answer|correct answer|best answer|correct option|best option|correct choice"
-    r"|right answer|answer|i choose|i chose|i pick|i select|i would choose|i'd choose"
-    r"|therefore|thus|hence|so)"
-    r"\s*(?:is|would be|should be|will be|=|:|-|,)?\s*(?:option|choice|letter)?\s*[:\-]?\s*"
-    r"[(\[]?(?P<letter>[A-Ea-e])[)\]]?(?![A-Za-z0-9'])",
+    r"|right answer|my answer|answer|choice|option selected|selection|response|prediction"
+    r"|i choose|i chose|i pick|i picked|i select|i would choose|i'd choose|i would pick"
+    r"|i'd pick|i would select|i'd select|i would go with|i'd go with|i'll go with|i will go with"
+    r"|going with|go with|my pick is|my pick|i'd say|i would say|i'll say|leaning towards"
+    r"|lean towards|it must be|must be)" + _MARKER_TAIL,
     re.IGNORECASE,
 )
-_AND_ANOTHER = re.compile(r"^[)\].]?\s*(?:,|/|&|\band\b|\bor\b)\s*[(\[]?[A-E](?![A-Za-z0-9])")
+# "Option A" also lists options ("Option A: milk. Option B: ..."): it states the answer only at
+# the end of the reply or of a line. Conclusions ("so B", "It's C") state it before a sentence end.
+_LISTING_MARKER = re.compile(r"\b(?:option|letter)" + _MARKER_TAIL, re.IGNORECASE)
+_CONCLUSION_MARKER = re.compile(
+    r"\b(?:it's|it is|therefore|thus|hence|so)" + _MARKER_TAIL, re.IGNORECASE
+)
+_LINE_END = re.compile(r"\s*[.!]?\s*(?:$|\n)")
+_SENTENCE_END = re.compile(r"\s*(?:[.!;]|$|\n)")
+_AND_ANOTHER = re.compile(
+    r"^[)\].]?\s*(?:,|/|&|\band\b|\bor\b)\s*(?:(?:maybe|possibly|perhaps|probably|also|option)\s+)?"
+    r"[(\[]?[A-E](?![A-Za-z0-9])",
+    re.IGNORECASE,
+)
 _LETTER_LIST = re.compile(
     r"\W*[A-E]\W*(?:(?:,|/|&|\band\b|\bor\b|\s)+\W*[A-E](?![A-Za-z0-9])\W*)+", re.IGNORECASE
 )
-_LEADING = re.compile(r"^[(\[]?([A-E])[.):\]]\s+\S")
+_LEADING = re.compile(
+    r"^[(\[]?(?P<letter>[A-E])(?:[.):\],;]|\s*[\-—–]\s)\s*\S"
+    r"|^(?P<prose>[A-E])\s+(?:is|because|since|as|seems|appears|fits|matches|looks|would|should"
+    r"|was|best|—)\b",
+)
+_NEGATIVE = re.compile(r"\b(?:not|wrong|incorrect|unlikely|false|ruled out|eliminated)\b", re.I)
+_NEGATED_LETTER = re.compile(
+    r"\b(?:not|isn't|is not|rather than|instead of|except|other than)\s+(?:option\s+)?[(\[]?"
+    r"([A-E])[)\]]?(?![A-Za-z0-9'’_\-])",
+    re.IGNORECASE,
+)
+_REJECTED_LETTER = re.compile(
+    r"(?<![A-Za-z0-9'’_\-])[(\[]?([A-E])[)\]]?\s+(?:is|was|seems|looks|can be|would be)\s+"
+    r"(?:not|wrong|incorrect|unlikely|false|ruled out|eliminated|impossible)\b",
+    re.IGNORECASE,
+)
+_REJECTED_AFTER = re.compile(
+    r"[)\]]?\s+(?:is|was|seems|looks|can be|would be)\s+(?:not|wrong|incorrect|unlikely|false"
+    r"|ruled out|eliminated|impossible)\b",
+    re.IGNORECASE,
+)
 _STANDALONE = re.compile(r"(?<![A-Za-z0-9'’_\-])([A-E])(?![A-Za-z0-9'’_\-])")
-_CONJUNCTIONS = ("and", "or", "nor")
+_NOT_ARTICLE = frozenset(
+    [
+        "and",
+        "or",
+        "nor",
+        "is",
+        "because",
+        "since",
+        "as",
+        "seems",
+        "appears",
+        "fits",
+        "matches",
+        "looks",
+        "would",
+        "should",
+        "was",
+        "best",
+    ]
+)
 _CANNOT_TELL = re.compile(
     r"\b(?:cannot|can't|can not|unable to|impossible to)\s+(?:be\s+)?(?:tell|determine|know|"
     r"determined|answer|say)|\binsufficient information\b|\bnot enough information\b"
@@ -322,6 +381,8 @@ _REFUSAL = re.compile(
     r"|i won'?t\b)",
     re.IGNORECASE,
 )
+_NEGATION_WORDS = re.compile(r"\b(?:not|no|never|neither|nor|none|isn't|wasn't|n't)\b", re.I)
+_MAX_TEXT_MATCH_WORDS = 40
 
 
 def _json_answer(text: str) -> str | None:
@@ -350,19 +411,60 @@ def _letter(letter: str, letters: str) -> Parsed:
 
 
 def _is_article(text: str, pos: int) -> bool:
-    """An "A" followed by a lowercase word ("A man walks") is an article, not an option."""
+    """An "A" followed by a lowercase word ("A man walks") is an article, not an option; "A is
+    right", "A because ..." and "A and C" name the option."""
     m = re.match(r"\s+([a-z]+)", text[pos + 1 :])
-    return m is not None and m.group(1) not in _CONJUNCTIONS
+    return m is not None and m.group(1) not in _NOT_ARTICLE
 
 
-def parse_choice(text: str, letters: str = LETTERS) -> Parsed:
-    """The option letter a reply chooses (E: abstained); unparseable when none or several."""
+def _norm(text: str) -> str:
+    """Lowercase words without punctuation or a leading article ("A blue bag" -> "blue bag")."""
+    words = re.sub(r"[^0-9a-z]+", " ", text.lower()).split()
+    return " ".join(words[1:] if len(words) > 1 and words[0] in ("a", "an", "the") else words)
+
+
+def _by_option_text(text: str, letters: str, options: Sequence[str]) -> Parsed | None:
+    """The one option whose text a short reply contains (VLMEvalKit's text matching), or None.
+
+    Only for short replies without negation ("not the eggs" must not pick the eggs); an option
+    whose text lies inside another matched option's text yields to it.
+    """
+    reply = " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
+    if not reply or len(reply.split()) > _MAX_TEXT_MATCH_WORDS or _NEGATION_WORDS.search(text):
+        return None
+    hits = {}
+    for letter, option in zip(letters, options, strict=False):
+        norm = _norm(option)
+        if norm and re.search(rf"(?<![0-9a-z]){re.escape(norm)}(?![0-9a-z])", reply):
+            hits[letter] = norm
+    hits = {k: v for k, v in hits.items() if not any(v != w and v in w for w in hits.values())}
+    return Parsed(ANSWERED, next(iter(hits))) if len(hits) == 1 else None
+
+
+def parse_choice(text: str, letters: str = LETTERS, options: Sequence[str] = ()) -> Parsed:
+    """The option letter a reply chooses (E: abstained); unparseable when none or several.
+
+    A pure function of the reply, the option letters and (optionally) the option texts, read
+    the way a careful person reads it: a JSON answer field; a bare letter; `\\boxed{}`; the
+    last stated answer ("Answer: B", "I'd go with C", "Choice: d"); a leading letter ("B, because
+    ...", "A is right"); the one letter named outright; or, for a short reply that names one
+    option's text only, that option. A reply that names several letters without choosing one,
+    and a `<think>` block cut off before its end, give no answer rather than a guess.
+    """
     raw = (text or "").strip()
+    if re.search(r"<think>", raw, re.IGNORECASE):
+        if not re.search(r"</think>", raw, re.IGNORECASE):
+            return Parsed(UNPARSEABLE)  # reasoning cut off by the token limit: no answer given
+        raw = _THINK.sub("", raw).strip()
+    elif re.search(r"</think>", raw, re.IGNORECASE):
+        raw = re.split(r"</think>", raw, flags=re.IGNORECASE)[-1].strip()
     if not raw:
         return Parsed(UNPARSEABLE)
     inner = _json_answer(raw)
     if inner is not None:
-        return parse_choice(inner, letters) if "{" not in inner else Parsed(UNPARSEABLE)
+        if "{" in inner:
+            return Parsed(UNPARSEABLE)
+        return parse_choice(inner, letters, options)
     t = _MARKDOWN.sub("", raw).strip()
     whole = re.fullmatch(r"[\W_]*([A-Ea-e])[\W_]*", t)
     if whole:
@@ -372,26 +474,50 @@ def parse_choice(text: str, letters: str = LETTERS) -> Parsed:
     boxed = _BOXED.findall(t)
     if boxed:
         return _letter(boxed[-1], letters)
-    for m in reversed(list(_MARKER.finditer(t))):  # the last stated answer wins
-        letter = m.group("letter")
+    stated = [(m, None) for m in _MARKER.finditer(t)]
+    stated += [(m, _LINE_END) for m in _LISTING_MARKER.finditer(t)]
+    stated += [(m, _SENTENCE_END) for m in _CONCLUSION_MARKER.finditer(t)]
+    for m, must_end in sorted(stated, key=lambda x: -x[0].start("letter")):
+        letter = m.group("letter")  # the last stated answer wins
         rest = t[m.end() :]
-        if letter.islower() and not re.fullmatch(r"\s*[.!)\]]?\s*", rest):
+        if must_end is not None and not must_end.match(rest):
+            continue  # "Option A: milk", "so A is ...": not a statement of the answer
+        if letter.islower() and letter != "e" and not re.match(r"\s*(?:[.!,;)\]]|$)", rest):
             continue  # "the answer is a lamp": an article, not an option
+        if letter == "e" and re.match(r"\.?[a-z]", rest):
+            continue  # "so e.g. ..."
+        if letter == "A" and _is_article(t, m.start("letter")):
+            continue  # "it is A man ..."
+        if _REJECTED_AFTER.match(rest):
+            continue  # "option C is wrong"
         if _AND_ANOTHER.match(rest):
             return Parsed(UNPARSEABLE)
         return _letter(letter, letters)
-    lead = _LEADING.match(t)
-    if lead:
-        return _letter(lead.group(1), letters)
+    negated = {m.group(1).upper() for m in _NEGATED_LETTER.finditer(t)}
+    negated |= {m.group(1).upper() for m in _REJECTED_LETTER.finditer(t)}
     found = {
         m.group(1)
         for m in _STANDALONE.finditer(t)
         if not (m.group(1) == "A" and _is_article(t, m.start()))
-    }
+    } - negated
+    lead = _LEADING.match(t)
+    if lead and _AND_ANOTHER.match(t[lead.end("letter" if lead.group("letter") else "prose") :]):
+        return Parsed(UNPARSEABLE)  # "A, B and C ...": several letters
+    if lead:
+        first = lead.group("letter") or lead.group("prose")
+        first_sentence = re.split(r"[.;!?\n]", t, maxsplit=1)[0]
+        if (lead.group("letter") or not _NEGATIVE.search(first_sentence)) and found <= {first}:
+            return _letter(first, letters)  # ("B. Actually no, C." names another: not this rule)
     if len(found) == 1:
         return _letter(found.pop(), letters)
-    if not found and _CANNOT_TELL.search(t):
+    if found:
+        return Parsed(UNPARSEABLE)  # several letters named, none chosen
+    if _CANNOT_TELL.search(t):
         return Parsed(ABSTAINED, ABSTAIN_LETTER)
+    if options:
+        by_text = _by_option_text(t, letters, options)
+        if by_text is not None:
+            return by_text
     return Parsed(UNPARSEABLE)
 
 
@@ -420,7 +546,9 @@ def parse_open(text: str) -> Parsed:
 
 def parse_reply(text: str, record: QARecord) -> Parsed:
     return (
-        parse_choice(text, record.letters) if record.answer_kind == "choice" else parse_open(text)
+        parse_choice(text, record.letters, record.options)
+        if record.answer_kind == "choice"
+        else parse_open(text)
     )
 
 

@@ -1,6 +1,6 @@
 """Figures and tables with provenance: every output says which notebook, parameters and inputs made it.
 
-Floor 5. `save_figure(fig, name)` writes `figures/<name>.png`, `.pdf` and `<name>.json` (notebook,
+Floor 7. `save_figure(fig, name)` writes `figures/<name>.png`, `.pdf` and `<name>.json` (notebook,
 parameters, package version, git commit, input files with sha256, whether any model was fake);
 `save_table(df, name)` writes markdown and LaTeX beside the figures with the same provenance.
 Parameters pass through `redact` so nothing that looks like a key is ever written.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import taskmem_lab
+from taskmem_lab.paths import file_sha256
 from taskmem_lab.store import atomic_write_json
 
 FIGURES_ENV = "TASKMEM_FIGURES"
@@ -49,14 +50,6 @@ def git_commit(path: str | Path = ".") -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

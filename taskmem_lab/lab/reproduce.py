@@ -1,6 +1,6 @@
 """`taskmem reproduce`: run the stage notebooks with papermill, in dependency order.
 
-Floor 5. A profile sets every notebook's parameters:
+Floor 7. A profile sets every notebook's parameters:
 
 - `smoke`: offline, minutes on 2 cores: generated media, the in-process `fake` model, sample
   benchmark rows. Everything it makes is marked as made by a fake model.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.errors import ConfigError, TaskmemError
-from taskmem_lab.lab.nbparams import NOTEBOOK_PARAMS, coerce
+from taskmem_lab.lab.nbparams import NOTEBOOK_PARAMS, coerce, default_of
 
 ORDER = ("01_audio", "02_faces", "03_episodic", "04_qa", "05_ablations", "06_paper")
 PROFILES = ("smoke", "demo", "paper")
@@ -67,7 +67,7 @@ def check_notebook(name: str, path: str | Path) -> None:
     """The parameters cell matches the notebook's dataclass in names, types and defaults."""
     cls = NOTEBOOK_PARAMS[name]
     cell = parameters_cell(path)
-    want = {f.name: (str(f.type), f.default) for f in fields(cls)}
+    want = {f.name: (str(f.type), default_of(f)) for f in fields(cls)}
     if cell != want:
         missing = sorted(set(want) - set(cell))
         extra = sorted(set(cell) - set(want))
@@ -99,7 +99,7 @@ def _smoke(work: Path) -> dict[str, dict[str, Any]]:
             "stand_in": True,
             "figures": common["figures"],
         },
-        "05_ablations": {"models": "fake", "end": 24.0, "face_fps": 2.0, **common},
+        "05_ablations": {"models": ["fake"], "end": 24.0, "face_fps": 2.0, **common},
         "06_paper": {"results": str(work / "runs" / "results"), "figures": common["figures"]},
     }
 
@@ -109,7 +109,7 @@ def _demo(work: Path) -> dict[str, dict[str, Any]]:
     vlm = "hf:HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
     base["03_episodic"].update(model=vlm, faces=True, asr=True)
     base["04_qa"].update(answerer=vlm, judge=vlm)
-    base["05_ablations"].update(models=vlm, answerer=vlm, faces="false,true", asr="false,true")
+    base["05_ablations"].update(models=[vlm], answerer=vlm, faces=[False, True], asr=[False, True])
     return base
 
 
@@ -120,7 +120,7 @@ def _paper(work: Path) -> dict[str, dict[str, Any]]:
         "02_faces": {**common},
         "03_episodic": {"model": "openai:gpt-4o", "end": 0.0, "faces": True, "asr": True, **common},
         "04_qa": {"answerer": "openai:gpt-4o", "judge": "openai:gpt-4o", "figures": "figures"},
-        "05_ablations": {"models": "openai:gpt-4o", "answerer": "openai:gpt-4o", **common},
+        "05_ablations": {"models": ["openai:gpt-4o"], "answerer": "openai:gpt-4o", **common},
         "06_paper": {"results": "runs/results", "figures": "figures"},
     }
 

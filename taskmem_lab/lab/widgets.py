@@ -1,6 +1,6 @@
 """`MemoryBrowser(run)`: look through a memory clip by clip in Jupyter.
 
-Floor 5. A clip slider and a timeline strip, the clip's frame (annotated with boxes, ids and
+Floor 7. A clip slider and a timeline strip, the clip's frame (annotated with boxes, ids and
 subtitles when perception ran), the transcript lines with speakers, the episodic entry, the
 identity gallery and the tasks that had arrived by the clip's end. In a frontend without widget
 support (nbconvert, GitHub, papermill outputs) the same content shows as static HTML: the object's

@@ -1,6 +1,6 @@
 """Window audio: 16 kHz mono float32 samples of a stream span, decoded with PyAV.
 
-Floor 2 (media). `window_audio(stream, t0, t1)` seeks each file that overlaps `[t0, t1)`, decodes
+Floor 1 (media). `window_audio(stream, t0, t1)` seeks each file that overlaps `[t0, t1)`, decodes
 only that span, and resamples it with PyAV's `AudioResampler`; the whole file is never held in
 memory. Sample `i` of the result is stream time `t0 + i / sr`: the result always has
 `round((t1 - t0) * sr)` samples, and stream time that no file's audio covers (a gap between files,

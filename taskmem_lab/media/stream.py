@@ -1,6 +1,6 @@
 """Streams: a single video, or a manifest of ordered files with absolute start times.
 
-Floor 2. A manifest is JSON or YAML:
+Floor 1. A manifest is JSON or YAML:
 
     stream_id: A1_JAKE
     files:
@@ -16,7 +16,6 @@ schedule skips the gaps between segments.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -71,12 +70,3 @@ def segments(stream: Stream) -> list[tuple[float, float]]:
         else:
             spans.append((a, b))
     return spans
-
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in chunks (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -1,6 +1,6 @@
 """Video probing, the clip schedule, and exact frame sampling by timestamp.
 
-Floor 2 (media). Frames are decoded with decord's `get_batch` (PyAV when decord is missing or
+Floor 1 (media). Frames are decoded with decord's `get_batch` (PyAV when decord is missing or
 cannot open a file), resized in the decoder, and held in a ring buffer that never holds more than
 one context window: overlapping windows reuse decoded frames and their JPEG encodings, so each
 sampled frame of a stream is decoded and encoded once.
@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from taskmem_lab.errors import VideoError
+from taskmem_lab.params import MemorizeParams
 from taskmem_lab.schema import ClipSpec, Stream, StreamFile
 
 MIN_TAIL_S = 1.0
@@ -83,9 +84,9 @@ def probe(path: str | Path) -> VideoInfo:
     times = _pyav_frame_times(p)
     if not times:
         raise VideoError(f"video has no frames: {p}")
-    reader = _PyAVReader(p, 0)
+    reader = _PyAVReader(p, FULL_SIZE)
     try:
-        frame = reader.frames_at([0.0])[0]
+        frame = reader.frames_at([0.0])[0]  # displayed size, rotation applied
     finally:
         reader.close()
     fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
@@ -189,8 +190,12 @@ def thin(times: Sequence[float], max_frames: int) -> list[float]:
 # --------------------------------------------------------------------------- decoding
 
 
+FULL_SIZE = 0  # `max_side` that keeps frames at their full (even) size
+
+
 def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(width, height))
+    """Even output size for a frame scaled down to `max_side` (<= 0: full size, made even)."""
+    scale = 1.0 if max_side <= 0 else min(1.0, max_side / max(width, height))
     w = max(2, int(round(width * scale / 2)) * 2)
     h = max(2, int(round(height * scale / 2)) * 2)
     return w, h
@@ -416,7 +421,10 @@ def open_reader(path: str | Path, max_side: int, backend: str = "auto") -> Frame
 
 
 def sample_frames(
-    path: str | Path, times: Sequence[float], max_side: int = 640, backend: str = "auto"
+    path: str | Path,
+    times: Sequence[float],
+    max_side: int = MemorizeParams.max_side,
+    backend: str = "auto",
 ) -> list[np.ndarray]:
     """RGB frames displayed at each of `times` (seconds) in one file."""
     reader = open_reader(path, max_side, backend)
@@ -455,7 +463,9 @@ class StreamFrames:
     and closed once the stream has moved past them.
     """
 
-    def __init__(self, stream: Stream, max_side: int = 640, backend: str = "auto") -> None:
+    def __init__(
+        self, stream: Stream, max_side: int = MemorizeParams.max_side, backend: str = "auto"
+    ) -> None:
         self.stream = stream
         self.max_side = max_side
         self.backend = backend

@@ -11,9 +11,9 @@ Floor 3 (perception). An `Asr` turns window audio (16 kHz mono, from `taskmem_la
   with start/end to 0.1 s, one sentence each, split at speaker turns; parsed tolerantly, with a
   re-ask for an unreadable reply, times clamped to the window.
 
-`ClipTranscriber` applies DESIGN.md's boundary rule over a clip schedule: an utterance still
-running at a clip's end is left out of that clip and transcribed whole by the next clip, whose
-audio then starts where that utterance began.
+`ClipTranscriber` applies the boundary rule of docs/design.md over a clip schedule: an utterance
+still running at a clip's end is left out of that clip and transcribed whole by the next clip,
+whose audio then starts where that utterance began.
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.backends.base import AudioPart, ChatModel, Message, Request, Sampling, TextPart
+from taskmem_lab.asking import ask
+from taskmem_lab.backends.base import AudioPart, ChatModel, Request, Sampling, TextPart
 from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
 from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
 from taskmem_lab.media.stream import segments as stream_segments
-from taskmem_lab.params import require
+from taskmem_lab.perception.params import AsrParams
 from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
@@ -42,71 +43,7 @@ from taskmem_lab.timefmt import hms
 log = logging.getLogger(__name__)
 
 ASR_PROMPTS = ("asr_system", "asr_user")
-_DEVICES = ("cpu", "cuda", "auto")
 _ASR_HINT = "faster-whisper is not installed: pip install 'taskmem_lab[asr]'"
-
-
-@dataclass(frozen=True)
-class AsrParams:
-    """Parameters of speech recognition.
-
-    Attributes:
-        backend: "whisper" (local faster-whisper) or "vlm" (an API model that takes audio).
-        model: whisper: a model name ("small", "large-v3", "tiny.en") or a local CTranslate2
-            directory; vlm: a model spec ("openai:NAME") used when no model object is given.
-        device: whisper device, "cpu", "cuda" or "auto".
-        compute_type: CTranslate2 compute type; "default" is int8 on CPU and float16 on CUDA.
-        vad: filter non-speech with faster-whisper's Silero VAD before decoding.
-        language: spoken language code ("en", "zh"); None detects it per window.
-        beam_size: whisper beam width (1 is greedy).
-        cpu_threads: whisper CPU threads (0: CTranslate2's default).
-        split_pause_s: also end a sentence at a pause between words this long (0: only at
-            sentence punctuation).
-        boundary_tol_s: a segment ending this close to a clip's end counts as still running.
-        max_carry_s: an utterance running longer than this is cut at the clip end instead of
-            being carried into the next clip, which bounds the audio re-transcribed per clip.
-        temperature: vlm sampling temperature.
-        max_tokens: vlm completion budget.
-        reasks: how often the vlm is asked again when its reply cannot be parsed.
-    """
-
-    backend: str = "whisper"
-    model: str = "small"
-    device: str = "cpu"
-    compute_type: str = "default"
-    vad: bool = True
-    language: str | None = None
-    beam_size: int = 5
-    cpu_threads: int = 0
-    split_pause_s: float = 1.0
-    boundary_tol_s: float = 0.5
-    max_carry_s: float = 30.0
-    temperature: float = 0.0
-    max_tokens: int = 2048
-    reasks: int = 1
-
-    def __post_init__(self) -> None:
-        require(
-            self.backend in ASR_BACKENDS,
-            "backend",
-            f"must be one of {sorted(ASR_BACKENDS)}, got {self.backend!r}",
-        )
-        require(bool(self.model.strip()), "model", "must name a model or a directory")
-        require(
-            self.device in _DEVICES, "device", f"must be one of {_DEVICES}, got {self.device!r}"
-        )
-        require(bool(self.compute_type), "compute_type", "must not be empty")
-        require(self.beam_size >= 1, "beam_size", f"must be >= 1, got {self.beam_size}")
-        require(self.cpu_threads >= 0, "cpu_threads", f"must be >= 0, got {self.cpu_threads}")
-        require(self.split_pause_s >= 0, "split_pause_s", "must be >= 0 (0 disables)")
-        require(self.boundary_tol_s >= 0, "boundary_tol_s", "must be >= 0 seconds")
-        require(self.max_carry_s > 0, "max_carry_s", "must be > 0 seconds")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Asr(Protocol):
@@ -363,21 +300,17 @@ class VlmAsr:
         duration = len(audio) / SAMPLE_RATE
         user = render("asr_user", duration=f"{duration:.1f}", start=hms(t0, True))
         parts = (TextPart(user), AudioPart(wav_bytes(audio, SAMPLE_RATE), SAMPLE_RATE))
-        return Request(
-            messages=(Message.text("system", render("asr_system")), Message("user", parts)),
-            sampling=Sampling(
-                temperature=self.params.temperature, max_tokens=self.params.max_tokens
-            ),
-            purpose="asr",
+        return Request.chat(
+            render("asr_system"),
+            parts,
+            Sampling(temperature=self.params.temperature, max_tokens=self.params.max_tokens),
+            "asr",
         )
 
     def transcribe(self, audio: np.ndarray, t0: float) -> list[Segment]:
         duration = len(audio) / SAMPLE_RATE
         if duration < 0.1:
             return []
-        # The shared re-ask loop lives on floor 4 for now; imported at call time (no cycle).
-        from taskmem_lab.asking import ask
-
         shape = '{"segments": [{"start": 0.0, "end": 2.4, "speaker": "S1", "text": "..."}]}'
         asked = ask(self.model, self.request(audio, t0), parse_asr_reply, shape, self.params.reasks)
         pieces = [p for p, _ in asked.value]
@@ -418,8 +351,8 @@ def make_asr(params: AsrParams, model: ChatModel | None = None) -> Asr:
 def split_running(
     segments: Sequence[Segment],
     clip_end: float,
-    tol_s: float = 0.5,
-    max_carry_s: float = 30.0,
+    tol_s: float = AsrParams.boundary_tol_s,
+    max_carry_s: float = AsrParams.max_carry_s,
 ) -> tuple[list[Segment], float | None]:
     """Apply the boundary rule to one clip's segments.
 
@@ -454,7 +387,7 @@ def drop_reheard(
 
 @dataclass
 class ClipTranscriber:
-    """Transcribes a stream clip by clip, in order, with the boundary rule of DESIGN.md.
+    """Transcribes a stream clip by clip, in order, with the boundary rule of docs/design.md.
 
     A segment that crosses a clip boundary belongs to the clip in which it ends: when a clip's
     last utterance is still running at the clip's end, the clip leaves it out, and the next clip

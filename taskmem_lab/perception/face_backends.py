@@ -15,25 +15,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from taskmem_lab.errors import ConfigError, PluginError
 from taskmem_lab.media.video import Frame
-from taskmem_lab.perception.records import FaceDetection
+from taskmem_lab.perception.params import FACE_PLUGIN_ENV, FaceParams
+from taskmem_lab.perception.records import FaceDetection, unit
 from taskmem_lab.plugins import call_plugin, plugin_function
 
-if TYPE_CHECKING:
-    from taskmem_lab.perception.faces import FaceParams
-
-FACE_PLUGIN_ENV = "TASKMEM_FACE_BACKEND"
 _FACES_HINT = "dlib face models are not installed: pip install 'taskmem_lab[faces]'"
 _INSIGHTFACE_HINT = "insightface is not installed: pip install 'taskmem_lab[insightface]'"
-
-# Quality thresholds per backend, each on its own backend's quality scale (see the backends).
-# The plug-in's scale is unknown, so its faces are kept unless `min_quality` says otherwise.
-DEFAULT_MIN_QUALITY: dict[str, float] = {"dlib": 0.3, "insightface": 20.0, "plugin": 0.0}
 
 
 # --------------------------------------------------------------------------- backends
@@ -395,12 +388,6 @@ def _normalized(box: Sequence[float], w: int, h: int) -> tuple[float, float, flo
     )
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32).ravel()
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
-
-
 def _add(timings: dict[str, float] | None, key: str, seconds: float) -> None:
     if timings is not None:
         timings[key] = timings.get(key, 0.0) + seconds
@@ -476,7 +463,7 @@ def _plugin_faces(
             frame = batch[int(fid)]
             h, w = frame.image.shape[:2]
             out.append(
-                FaceDetection(frame.time, _normalized(pixels, w, h), score, quality, _unit(emb))
+                FaceDetection(frame.time, _normalized(pixels, w, h), score, quality, unit(emb))
             )
     out.sort(key=lambda d: (d.time, d.box[0], d.box[1]))
     return out

@@ -10,24 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from taskmem_lab.errors import PluginError
+from taskmem_lab.perception.params import CLUSTER_PLUGIN_ENV, FaceParams
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.plugins import call_plugin, plugin_function
 
-if TYPE_CHECKING:
-    from taskmem_lab.perception.faces import FaceParams
-
-CLUSTER_PLUGIN_ENV = "TASKMEM_FACE_CLUSTER_BACKEND"
 _CLUSTER_HINT = "hdbscan is not installed: pip install 'taskmem_lab[faces]'"
-
-# HDBSCAN's cluster_selection_epsilon per embedding space (cosine distance). dlib descriptors of
-# one person across frames lie within ~0.02 of each other and different people >= ~0.07 apart;
-# ArcFace puts one person within ~0.3 and different people beyond ~0.7.
-DEFAULT_CLUSTER_EPSILON: dict[str, float] = {"dlib": 0.03, "insightface": 0.3, "plugin": 0.0}
 
 
 # --------------------------------------------------------------------------- plug-ins

@@ -28,21 +28,15 @@ Backends and the detection plug-in live in `perception.face_backends`, clusterin
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 import numpy as np
 
 from taskmem_lab.errors import ConfigError
 from taskmem_lab.media.video import Frame
-from taskmem_lab.params import require
 from taskmem_lab.perception.face_backends import (
-    DEFAULT_MIN_QUALITY,
     FACE_BACKENDS,
-    FACE_PLUGIN_ENV,
     Candidate,
     Described,
     DlibBackend,
@@ -51,7 +45,6 @@ from taskmem_lab.perception.face_backends import (
     _add,
     _normalized,
     _plugin_faces,
-    _unit,
     dlib_model_paths,
     dlib_quality,
     insightface_model_dir,
@@ -60,158 +53,21 @@ from taskmem_lab.perception.face_backends import (
 from taskmem_lab.perception.face_backends import _margin_score as _margin_score
 from taskmem_lab.perception.face_backends import _score_margin as _score_margin
 from taskmem_lab.perception.face_tracks import (
-    CLUSTER_PLUGIN_ENV,
-    DEFAULT_CLUSTER_EPSILON,
     box_iou,
     cluster_faces,
     hdbscan_cosine,
     link_tracks,
 )
-from taskmem_lab.perception.records import FaceDetection
+from taskmem_lab.perception.params import (
+    CLUSTER_PLUGIN_ENV,
+    DEFAULT_CLUSTER_EPSILON,
+    DEFAULT_MIN_QUALITY,
+    FACE_PLUGIN_ENV,
+    FaceParams,
+)
+from taskmem_lab.perception.records import FaceDetection, unit
 
 EMPTY_EMBEDDING = np.zeros(0, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class FaceParams:
-    """Parameters of face perception.
-
-    Attributes:
-        backend: "dlib" (offline, models from face-recognition-models) or "insightface".
-        face_fps: frames per second sampled from the new span for faces.
-        embed_fps: embed faces only on frames of the global `n / embed_fps` grid (None: on every
-            sampled frame). Faces between those frames are still detected and tracked and take
-            their track's cluster; they carry an empty embedding, and a track with no embedded
-            frame (possible when shorter than 1 / embed_fps) is dropped. Embedding is the
-            costly step on CPU, and consecutive frames at 10 fps add little to a cluster.
-        min_score: faces with a lower detection score are dropped (scores are 0..1; see the
-            backends for what they mean).
-        min_quality: faces with a lower quality are dropped; None uses the backend's default
-            (`DEFAULT_MIN_QUALITY`), which is on that backend's own scale.
-        min_cluster_size: HDBSCAN's smallest cluster within a clip.
-        cluster_epsilon: HDBSCAN's cluster_selection_epsilon (cosine distance); None uses the
-            backend's default (`DEFAULT_CLUSTER_EPSILON`).
-        iou: detections on consecutive sampled frames whose boxes overlap by more than this
-            intersection-over-union belong to one track.
-        min_track_s: tracks shorter than this (seconds, each detection counting 1 / face_fps)
-            are dropped.
-        detect_max_side: frames are downscaled to at most this many pixels on their longest side
-            for detection; boxes are mapped back, and embeddings are taken from the full frame.
-        upsample: dlib only: times the detection image is doubled before the detector runs
-            (dlib's HOG finds faces of >= 80 px, >= 40 px after one doubling).
-        dlib_detector: "hog" (fast, CPU) or "cnn" (dlib's MMOD CNN, slow without CUDA).
-        batch_size: frames detected (and faces embedded) per batch; also frames per call of a
-            `TASKMEM_FACE_BACKEND` plug-in.
-        threads: threads for dlib's HOG detection (one detector each).
-        insightface_model: a model pack name under `<insightface_root>/models` or a directory.
-        insightface_root: insightface's model root.
-        det_size: insightface only: the detector's square input size.
-        face_plugin: module replacing detection + embedding (None: `$TASKMEM_FACE_BACKEND`).
-        cluster_plugin: module replacing clustering (None: `$TASKMEM_FACE_CLUSTER_BACKEND`).
-    """
-
-    backend: str = "dlib"
-    face_fps: float = 10.0
-    embed_fps: float | None = None
-    min_score: float = 0.75
-    min_quality: float | None = None
-    min_cluster_size: int = 3
-    cluster_epsilon: float | None = None
-    iou: float = 0.6
-    min_track_s: float = 0.6
-    detect_max_side: int = 480
-    upsample: int = 1
-    dlib_detector: str = "hog"
-    batch_size: int = 16
-    threads: int = 2
-    insightface_model: str = "buffalo_l"
-    insightface_root: str = "~/.insightface"
-    det_size: int = 640
-    face_plugin: str | None = None
-    cluster_plugin: str | None = None
-
-    def __post_init__(self) -> None:
-        require(
-            self.backend in FACE_BACKENDS,
-            "backend",
-            f"must be one of {sorted(FACE_BACKENDS)}, got {self.backend!r}",
-        )
-        require(0 < self.face_fps <= 60, "face_fps", f"must be in (0, 60], got {self.face_fps}")
-        if self.embed_fps is not None:
-            require(
-                0 < self.embed_fps <= self.face_fps,
-                "embed_fps",
-                f"must be None or in (0, face_fps={self.face_fps}], got {self.embed_fps}",
-            )
-        require(0 <= self.min_score <= 1, "min_score", f"must be in 0..1, got {self.min_score}")
-        if self.min_quality is not None:
-            require(
-                math.isfinite(self.min_quality), "min_quality", "must be a finite number or None"
-            )
-        require(
-            self.min_cluster_size >= 2,
-            "min_cluster_size",
-            f"must be >= 2, got {self.min_cluster_size}",
-        )
-        if self.cluster_epsilon is not None:
-            require(
-                0 <= self.cluster_epsilon < 2,
-                "cluster_epsilon",
-                f"must be None or in [0, 2), got {self.cluster_epsilon}",
-            )
-        require(0 < self.iou < 1, "iou", f"must be in (0, 1), got {self.iou}")
-        require(self.min_track_s >= 0, "min_track_s", f"must be >= 0, got {self.min_track_s}")
-        require(
-            self.detect_max_side >= 64,
-            "detect_max_side",
-            f"must be >= 64 pixels, got {self.detect_max_side}",
-        )
-        require(0 <= self.upsample <= 3, "upsample", f"must be in 0..3, got {self.upsample}")
-        require(
-            self.dlib_detector in ("hog", "cnn"),
-            "dlib_detector",
-            f"must be 'hog' or 'cnn', got {self.dlib_detector!r}",
-        )
-        require(1 <= self.batch_size <= 1024, "batch_size", "must be in 1..1024")
-        require(1 <= self.threads <= 64, "threads", "must be in 1..64")
-        require(
-            self.det_size >= 160 and self.det_size % 32 == 0,
-            "det_size",
-            "must be a multiple of 32, >= 160",
-        )
-
-    @property
-    def quality_threshold(self) -> float:
-        """`min_quality`, or the default of the backend that will produce the faces."""
-        if self.min_quality is not None:
-            return self.min_quality
-        kind = "plugin" if self.resolved_face_plugin() else self.backend
-        return DEFAULT_MIN_QUALITY[kind]
-
-    @property
-    def epsilon(self) -> float:
-        """`cluster_epsilon`, or the default for the embeddings that will be clustered."""
-        if self.cluster_epsilon is not None:
-            return self.cluster_epsilon
-        kind = "plugin" if self.resolved_face_plugin() else self.backend
-        return DEFAULT_CLUSTER_EPSILON[kind]
-
-    def resolved_face_plugin(self) -> str | None:
-        return self.face_plugin or os.environ.get(FACE_PLUGIN_ENV) or None
-
-    def resolved_cluster_plugin(self) -> str | None:
-        return self.cluster_plugin or os.environ.get(CLUSTER_PLUGIN_ENV) or None
-
-    def resolved(self) -> FaceParams:
-        """A copy with the plug-ins named by the environment written in, for run manifests."""
-        return replace(
-            self,
-            face_plugin=self.resolved_face_plugin(),
-            cluster_plugin=self.resolved_cluster_plugin(),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- detection
@@ -267,7 +123,7 @@ def detect_faces(
             if not (desc.quality >= min_quality or math.isnan(desc.quality)):
                 continue
             h, w = frame.image.shape[:2]
-            emb = EMPTY_EMBEDDING if desc.embedding is None else _unit(desc.embedding)
+            emb = EMPTY_EMBEDDING if desc.embedding is None else unit(desc.embedding)
             out.append(
                 FaceDetection(
                     frame.time, _normalized(cand.box, w, h), cand.score, desc.quality, emb

@@ -20,10 +20,8 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,84 +30,18 @@ import numpy as np
 from taskmem_lab.errors import StoreError
 from taskmem_lab.face_ids import GLOBAL_ID
 from taskmem_lab.media.video import Frame
-from taskmem_lab.params import require
-from taskmem_lab.perception.records import FaceDetection
-from taskmem_lab.store import IDENTITIES, atomic_write_json
+from taskmem_lab.perception.params import IdentityParams
+from taskmem_lab.perception.records import FaceDetection, unit_rows
+from taskmem_lab.store import IDENTITIES, atomic_write_bytes, atomic_write_json
 
 SCHEMA = 1
 BANKS_DIR = "identities"
 GALLERY_DIR = "gallery"
-# Mean cosine similarity for a face cluster to join a character, per embedding space. ArcFace
-# (insightface) separates people around 0.3. dlib's descriptors are not centred: different
-# people already have cosine ~0.75-0.93 and one person across frames and scales >= ~0.96 (dlib's
-# own rule, Euclidean distance < 0.6 on descriptors of norm ~1.45, is cosine > ~0.91).
-FACE_MATCH_THRESHOLD: dict[str, float] = {"insightface": 0.3, "dlib": 0.93, "plugin": 0.3}
 _TIME_KEY = 3  # decimals: detections within 1 ms are on the same sampled frame
-
-
-@dataclass(frozen=True)
-class IdentityParams:
-    """Parameters of the identity registry.
-
-    Attributes:
-        face_backend: the embedding space of the faces ("dlib", "insightface" or "plugin"),
-            which picks the default face threshold.
-        face_threshold: mean cosine similarity for a face cluster to join a character (None:
-            `FACE_MATCH_THRESHOLD[face_backend]`; 0.3 for ArcFace as in the design).
-        voice_threshold: mean cosine similarity for a voice to match a character.
-        face_cap, face_keep: a face bank larger than `face_cap` is pruned to `face_keep`.
-        voice_cap, voice_keep: the same for voice banks.
-        crop_side: longest side in pixels of a character's stored face crop.
-    """
-
-    face_backend: str = "dlib"
-    face_threshold: float | None = None
-    voice_threshold: float = 0.7
-    face_cap: int = 15
-    face_keep: int = 10
-    voice_cap: int = 25
-    voice_keep: int = 20
-    crop_side: int = 160
-
-    def __post_init__(self) -> None:
-        require(
-            self.face_backend in FACE_MATCH_THRESHOLD,
-            "face_backend",
-            f"must be one of {sorted(FACE_MATCH_THRESHOLD)}, got {self.face_backend!r}",
-        )
-        if self.face_threshold is not None:
-            require(-1 <= self.face_threshold <= 1, "face_threshold", "must be None or in -1..1")
-        require(-1 <= self.voice_threshold <= 1, "voice_threshold", "must be in -1..1")
-        require(
-            1 <= self.face_keep <= self.face_cap,
-            "face_keep",
-            f"must be in 1..face_cap ({self.face_cap}), got {self.face_keep}",
-        )
-        require(
-            1 <= self.voice_keep <= self.voice_cap,
-            "voice_keep",
-            f"must be in 1..voice_cap ({self.voice_cap}), got {self.voice_keep}",
-        )
-        require(self.crop_side >= 32, "crop_side", "must be >= 32 pixels")
-
-    @property
-    def face_min_similarity(self) -> float:
-        if self.face_threshold is not None:
-            return self.face_threshold
-        return FACE_MATCH_THRESHOLD[self.face_backend]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _empty_bank() -> np.ndarray:
     return np.zeros((0, 0), dtype=np.float32)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 @dataclass
@@ -155,7 +87,7 @@ def prune_bank(bank: np.ndarray, keep: int) -> np.ndarray:
 
 
 def _grow(bank: np.ndarray, new: np.ndarray, cap: int, keep: int, what: str) -> np.ndarray:
-    new = _unit_rows(new)
+    new = unit_rows(new)
     if bank.size == 0:
         merged = new
     elif bank.shape[1] != new.shape[1]:
@@ -230,7 +162,7 @@ class IdentityRegistry:
                 _Cluster(
                     label,
                     members,
-                    _unit_rows(np.stack(embedded)),
+                    unit_rows(np.stack(embedded)),
                     {round(d.time, _TIME_KEY) for d in members},
                     min((d.time, d.box[0]) for d in members),
                 )
@@ -338,7 +270,7 @@ class IdentityRegistry:
     def match_voice(self, embedding: np.ndarray) -> str | None:
         """The character whose voice bank has the highest mean cosine similarity to
         `embedding`, if it reaches the voice threshold; else None."""
-        e = _unit_rows(embedding)
+        e = unit_rows(embedding)
         best: tuple[float, int] | None = None
         for char in self.characters.values():
             sim = _mean_similarity(e, char.voices)
@@ -403,7 +335,7 @@ class IdentityRegistry:
             if entry["voices"]:
                 _atomic_npy(root / entry["voices"], c.voices)
             if entry["crop"]:
-                _atomic_bytes(root / entry["crop"], c.crop or b"")
+                atomic_write_bytes(root / entry["crop"], c.crop or b"")
         path = root / IDENTITIES
         atomic_write_json(path, data)
         return path
@@ -467,23 +399,10 @@ def _load_npy(path: Path) -> np.ndarray:
     return bank.astype(np.float32)
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-    _atomic_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def face_crop_jpeg(

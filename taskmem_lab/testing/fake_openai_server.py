@@ -1,13 +1,13 @@
 """A real HTTP server on 127.0.0.1 that speaks the chat-completions API, for tests and benchmarks.
 
-It is a test double: replies are made from the request (the NEW SPAN marker, the number of
-images) and start with `[fake server]` (ASR prompts, whose system prompt holds `{"segments"`, get
-one segment per loud span of the audio part; speaker prompts, `{"speakers"`, get transcript line n
-assigned to the n-th visible face, round robin). It can be scripted to answer 429, 500, an image-size
-400, malformed JSON, or to hang past the client's timeout, fail every request a predicate picks (`fail_if`), and it can hold every request after
-the N-th until released (to kill a client mid-run). Every request body is recorded. Reward,
-pairwise and seeded episodic prompts are answered by `fake_rewards` (pairwise verdicts can be
-scripted with `script_verdicts`).
+It is a test double wrapping the fake model (`backends.fake`): each reply is the fake model's
+answer for the request's purpose, which the client sends in the `X-Taskmem-Purpose` header (real
+OpenAI-compatible servers ignore unknown headers), marked `[fake server]`. It can be scripted to
+answer 429, 500, an image-size 400, malformed text, a `<think>` block, or to hang past the
+client's timeout; it can hold every request after the N-th until released (to kill a client
+mid-run), fail every request a predicate picks (`fail_if`), and it can be given pairwise verdicts
+(`script_verdicts`). Every request body and its
+purpose are recorded (`requests`, `purposes`).
 
     with FakeOpenAIServer() as server:
         server.script("429", "ok")
@@ -18,22 +18,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
-import re
 import threading
 import time
-import wave
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import numpy as np
-
-from taskmem_lab.testing.fake_rewards import reward_reply
+from taskmem_lab.backends.fake import FakeAsk, answer, before_first_reply
+from taskmem_lab.backends.openai_compat import PURPOSE_HEADER
 
 MARK = "[fake server]"
-_SPAN = re.compile(r"NEW SPAN: (\S+)-(\S+)")
 BEHAVIOURS = ("ok", "429", "500", "hang", "malformed", "image_limit", "think")
 
 
@@ -48,170 +43,43 @@ def _texts(body: dict[str, Any]) -> list[str]:
     return out
 
 
-def reply_for(body: dict[str, Any], next_verdict: Callable[[], str | None] | None = None) -> str:
-    """The deterministic reply content for a request body (`next_verdict`: scripted pairwise
-    verdicts, see `fake_rewards`)."""
-    texts = _texts(body)
-    joined = "\n".join(texts)
-    images = sum(
-        1
-        for m in body.get("messages", [])
-        if isinstance(m.get("content"), list)
-        for p in m["content"]
-        if p.get("type") in ("image_url", "video_url")
-    )
-    span = _SPAN.search(joined)
-    where = f"{span.group(1)}-{span.group(2)}" if span else "?"
-    digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
-    system = texts[0] if texts else ""
-    rewarded = reward_reply(body, system, joined, images, next_verdict)
-    if rewarded is not None:
-        return rewarded
-    if '"score"' in system and '"correct"' in system:
-        return _judge_reply(joined, digest)
-    if "multiple-choice" in system:
-        return _choice_reply(texts[1] if len(texts) > 1 else "", digest)
-    if "Insufficient information" in system:
-        return _open_reply(texts[1] if len(texts) > 1 else "", digest)
-    if '"knowledge"' in system:
-        return json.dumps({"knowledge": [f"{MARK} fact about {where} ({digest})"]})
-    if '{"segments"' in system:
-        return _asr_reply(body)
-    if '{"speakers"' in system:
-        return _speakers_reply(joined)
-    return json.dumps(
-        {"description": f"{MARK} entry for {where}: {images} visual parts, request {digest}."}
+def ask_of(body: dict[str, Any], purpose: str) -> FakeAsk:
+    """What the fake rules see of a chat-completions body (`purpose`: the request header)."""
+    messages = [(str(m.get("role", "")), m) for m in body.get("messages", [])]
+    texts: list[str] = []
+    images = 0
+    audio: list[bytes] = []
+    media = hashlib.sha256()
+    for role, m in before_first_reply(messages):
+        content = m.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for p in parts:
+            kind = p.get("type")
+            if kind == "text" and role == "user":
+                texts.append(p.get("text", ""))
+            elif kind in ("image_url", "video_url"):
+                images += 1
+                # the size and the tail of each data URL tell media apart without hashing it all
+                url = str((p.get(kind) or {}).get("url", ""))
+                media.update(f"{len(url)}:{url[-256:]}".encode())
+            elif kind == "input_audio":
+                audio.append(base64.b64decode(p["input_audio"]["data"]))
+    return FakeAsk(
+        purpose=purpose,
+        user="\n".join(texts),
+        images=images,
+        media=media.hexdigest()[:8] if images else "none",
+        audio=tuple(audio),
+        seed=body.get("seed"),
+        temperature=float(body.get("temperature") or 0.0),
     )
 
 
-# QA and judge prompts (taskmem_lab/prompts/qa_*.txt, judge_*.txt). The fake "reads" the memory:
-# a choice question gets the option whose text the memory mentions last (E when it mentions
-# none), in one of several real reply styles picked by the request digest; a free-form question
-# gets the memory line sharing most words with it ("Insufficient information" when none does); a
-# judge says yes (score 5) when every content word of the reference is in the candidate.
-_QA = re.compile(
-    r"MEMORY \([^\n]*\):\n(?P<memory>.*?)\n\nQUESTION \(asked at [^\n]*\):\n(?P<question>.*?)\n"
-    r"(?:OPTIONS:\n(?P<options>.*?)\n)?\nReply with",
-    re.DOTALL,
-)
-_OPTION = re.compile(r"^([A-D])\. (.+)$", re.MULTILINE)
-_JUDGE = re.compile(
-    r"QUESTION:\n(?P<question>.*?)\n\nREFERENCE ANSWER:\n(?P<reference>.*?)\n\n"
-    r"CANDIDATE ANSWER:\n(?P<candidate>.*?)(?:\n|$)",
-    re.DOTALL,
-)
-_STOP = {"the", "and", "for", "with", "that", "this", "from", "what", "does", "did", "who"}
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP}
-
-
-def _choice_reply(user: str, digest: str) -> str:
-    m = _QA.search(user)
-    memory = (m.group("memory") if m else "").lower()
-    best, where = "E", -1
-    for letter, text in _OPTION.findall((m.group("options") or "") if m else ""):
-        pos = memory.rfind(text.strip().rstrip(".").lower())
-        if pos > where:
-            best, where = letter, pos
-    styles = (
-        json.dumps({"answer": best, "note": MARK}),
-        f"{MARK} Option A and the others were weighed; the answer is {best}.",
-        f"{MARK}\n**Answer:** {best}",
-        f"{MARK} ({best})",
-    )
-    return styles[int(digest, 16) % len(styles)]
-
-
-def _open_reply(user: str, digest: str) -> str:
-    m = _QA.search(user)
-    question = _words(m.group("question")) if m else set()
-    lines = [
-        ln.strip()
-        for ln in (m.group("memory") if m else "").splitlines()
-        if ln.strip() and not ln.startswith("[")
-    ]
-    scored = [(len(_words(ln) & question), -i, ln) for i, ln in enumerate(lines)]
-    best = max(scored, default=(0, 0, ""))
-    answer = f"{MARK} {best[2]}" if best[0] > 0 else f"Insufficient information {MARK}"
-    if int(digest, 16) % 2:
-        return json.dumps({"answer": answer})
-    return f"Answer: {answer}"
-
-
-def _judge_reply(joined: str, digest: str) -> str:
-    m = _JUDGE.search(joined)
-    reference = _words(m.group("reference")) if m else set()
-    candidate = _words(m.group("candidate")) if m else set()
-    share = len(reference & candidate) / len(reference) if reference else 0.0
-    correct, score = ("yes", 5) if share >= 0.99 else ("no", 3) if share >= 0.5 else ("no", 1)
-    verdict = {"correct": correct, "score": score, "reason": f"{MARK} {share:.0%} of the words"}
-    if int(digest, 16) % 2:
-        return json.dumps(verdict)
-    return repr(verdict)  # the Python-dict style some judges answer in
-
-
-def _audio_clips(body: dict[str, Any]) -> list[bytes]:
-    return [
-        base64.b64decode(p["input_audio"]["data"])
-        for m in body.get("messages", [])
-        if isinstance(m.get("content"), list)
-        for p in m["content"]
-        if p.get("type") == "input_audio"
-    ]
-
-
-def voiced_spans(
-    wav: bytes, hop_s: float = 0.05, threshold: float = 0.02, bridge_s: float = 0.6
-) -> tuple[list[tuple[float, float]], float]:
-    """Spans (seconds) where a 16-bit mono WAV is louder than `threshold` RMS, short pauses
-    bridged; and the WAV's duration. A crude energy detector: what the fake ASR "hears"."""
-    with wave.open(io.BytesIO(wav), "rb") as w:
-        sr = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2") / 32768.0
-    hop = max(1, int(sr * hop_s))
-    n = len(pcm) // hop
-    rms = np.sqrt((pcm[: n * hop].reshape(n, hop) ** 2).mean(axis=1)) if n else np.zeros(0)
-    spans: list[tuple[float, float]] = []
-    for i in np.flatnonzero(rms > threshold):
-        a, b = i * hop / sr, (i + 1) * hop / sr
-        if spans and a - spans[-1][1] <= bridge_s:
-            spans[-1] = (spans[-1][0], b)
-        else:
-            spans.append((a, b))
-    return [s for s in spans if s[1] - s[0] >= 0.2], len(pcm) / sr
-
-
-def _asr_reply(body: dict[str, Any]) -> str:
-    """One segment per voiced span of the first audio part, text marked and keyed by the audio."""
-    clips = _audio_clips(body)
-    if not clips:
-        return json.dumps({"segments": []})
-    spans, _ = voiced_spans(clips[0])
-    digest = hashlib.sha256(clips[0]).hexdigest()[:8]
-    segments = [
-        {
-            "start": round(a, 1),
-            "end": round(b, 1),
-            "speaker": "S1",
-            "text": f"{MARK} speech {i + 1} of audio {digest}.",
-        }
-        for i, (a, b) in enumerate(spans)
-    ]
-    return json.dumps({"segments": segments})
-
-
-_NUMBERED = re.compile(r"^\s*(\d+)\. ", re.MULTILINE)
-_LOCAL_FACE = re.compile(r"<face_\d+>")
-
-
-def _speakers_reply(text: str) -> str:
-    """Transcript line n is said by the n-th visible face, round robin; "unknown" with no faces."""
-    faces = list(dict.fromkeys(_LOCAL_FACE.findall(text.split("Transcript", 1)[0])))
-    lines = _NUMBERED.findall(text)
-    speakers = {n: faces[(int(n) - 1) % len(faces)] if faces else "unknown" for n in lines}
-    return json.dumps({"speakers": speakers, "note": f"{MARK} round robin over visible faces"})
+def reply_for(
+    body: dict[str, Any], purpose: str = "", next_verdict: Callable[[], str | None] | None = None
+) -> str:
+    """The fake model's reply content for a request body, marked `[fake server]`."""
+    return answer(ask_of(body, purpose), MARK, next_verdict)
 
 
 class _Server(ThreadingHTTPServer):
@@ -225,6 +93,7 @@ class FakeOpenAIServer:
         self.latency_s = latency_s
         self.hang_s = hang_s
         self.requests: list[dict[str, Any]] = []
+        self.purposes: list[str] = []
         self.paths: list[str] = []
         self._script: list[str] = []
         self._verdicts: list[str] = []
@@ -237,7 +106,11 @@ class FakeOpenAIServer:
         self.max_in_flight = 0
         self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval makes `stop()` return in ~50 ms instead of serve_forever's 0.5 s,
+        # which every test using the server pays once.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -283,9 +156,10 @@ class FakeOpenAIServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _next(self, body: dict[str, Any], path: str) -> tuple[str, int]:
+    def _next(self, body: dict[str, Any], path: str, purpose: str) -> tuple[str, int]:
         with self._lock:
             self.requests.append(body)
+            self.purposes.append(purpose)
             self.paths.append(path)
             n = len(self.requests)
             behaviour = self._script.pop(0) if self._script else "ok"
@@ -313,16 +187,17 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                behaviour, n = server._next(body, self.path)
+                purpose = self.headers.get(PURPOSE_HEADER, "")
+                behaviour, n = server._next(body, self.path, purpose)
                 try:
-                    self._respond(body, behaviour, n)
+                    self._respond(body, purpose, behaviour, n)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
                     with server._lock:
                         server.in_flight -= 1
 
-            def _respond(self, body: dict[str, Any], behaviour: str, n: int) -> None:
+            def _respond(self, body: dict[str, Any], purpose: str, behaviour: str, n: int) -> None:
                 if server.hold_after is not None and n > server.hold_after:
                     server.release.wait(timeout=120)
                 if server.latency_s:
@@ -343,7 +218,7 @@ class FakeOpenAIServer:
                     return
                 if behaviour == "hang":
                     time.sleep(server.hang_s)
-                content = reply_for(body, server._pop_verdict)
+                content = reply_for(body, purpose, server._pop_verdict)
                 if behaviour == "malformed":
                     content = "Sure! Here is the memory: description = the man walks (no JSON"
                 if behaviour == "think":

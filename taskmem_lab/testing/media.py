@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from taskmem_lab.errors import VideoError
+from taskmem_lab.store import atomic_write_bytes
 
 
 def _ffmpeg(*args: str) -> None:
@@ -241,10 +242,7 @@ def group_photo(cache_dir: str | Path | None = None) -> Path:
             data = zf.read(GROUP_PHOTO_MEMBER)
     if hashlib.sha256(data).hexdigest() != GROUP_PHOTO_SHA256:
         raise VideoError(f"{GROUP_PHOTO_MEMBER} in {GROUP_PHOTO_PACKAGE} has an unexpected sha256")
-    cache.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.name}.{os.getpid()}")
-    part.write_bytes(data)
-    os.replace(part, target)
+    atomic_write_bytes(target, data)
     return target
 
 

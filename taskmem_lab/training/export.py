@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -35,8 +33,10 @@ from taskmem_lab.errors import ConfigError, ReplayError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.video import Frame, encode_mp4
 from taskmem_lab.memorize import preceding_text
+from taskmem_lab.paths import slug
 from taskmem_lab.perception.base import Perceiver
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
+from taskmem_lab.store import atomic_file, atomic_write_bytes
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
 
 VIDEO_TOKEN = "<video>"
@@ -59,7 +59,7 @@ class ExportParams:
         parquet: also write parquet files (needs pyarrow).
     """
 
-    media: str = "both"
+    media: str = field(default="both", metadata={"choices": MEDIA_MODES})
     on_policy: bool = True
     absolute_paths: bool = False
     parquet: bool = True
@@ -72,10 +72,6 @@ class ExportParams:
 
 
 # --------------------------------------------------------------------------- media
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"
 
 
 class MediaWriter:
@@ -102,11 +98,8 @@ class MediaWriter:
         return str(path.resolve()) if self.absolute else path.relative_to(self.root).as_posix()
 
     def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        # Media files can be re-made from the run, so they are renamed into place unsynced.
+        atomic_write_bytes(path, data, fsync=False)
         with self._lock:
             self.bytes_written += len(data)
 
@@ -119,7 +112,7 @@ class MediaWriter:
             jpeg = f.jpeg(quality)
             digest = hashlib.sha256(jpeg).hexdigest()[:12]
             ms = int(round(f.time * 1000))
-            path = self.root / "media" / _safe(stream_id) / "frames" / f"{ms:010d}-{digest}.jpg"
+            path = self.root / "media" / slug(stream_id) / "frames" / f"{ms:010d}-{digest}.jpg"
             if not path.exists():
                 self._write(path, jpeg)
                 self.frames_written += 1
@@ -140,7 +133,7 @@ class MediaWriter:
             return None
         while len(self._pending) >= self._limit:
             self._pending.popleft().result()
-        path = self.root / "media" / _safe(stream_id) / _safe(tag) / f"{name}.mp4"
+        path = self.root / "media" / slug(stream_id) / slug(tag) / f"{name}.mp4"
         self._pending.append(self._pool.submit(self._encode, path, tuple(frames), fps))
         return self._ref(path)
 
@@ -395,20 +388,11 @@ def request_from_record(record: dict[str, Any], root: str | Path) -> Request:
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     """All rows to `path` at once (temp file + rename); returns the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 
@@ -428,10 +412,8 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(rows), fh)
 
 
 # --------------------------------------------------------------------------- export

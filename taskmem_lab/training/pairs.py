@@ -15,23 +15,23 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taskmem_lab.asking import ask
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling
+from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
-from taskmem_lab.params import require
+from taskmem_lab.jobs import Progress, ResumableDir
+from taskmem_lab.params import check_param
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Task
-from taskmem_lab.store import append_jsonl, atomic_write_json, read_jsonl
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms
 from taskmem_lab.training.export import (
+    MEDIA_MODES,
+    ExportParams,
     MediaWriter,
     clip_record,
     require_pyarrow,
@@ -44,11 +44,11 @@ from taskmem_lab.training.rewards import (
     ClipContext,
     Judges,
     RewardParams,
-    latest_rows,
     parse_pair_verdict,
     score_memory,
+    scores_dir,
 )
-from taskmem_lab.training.rollouts import RolloutDir, candidate_name
+from taskmem_lab.training.rollouts import candidate_name, rollouts_dir, samples_by_clip
 
 PAIR_PROMPTS = ("pairs_system", "pairs_user")
 QUESTION_MODES = ("arrived", "all")
@@ -68,19 +68,19 @@ class PairParams:
     """
 
     max_questions: int = 5
-    questions: str = "arrived"
+    questions: str = field(default="arrived", metadata={"choices": QUESTION_MODES})
     max_pairs_per_clip: int | None = None
-    media: str = "both"
+    media: str = field(default=ExportParams.media, metadata={"choices": MEDIA_MODES})
 
     def __post_init__(self) -> None:
-        require(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
-        require(
+        check_param(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
+        check_param(
             self.questions in QUESTION_MODES,
             "questions",
             f"must be one of {QUESTION_MODES}, got {self.questions!r}",
         )
         if self.max_pairs_per_clip is not None:
-            require(self.max_pairs_per_clip >= 1, "max_pairs_per_clip", "must be >= 1")
+            check_param(self.max_pairs_per_clip >= 1, "max_pairs_per_clip", "must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,10 +108,11 @@ def pair_request(
         entry_b=entry_b,
         **ctx.times,
     )
-    return Request(
-        messages=(Message.text("system", render("pairs_system")), Message.text("user", user)),
-        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
-        purpose="pairs",
+    return Request.chat(
+        render("pairs_system"),
+        user,
+        Sampling(temperature=0.0, max_tokens=max_tokens),
+        "pairs",
     )
 
 
@@ -179,18 +180,17 @@ def pair_settings(
     }
 
 
-def _open_out(out: Path, settings: dict[str, Any]) -> None:
-    manifest = out / "pairs_manifest.json"
-    if manifest.is_file():
-        old = json.loads(manifest.read_text(encoding="utf-8"))
-        for key, value in settings.items():
-            if old.get(key) != value:
-                raise StoreError(
-                    f"{out} holds pairs made with a different {key!r}; pass another --out, "
-                    "or delete the directory to start over"
-                )
-    else:
-        atomic_write_json(manifest, {"schema": SCHEMA_VERSION, "kind": "pairs", **settings})
+def pairs_dir(path: str | Path) -> ResumableDir:
+    """The pairs folder: pairs_manifest.json, verdicts.jsonl (one row per (clip, a, b)),
+    pairs.jsonl / pairs.parquet and summary.json."""
+    return ResumableDir(
+        Path(path),
+        kind="pairs",
+        key=lambda row: (int(row["clip"]), str(row["a"]), str(row["b"])),
+        settings_name="pairs_manifest.json",
+        rows_name="verdicts.jsonl",
+        hint="pass another --out, or delete the directory to start over",
+    )
 
 
 def make_pairs(
@@ -207,28 +207,25 @@ def make_pairs(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the rollout candidates, judge their pairs in both orders, write the kept pairs."""
-    from tqdm.auto import tqdm
-
     reward_params = reward_params or RewardParams()
     if not tasks:
         raise ConfigError("pairs need example questions: the task file holds no tasks")
     require_pyarrow()
-    rollouts = RolloutDir(replay.run.path / "rollouts" / rollout_tag)
-    rollouts.manifest()
-    samples = rollouts.by_clip()
+    rollouts = rollouts_dir(replay.run.path / "rollouts" / rollout_tag)
+    rollouts.settings()
+    samples = samples_by_clip(rollouts)
     if not samples:
         raise StoreError(f"{rollouts.path} holds no sampled candidates")
     label = f"rollouts/{rollout_tag}"
     root = Path(out) if out is not None else rollouts.path / "pairs" / score_name
-    root.mkdir(parents=True, exist_ok=True)
     settings = pair_settings(pair_judge, judges, reward_params, params, tasks, label)
-    _open_out(root, settings)
+    store = pairs_dir(root).open(settings)
 
     # 1. Quality (and the other figures) of every candidate, stored beside the rollouts.
     quality = score_memory(
         replay, judges, reward_params, score_name, rollout_tag, concurrency, progress
     )
-    scores = latest_rows(read_jsonl(Path(quality["path"]) / "entries.jsonl"))
+    scores = scores_dir(quality["path"]).latest()
     if quality["failed"]:
         raise ModelError(
             f"{quality['failed']} candidates could not be scored (see {quality['path']}/"
@@ -254,67 +251,60 @@ def make_pairs(
         if pairs:
             plan[clip] = pairs
 
-    verdict_path = root / "verdicts.jsonl"
-    done = {
-        (int(r["clip"]), r["a"], r["b"]): r
-        for r in read_jsonl(verdict_path)
-        if r.get("status") == "ok"
+    # 3. Judge every pair not judged yet (both orders), clip by clip.
+    specs = {c.index: c for c in replay.schedule}
+    shown = {c: questions_for(tasks, specs[c], params) for c in plan}
+    no_questions = sorted(c for c, qs in shown.items() if not qs)
+    done = store.good()
+    todo = {
+        c: [(a, b) for a, b in pairs if (c, a, b) not in done]
+        for c, pairs in plan.items()
+        if shown[c]
     }
     media = MediaWriter(root, params.media, absolute=False)
-    bar = tqdm(total=sum(len(p) for p in plan.values()), disable=not progress, desc="pairs")
     base: dict[int, dict[str, Any]] = {}
-    shown: dict[int, list[Task]] = {}
-    no_questions: list[int] = []
+
+    def jobs() -> Iterator[tuple[ClipContext, str, str]]:
+        for replayed in replay.clips(only={c for c in plan if shown[c]}):
+            clip = replayed.clip.index
+            clip_media = write_clip_media(replayed, media, replay.stream_id, replay.tag)
+            base[clip] = clip_record(replayed, clip_media, 0, str(replay.run.path))
+            ctx = ClipContext.from_replayed(replayed)
+            for a, b in todo[clip]:
+                yield ctx, a, b
+
+    def one(job: tuple[ClipContext, str, str]) -> dict[str, Any]:
+        ctx, a, b = job
+        clip = ctx.clip.index
+        return judge_pair(
+            pair_judge,
+            ctx,
+            shown[clip],
+            (a, entries[clip][a]),
+            (b, entries[clip][b]),
+            reward_params,
+        )
+
     failed = 0
-
-    def finish(future: Future[dict[str, Any]]) -> None:
-        nonlocal failed
-        row = future.result()
-        append_jsonl(verdict_path, row)
-        if row["status"] == "ok":
-            done[(int(row["clip"]), row["a"], row["b"])] = row
-        else:
-            failed += 1
-        bar.update(1)
-
+    bar = Progress("pairs", total=sum(len(v) for v in todo.values()), enabled=progress)
     try:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="taskmem-pairs") as pool:
-            pending: deque[Future[dict[str, Any]]] = deque()
-            for replayed in replay.clips(only=set(plan)):
-                clip = replayed.clip.index
-                questions = questions_for(tasks, replayed.clip, params)
-                if not questions:
-                    no_questions.append(clip)
-                    bar.update(len(plan[clip]))
-                    continue
-                shown[clip] = questions
-                clip_media = write_clip_media(replayed, media, replay.stream_id, replay.tag)
-                base[clip] = clip_record(replayed, clip_media, 0, str(replay.run.path))
-                ctx = ClipContext.from_replayed(replayed)
-                for a, b in plan[clip]:
-                    if (clip, a, b) in done:
-                        bar.update(1)
-                        continue
-                    pending.append(
-                        pool.submit(
-                            judge_pair,
-                            pair_judge,
-                            ctx,
-                            questions,
-                            (a, entries[clip][a]),
-                            (b, entries[clip][b]),
-                            reward_params,
-                        )
-                    )
-                while len(pending) >= 2 * concurrency or (pending and pending[0].done()):
-                    finish(pending.popleft())
-            while pending:
-                finish(pending.popleft())
+        # judge_pair stores a model failure as a failed row; anything else propagates
+        for row in store.run(
+            one,
+            jobs(),
+            concurrency,
+            key=lambda j: (j[0].clip.index, j[1], j[2]),
+            progress=bar,
+            ahead=concurrency,  # the next clip is replayed while the judge answers
+        ):
+            if row["status"] == "ok":
+                done[store.key(row)] = row
+            else:
+                failed += 1
     finally:
         media.close()
-    bar.close()
 
-    # 3. Kept pairs, with the clip's prompt and media.
+    # 4. Kept pairs, with the clip's prompt and media.
     kept = []
     counts = {"a": 0, "b": 0, "tie": 0, "inconsistent": 0}
     for (clip, a, b), row in sorted(done.items()):
@@ -364,9 +354,9 @@ def make_pairs(
         "quality": quality["quality"],
         **settings,
     }
-    atomic_write_json(root / "summary.json", summary)
+    store.write_summary(summary, "partial" if failed else "complete")
     if failed:
         raise ModelError(
-            f"{failed} pair judgements failed (see {verdict_path}); run again to retry"
+            f"{failed} pair judgements failed (see {store.rows_path}); run again to retry"
         )
     return summary

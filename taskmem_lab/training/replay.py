@@ -1,6 +1,6 @@
 """Replay a stored memory run: rebuild, clip by clip, the exact request the memorizer sent.
 
-Floor 4, beside `memorize.py`. The memorizer does not store its requests, but it is a pure
+Floor 5 (training). The memorizer does not store its requests, but it is a pure
 function of the stream, its parameters, the clip schedule, the entries already written and the
 task stream, so a run directory holds everything needed to rebuild them. The selection of frames,
 preceding entries, tasks and local ids is `memorize.prepare_clip` + `memorize.clip_inputs`, the
@@ -122,15 +122,18 @@ def stored_perceiver(
 ) -> Any:
     """The perception a run used, read back from its stored records (no model runs).
 
-    Rebuilds `perception.stage.StreamPerceiver` from the settings in the run's manifest and checks
+    Rebuilds `perception.perceiver.StreamPerceiver` from the settings in the run's manifest and checks
     that it points at the same stored perception (settings hash); its `perceive` then answers
     every stored clip from disk, redrawing the same annotated frames.
     """
-    from taskmem_lab.perception.asr import AsrParams
-    from taskmem_lab.perception.faces import FaceParams
-    from taskmem_lab.perception.identities import IdentityParams
-    from taskmem_lab.perception.perceiver import PerceptionParams, StreamPerceiver
-    from taskmem_lab.perception.voices import VoiceParams
+    from taskmem_lab.perception.params import (
+        AsrParams,
+        FaceParams,
+        IdentityParams,
+        PerceptionParams,
+        VoiceParams,
+    )
+    from taskmem_lab.perception.perceiver import StreamPerceiver
 
     entry = manifest["perception"]
     where = manifest.get("perception_path")

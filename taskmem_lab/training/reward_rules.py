@@ -1,6 +1,6 @@
 """Reward arithmetic and judge-reply parsers: pure functions, no model calls.
 
-Floor 4. Format (`check_format`), thinking length (`thinking_reward`), their sum
+Floor 5. Format (`check_format`), thinking length (`thinking_reward`), their sum
 (`rule_rewards`, `compute_score`), judge verdict parsers, the quality reward (`quality_reward`)
 and the richness bonuses (`richness_bonuses`). The rules are described in `rewards`, which runs
 the judges and scores runs, and re-exports every public name here.
@@ -17,7 +17,7 @@ from typing import Any
 
 from taskmem_lab.errors import ConfigError, ParseError
 from taskmem_lab.face_ids import LOCAL_ID
-from taskmem_lab.params import require
+from taskmem_lab.params import check_model_call, check_param
 from taskmem_lab.replies import parse_object
 
 TEXT_FLAGS = (
@@ -63,12 +63,13 @@ class RewardParams:
     judge_reasks: int = 1
 
     def __post_init__(self) -> None:
-        require(self.think_threshold >= 1, "think_threshold", "must be >= 1 token")
-        require(self.think_penalty >= 0, "think_penalty", "must be >= 0 (the size of a penalty)")
-        require(self.max_entry_tokens >= 1, "max_entry_tokens", "must be >= 1 token")
-        require(self.richness_bonus >= 0, "richness_bonus", "must be >= 0")
-        require(self.judge_max_tokens >= 16, "judge_max_tokens", "must be >= 16")
-        require(0 <= self.judge_reasks <= 5, "judge_reasks", "must be in 0..5")
+        check_param(self.think_threshold >= 1, "think_threshold", "must be >= 1 token")
+        check_param(
+            self.think_penalty >= 0, "think_penalty", "must be >= 0 (the size of a penalty)"
+        )
+        check_param(self.max_entry_tokens >= 1, "max_entry_tokens", "must be >= 1 token")
+        check_param(self.richness_bonus >= 0, "richness_bonus", "must be >= 0")
+        check_model_call(self, "judge_")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,6 +1,6 @@
 """Memory-quality rewards for episodic entries: Format, Thinking length, Quality and Richness.
 
-Floor 4. The same figures train the memorization policy (Phase One RL) and measure memory
+Floor 5. The same figures train the memorization policy (Phase One RL) and measure memory
 quality in ablations (`taskmem score-memory`). Pure functions hold the arithmetic:
 
 - Format (`check_format`): the reply after the reasoning block is strict JSON whose only key is
@@ -19,7 +19,7 @@ quality in ablations (`taskmem score-memory`). Pure functions hold the arithmeti
   candidate the full bonus).
 
 `total = format + thinking + quality + richness`. Judges are `ChatModel`s given by the caller
-(never picked from the environment); `score_groups` runs them with bounded concurrency and
+(never picked from the environment); `score_clips` runs them with bounded concurrency and
 `score_run` stores one row per entry beside the run (`rewards/<name>/entries.jsonl`, resumable)
 with `summary.json` (rates and means).
 
@@ -30,22 +30,20 @@ here.
 from __future__ import annotations
 
 import json
-import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from taskmem_lab.asking import ask
-from taskmem_lab.backends.base import ChatModel, Message, Request, Sampling, TextPart, VideoPart
+from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
+from taskmem_lab.jobs import Progress, ResumableDir, bounded_map, keep_latest
 from taskmem_lab.media.video import Frame
 from taskmem_lab.memorize import preceding_text
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec
-from taskmem_lab.store import append_jsonl, atomic_write_json, read_jsonl
 from taskmem_lab.timefmt import hms, span
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
 from taskmem_lab.training.reward_rules import (
@@ -130,23 +128,17 @@ def video_judge_request(ctx: ClipContext, entry: str, params: RewardParams) -> R
         "reward_video_user", speech=ctx.speech, preceding=ctx.preceding, entry=entry, **ctx.times
     )
     parts = (TextPart(user), VideoPart(ctx.frames, ctx.fps, ctx.jpeg_quality))
-    return Request(
-        messages=(Message.text("system", render("reward_video_system")), Message("user", parts)),
-        sampling=_judge_sampling(params),
-        purpose="reward_video",
+    return Request.chat(
+        render("reward_video_system"),
+        parts,
+        _judge_sampling(params),
+        "reward_video",
     )
 
 
 def text_judge_request(ctx: ClipContext, entry: str, params: RewardParams) -> Request:
     user = render("reward_text_user", preceding=ctx.preceding, entry=entry)
-    return Request(
-        messages=(
-            Message.text("system", render("reward_text_system")),
-            Message.text("user", user),
-        ),
-        sampling=_judge_sampling(params),
-        purpose="reward_text",
-    )
+    return Request.chat(render("reward_text_system"), user, _judge_sampling(params), "reward_text")
 
 
 def richness_request(ctx: ClipContext, entries: Sequence[str], params: RewardParams) -> Request:
@@ -156,13 +148,8 @@ def richness_request(ctx: ClipContext, entries: Sequence[str], params: RewardPar
     user = render(
         "reward_richness_user", preceding=ctx.preceding, candidates=candidates, **ctx.times
     )
-    return Request(
-        messages=(
-            Message.text("system", render("reward_richness_system")),
-            Message.text("user", user),
-        ),
-        sampling=_judge_sampling(params),
-        purpose="reward_richness",
+    return Request.chat(
+        render("reward_richness_system"), user, _judge_sampling(params), "reward_richness"
     )
 
 
@@ -300,7 +287,7 @@ def _richness(
     return out, ""
 
 
-def score_group(
+def score_clip(
     ctx: ClipContext,
     candidates: Sequence[Candidate],
     judges: Judges,
@@ -352,40 +339,41 @@ def score_group(
     return rows
 
 
-def score_groups(
+def score_clips(
     groups: Iterable[tuple[ClipContext, Sequence[Candidate]]],
     judges: Judges,
     params: RewardParams,
     concurrency: int = 8,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """Score clip groups with at most `concurrency` judge calls in flight.
+    """Score clip groups with at most `concurrency` groups and judge calls in flight.
 
-    Groups are consumed lazily and at most `2 * concurrency` are held at once (their frames are
-    in memory); `on_rows` receives each finished group's rows in completion order.
+    Groups are consumed lazily (`jobs.bounded_map`: their frames are in memory only while they
+    are scored); `on_rows` receives each finished group's rows in completion order.
     """
+    out: list[dict[str, Any]] = []
     if concurrency < 1:
         raise ConfigError(f"parameter 'concurrency': must be >= 1, got {concurrency}")
-    out: list[dict[str, Any]] = []
-    lock = threading.Lock()
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="taskmem-judge") as calls:
 
-    def done(rows: list[dict[str, Any]]) -> None:
-        with lock:
+        def one(group: tuple[ClipContext, Sequence[Candidate]]) -> list[dict[str, Any]]:
+            return score_clip(group[0], group[1], judges, params, calls.submit)
+
+        # score_clip records model failures in its rows; anything else is a bug and propagates
+        for outcome in bounded_map(
+            one,
+            groups,
+            concurrency,
+            key=lambda g: g[0].clip.index,
+            progress=progress,
+            catch=(),
+            ahead=concurrency,  # the next clips' frames are decoded while judges answer
+        ):
+            rows = outcome.value or []
             out.extend(rows)
             if on_rows is not None:
                 on_rows(rows)
-
-    with (
-        ThreadPoolExecutor(concurrency, thread_name_prefix="taskmem-judge") as calls,
-        ThreadPoolExecutor(concurrency, thread_name_prefix="taskmem-group") as group_pool,
-    ):
-        pending: deque[Future[list[dict[str, Any]]]] = deque()
-        for ctx, cands in groups:
-            pending.append(group_pool.submit(score_group, ctx, cands, judges, params, calls.submit))
-            while len(pending) >= 2 * concurrency or (pending and pending[0].done()):
-                done(pending.popleft().result())
-        while pending:
-            done(pending.popleft().result())
     return out
 
 
@@ -397,17 +385,16 @@ def _mean(values: Iterable[float]) -> float | None:
     return round(sum(vals) / len(vals), 6) if vals else None
 
 
-def latest_rows(rows: Iterable[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+def _score_key(row: Mapping[str, Any]) -> tuple[int, str]:
+    return int(row["clip"]), str(row["candidate"])
+
+
+def latest_rows(rows: Iterable[Mapping[str, Any]]) -> dict[Hashable, dict[str, Any]]:
     """The latest row per (clip, candidate); an ok row wins over earlier failures."""
-    latest: dict[tuple[int, str], dict[str, Any]] = {}
-    for r in rows:
-        key = (int(r["clip"]), str(r["candidate"]))
-        if r.get("status") == "ok" or latest.get(key, r).get("status") != "ok":
-            latest[key] = r
-    return dict(sorted(latest.items()))
+    return keep_latest(rows, _score_key)
 
 
-def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def reward_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Rates and means of the four figures over the scored entries (failed ones counted apart)."""
     latest = list(latest_rows(rows).values())
     ok = [r for r in latest if r.get("status") == "ok"]
@@ -457,51 +444,17 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- stored scores
 
 
-@dataclass
-class ScoreDir:
-    """`<run or rollouts>/rewards/<name>/`: scoring.json, entries.jsonl, summary.json."""
-
-    path: Path
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def entries_path(self) -> Path:
-        return self.path / "entries.jsonl"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.path / "summary.json"
-
-    def open(self, settings: dict[str, Any]) -> ScoreDir:
-        """Create, or reopen for resuming when made with the same judges, prompts and params."""
-        manifest = self.path / "scoring.json"
-        if manifest.is_file():
-            old = json.loads(manifest.read_text(encoding="utf-8"))
-            for key in ("judges", "params", "prompts", "candidates"):
-                if old.get(key) != settings.get(key):
-                    raise StoreError(
-                        f"{self.path} holds scores made with a different {key!r}; "
-                        "pass another --name, or delete the directory to start over"
-                    )
-        else:
-            atomic_write_json(manifest, {"schema": SCHEMA_VERSION, "kind": "rewards", **settings})
-        self.settings = settings
-        return self
-
-    def rows(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.entries_path)
-
-    def done(self) -> set[tuple[int, str]]:
-        return {k for k, r in latest_rows(self.rows()).items() if r.get("status") == "ok"}
-
-    def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            append_jsonl(self.entries_path, row)
-
-    def write_summary(self) -> dict[str, Any]:
-        summary = {**summarize(self.rows()), **self.settings}
-        atomic_write_json(self.summary_path, summary)
-        return summary
+def scores_dir(path: str | Path) -> ResumableDir:
+    """`<run or rollouts>/rewards/<name>/`: scoring.json, entries.jsonl (one row per (clip,
+    candidate)), summary.json."""
+    return ResumableDir(
+        Path(path),
+        kind="rewards",
+        key=_score_key,
+        settings_name="scoring.json",
+        rows_name="entries.jsonl",
+        hint="pass another --name, or delete the directory to start over",
+    )
 
 
 def scoring_settings(judges: Judges, params: RewardParams, candidates: str) -> dict[str, Any]:
@@ -555,24 +508,24 @@ def score_run(
     not replayed again, any other clip is scored again as a whole (the judges' replies come from
     the response cache). Returns the summary (also written to `out/summary.json`).
     """
-    from tqdm.auto import tqdm
-
-    store = ScoreDir(Path(out)).open(scoring_settings(judges, params, candidates_label))
-    done = store.done()
+    settings = scoring_settings(judges, params, candidates_label)
+    store = scores_dir(out).open(settings)
+    done = set(store.good())
     todo = {c for c, names in expected.items() if any((c, n) not in done for n in names)}
-    bar = tqdm(total=len(todo), disable=not progress, desc="score", unit="clip")
 
     def groups() -> Iterator[tuple[ClipContext, list[Candidate]]]:
         for replayed in replay.clips(only=todo):
             yield ClipContext.from_replayed(replayed), candidates_for(replayed)
 
     def on_rows(rows: list[dict[str, Any]]) -> None:
-        store.append(rows)
-        bar.update(1)
+        for row in rows:
+            store.append(row)
 
-    score_groups(groups(), judges, params, concurrency, on_rows)
-    bar.close()
-    return store.write_summary()
+    bar = Progress("score", total=len(todo), unit="clip", enabled=progress)
+    score_clips(groups(), judges, params, concurrency, on_rows, bar)
+    summary = {**reward_summary(store.rows()), **settings}
+    failed = summary["failed"] > 0 or len(store.good()) < sum(len(v) for v in expected.values())
+    return store.write_summary(summary, "partial" if failed else "complete")
 
 
 def score_memory(
@@ -601,11 +554,11 @@ def score_memory(
             progress,
         )
         return {"path": str(out), **summary}
-    from taskmem_lab.training.rollouts import RolloutDir
+    from taskmem_lab.training.rollouts import rollouts_dir, samples_by_clip
 
-    store = RolloutDir(replay.run.path / "rollouts" / rollouts)
-    store.manifest()
-    samples = store.by_clip()
+    store = rollouts_dir(replay.run.path / "rollouts" / rollouts)
+    store.settings()
+    samples = samples_by_clip(store)
     if not samples:
         raise StoreError(f"{store.path} holds no sampled candidates")
     out = store.path / "rewards" / name
@@ -644,7 +597,6 @@ __all__ = [
     "Judges",
     "Quality",
     "RewardParams",
-    "ScoreDir",
     "TextVerdict",
     "VideoVerdict",
     "bad_face_tags",
@@ -665,12 +617,13 @@ __all__ = [
     "rule_rewards",
     "run_candidates",
     "sample_candidates",
-    "score_group",
-    "score_groups",
+    "score_clip",
+    "score_clips",
     "score_memory",
     "score_run",
+    "scores_dir",
     "scoring_settings",
-    "summarize",
+    "reward_summary",
     "text_judge_request",
     "thinking_reward",
     "video_judge_request",

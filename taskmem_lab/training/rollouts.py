@@ -1,32 +1,30 @@
 """Rollouts: N sampled candidate entries per clip of a stored run, with the memorizer's prompts.
 
-Floor 4 (`taskmem rollout RUN --n N --model SPEC`). Each finished clip of the run is replayed
+Floor 5 (`taskmem rollout RUN --n N --model SPEC`). Each finished clip of the run is replayed
 (`replay.RunReplay`, checked against its stored request hash) and its exact episodic request is
 sent N times at temperature > 0, candidate i with its own seed
 (`random.Random(f"{seed}:{stream}:{clip}:{i}")`), so candidates differ, the response cache keeps
 them apart, and a re-run reproduces them. Samples go to `RUN/rollouts/<tag>/candidates.jsonl`
-(append + fsync, resumable: a restarted rollout samples only what is missing) beside
-`manifest.json`; an unreadable reply is a valid sample (it fails the format reward), a model
+(append + fsync, a `jobs.ResumableDir`: a restarted rollout samples only what is missing)
+beside `manifest.json`; an unreadable reply is a valid sample (it fails the format reward), a model
 failure is stored as failed and retried by the next run.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from taskmem_lab.backends.base import ChatModel, Request, Sampling
-from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
+from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap
-from taskmem_lab.params import require
+from taskmem_lab.jobs import Progress, ResumableDir
+from taskmem_lab.params import check_param
 from taskmem_lab.replies import parse_description
 from taskmem_lab.schema import SCHEMA_VERSION
-from taskmem_lab.store import append_jsonl, atomic_write_json, read_jsonl
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
 
 
@@ -49,12 +47,12 @@ class RolloutParams:
     max_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        require(1 <= self.n <= 256, "n", f"must be in 1..256, got {self.n}")
-        require(self.temperature > 0, "temperature", "must be > 0 so candidates differ")
+        check_param(1 <= self.n <= 256, "n", f"must be in 1..256, got {self.n}")
+        check_param(self.temperature > 0, "temperature", "must be > 0 so candidates differ")
         if self.top_p is not None:
-            require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+            check_param(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         if self.max_tokens is not None:
-            require(self.max_tokens >= 16, "max_tokens", "must be >= 16")
+            check_param(self.max_tokens >= 16, "max_tokens", "must be >= 16")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,55 +81,24 @@ def rollout_path(run: str | Path, tag: str) -> Path:
     return Path(run) / "rollouts" / tag
 
 
-class RolloutDir:
-    """`RUN/rollouts/<tag>/`: manifest.json and candidates.jsonl."""
+def rollouts_dir(path: str | Path) -> ResumableDir:
+    """`RUN/rollouts/<tag>/`: manifest.json and candidates.jsonl (one row per (clip, candidate))."""
+    return ResumableDir(
+        Path(path),
+        kind="rollouts",
+        key=lambda row: (int(row["clip"]), int(row["candidate"])),
+        settings_name="manifest.json",
+        rows_name="candidates.jsonl",
+        hint="use another --tag, or delete the directory to start over",
+    )
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
 
-    @property
-    def candidates_path(self) -> Path:
-        return self.path / "candidates.jsonl"
-
-    def manifest(self) -> dict[str, Any]:
-        p = self.path / "manifest.json"
-        if not p.is_file():
-            raise StoreError(f"no rollouts at {self.path} (run `taskmem rollout` first)")
-        return json.loads(p.read_text(encoding="utf-8"))
-
-    def open(self, settings: dict[str, Any]) -> RolloutDir:
-        p = self.path / "manifest.json"
-        if p.is_file():
-            old = self.manifest()
-            for key in ("model", "params", "run"):
-                if old.get(key) != settings.get(key):
-                    raise StoreError(
-                        f"{self.path} holds rollouts made with a different {key!r}; "
-                        "use another --tag, or delete the directory to start over"
-                    )
-        else:
-            atomic_write_json(p, {"schema": SCHEMA_VERSION, "kind": "rollouts", **settings})
-        return self
-
-    def latest(self) -> dict[tuple[int, int], dict[str, Any]]:
-        """The latest row per (clip, candidate); an ok row wins over earlier failures."""
-        latest: dict[tuple[int, int], dict[str, Any]] = {}
-        for r in read_jsonl(self.candidates_path):
-            key = (int(r["clip"]), int(r["candidate"]))
-            if r["status"] == "ok" or latest.get(key, r)["status"] != "ok":
-                latest[key] = r
-        return dict(sorted(latest.items()))
-
-    def by_clip(self) -> dict[int, list[dict[str, Any]]]:
-        """Ok samples per clip, in candidate order."""
-        out: dict[int, list[dict[str, Any]]] = {}
-        for (clip, _), row in self.latest().items():
-            if row["status"] == "ok":
-                out.setdefault(clip, []).append(row)
-        return out
-
-    def append(self, row: dict[str, Any]) -> None:
-        append_jsonl(self.candidates_path, row)
+def samples_by_clip(store: ResumableDir) -> dict[int, list[dict[str, Any]]]:
+    """Ok samples of a rollouts folder per clip, in candidate order."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for (clip, _), row in store.good().items():  # type: ignore[misc]
+        out.setdefault(clip, []).append(row)
+    return out
 
 
 def candidate_name(i: int) -> str:
@@ -192,11 +159,7 @@ def rollout(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Sample `params.n` candidates for every finished clip of the run; returns a summary."""
-    from tqdm.auto import tqdm
-
-    if concurrency < 1:
-        raise ConfigError(f"parameter 'concurrency': must be >= 1, got {concurrency}")
-    store = RolloutDir(rollout_path(replay.run.path, tag)).open(
+    store = rollouts_dir(rollout_path(replay.run.path, tag)).open(
         {
             "model": model.model_id,
             "params": params.to_json(),
@@ -207,44 +170,45 @@ def rollout(
             },
         }
     )
-    done = {k for k, r in store.latest().items() if r["status"] == "ok"}
+    done = set(store.good())
     missing = {
         c: [i for i in range(params.n) if (c, i) not in done] for c in sorted(replay.records)
     }
     todo = {c for c, left in missing.items() if left}
-    bar = tqdm(
-        total=sum(len(v) for v in missing.values()),
-        disable=not progress,
-        desc=f"rollout {replay.stream_id}",
-        unit="sample",
-    )
-    counts = {"sampled": 0, "failed": 0, "unreadable": 0}
 
-    def finish(future: Future[dict[str, Any]]) -> None:
-        row = future.result()
-        store.append(row)
-        counts["sampled" if row["status"] == "ok" else "failed"] += 1
-        counts["unreadable"] += bool(row.get("parse_error"))
-        bar.update(1)
-
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="taskmem-rollout") as pool:
-        pending: deque[Future[dict[str, Any]]] = deque()
+    def jobs() -> Iterator[tuple[ReplayedClip, int]]:
         for replayed in replay.clips(only=todo):
             for i in missing[replayed.clip.index]:
-                seed = candidate_seed(params.seed, replay.stream_id, replayed.clip.index, i)
-                pending.append(pool.submit(sample, model, replayed, i, params, seed))
-            # Bound the windows held in memory by queued requests.
-            while len(pending) >= 4 * concurrency or (pending and pending[0].done()):
-                finish(pending.popleft())
-        while pending:
-            finish(pending.popleft())
-    bar.close()
+                yield replayed, i
+
+    def one(job: tuple[ReplayedClip, int]) -> dict[str, Any]:
+        replayed, i = job
+        seed = candidate_seed(params.seed, replay.stream_id, replayed.clip.index, i)
+        return sample(model, replayed, i, params, seed)
+
+    counts = {"sampled": 0, "failed": 0, "unreadable": 0}
+    bar = Progress(
+        f"rollout {replay.stream_id}",
+        total=sum(len(v) for v in missing.values()),
+        unit="sample",
+        enabled=progress,
+    )
+    # sample() stores a model failure as a failed row; anything else is a bug and propagates
+    for row in store.run(
+        one,
+        jobs(),
+        concurrency,
+        key=lambda j: (j[0].clip.index, j[1]),
+        progress=bar,
+        ahead=concurrency,  # the next clip is replayed while samples are drawn
+    ):
+        counts["sampled" if row["status"] == "ok" else "failed"] += 1
+        counts["unreadable"] += bool(row.get("parse_error"))
     summary = {
         "path": str(store.path),
         "clips": len(replay.records),
         "candidates_per_clip": params.n,
-        "stored": sum(len(v) for v in store.by_clip().values()),
+        "stored": sum(len(v) for v in samples_by_clip(store).values()),
         **counts,
     }
-    atomic_write_json(store.path / "summary.json", summary)
-    return summary
+    return store.write_summary(summary, "partial" if counts["failed"] else "complete")

@@ -115,6 +115,7 @@ def test_params_are_typed_validated_and_unknown_keys_name_the_allowed_ones():
     assert hf.HFParams(device="cuda:1").device == "cuda:1"
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_model_id_carries_the_non_default_options_in_a_stable_order(tiny_vlm):
     a = make_model(f"hf:{tiny_vlm}?max_new_tokens=8&dtype=float32")
     b = make_model(f"hf:{tiny_vlm}?dtype=float32&max_new_tokens=8")
@@ -123,6 +124,7 @@ def test_model_id_carries_the_non_default_options_in_a_stable_order(tiny_vlm):
     assert canonical_options(hf.HFParams()) == ""
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_a_relative_directory_is_named_by_its_absolute_path(tiny_vlm, monkeypatch):
     monkeypatch.chdir(tiny_vlm.parent)
     model = make_model(f"hf:./{tiny_vlm.name}?max_new_tokens=3")
@@ -190,6 +192,7 @@ def test_jpeg_images_are_decoded_and_audio_is_refused_by_a_model_without_audio_i
 # --------------------------------------------------------------------------- the tiny model
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_tiny_model_replies_to_frames_and_text_with_usage(tiny_vlm):
     model = make_model(f"hf:{tiny_vlm}?max_new_tokens=12&device=cpu")
     reply = model.generate(clip_request([0.0, 1.0, 2.0, 3.0], max_tokens=500))
@@ -208,6 +211,7 @@ def test_tiny_model_replies_to_frames_and_text_with_usage(tiny_vlm):
     assert (again.text, again.usage) == (reply.text, reply.usage)
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_models_that_differ_only_in_generation_options_share_the_weights(tiny_vlm):
     answerer = make_model(f"hf:{tiny_vlm}?max_new_tokens=4")
     judge = make_model(f"hf:{tiny_vlm}?temperature=0&max_new_tokens=2")
@@ -217,6 +221,7 @@ def test_models_that_differ_only_in_generation_options_share_the_weights(tiny_vl
     assert judge.generate(clip_request([0.0])).usage["completion_tokens"] <= 2
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_more_frames_mean_more_prompt_tokens(tiny_vlm):
     model = make_model(f"hf:{tiny_vlm}?max_new_tokens=2")
     two = model.generate(clip_request([0.0, 1.0]))
@@ -225,6 +230,7 @@ def test_more_frames_mean_more_prompt_tokens(tiny_vlm):
     assert per_frame > IMAGE_SEQ_LEN  # image tokens plus the "Frame at" label
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_a_cache_hit_never_loads_the_weights(tiny_vlm, tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
     spec = f"hf:{tiny_vlm}?max_new_tokens=4"
@@ -248,6 +254,7 @@ def tiny_smolvlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_smolvlm(tmp_path_factory.mktemp("tiny_smolvlm"))
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_a_video_processor_without_torchvision_is_a_clear_error(tiny_smolvlm):
     from transformers.utils import is_torchvision_available
 
@@ -258,6 +265,7 @@ def test_a_video_processor_without_torchvision_is_a_clear_error(tiny_smolvlm):
         model.generate(clip_request([0.0, 1.0]))
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_smolvlm_takes_the_window_as_native_video(tiny_smolvlm):
     """SmolVLM2-style processors get the window as one video with exact frame timing."""
     pytest.importorskip("torchvision")
@@ -272,6 +280,7 @@ def test_smolvlm_takes_the_window_as_native_video(tiny_smolvlm):
     assert images.native_video is False
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_video_native_is_refused_for_a_processor_without_video(tiny_vlm):
     model = make_model(f"hf:{tiny_vlm}?video=native")
     with pytest.raises(ConfigError, match="has no video input; use video=images"):
@@ -292,6 +301,7 @@ def test_missing_weights_offline_name_the_model_and_the_cache(tmp_path, monkeypa
     assert "offline" in message
 
 
+@pytest.mark.slow
 def test_bad_local_directories_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="directory not found"):
         make_model(f"hf:{tmp_path / 'nope'}")
@@ -306,6 +316,7 @@ def test_bad_local_directories_are_config_errors(tmp_path):
 # --------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow  # builds or runs the tiny real model
 def test_memorize_cli_with_the_tiny_model_records_the_clip(tiny_vlm, media_dir, tmp_path):
     """`taskmem memorize VIDEO --model hf:<dir>` on CPU, as a user runs it.
 

@@ -29,11 +29,13 @@ def test_plain_call_records_usage_latency_and_frames(api_config, server):
     assert reply.usage["prompt_tokens"] > 0 and reply.usage["completion_tokens"] > 0
     assert reply.latency_s > 0 and reply.model == "fake-vlm"
     body = server.requests[0]
+    assert server.purposes == ["episodic"]  # carried in the X-Taskmem-Purpose header
+    assert "purpose" not in json.dumps(body)  # never in what a real server reads
     images = [p for p in body["messages"][1]["content"] if p["type"] == "image_url"]
     assert len(images) == 3 and images[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
 
 
-@pytest.mark.parametrize("failure", ["429", "500", "hang"])
+@pytest.mark.parametrize("failure", ["429", "500", pytest.param("hang", marks=pytest.mark.slow)])
 def test_retries_then_succeeds(api_config, server, failure):
     server.script(failure, failure)
     reply = make_model("openai:local-vlm").generate(request())

@@ -33,7 +33,7 @@ def test_videomme_sample_converts_with_original_ids():
     assert first.task_type == "Counting Problem"
     assert first.query_time is None and first.evidence == ()  # asked at the end of the video
     assert first.meta["source_video_id"] == "901" and first.meta["duration"] == "short"
-    assert get_benchmark("videomme").groups == ("duration",)
+    assert get_benchmark("videomme").groups == ("duration", "domain", "sub_category")
 
 
 def test_videomme_reads_the_parquet_shard_of_the_hub_repo(tmp_path):
@@ -113,7 +113,7 @@ def test_egolife_clock_is_hhmmssff_at_20_fps(clock, seconds):
 
 
 @pytest.mark.parametrize(
-    "clock", ["11096208", "11604208", "11094220", "1109", "11:09:42", "abcdefgh"]
+    "clock", ["11096208", "11604208", "11094220", "25000000", "1109", "11:09:42", "abcdefgh"]
 )
 def test_egolife_bad_clocks_are_refused(clock):
     with pytest.raises(BenchmarkError, match="is not HHMMSSFF"):
@@ -209,7 +209,8 @@ def test_egotempo_clip_ids():
         403.56079044314106,
     )
     assert egotempo.parse_clip_id(f"{uid}_5_20") == (uid, 5.0, 20.0)
-    for bad in (uid, f"{uid}_20_5", f"{uid}_a_b"):
+    assert egotempo.parse_clip_id(f"{uid}_-0.1055_66.97") == (uid, -0.1055, 66.97)
+    for bad in (uid, f"{uid}_20_5", f"{uid}_a_b", f"{uid}_5_5", f"{uid}_nan_5"):
         with pytest.raises(BenchmarkError, match="clip_id"):
             egotempo.parse_clip_id(bad)
 
@@ -221,13 +222,25 @@ def test_egotempo_sample_asks_at_the_end_of_each_clip():
     assert first.video_id == first.id.rsplit("_", 1)[0]  # clip_id
     assert first.answer_kind == "open" and first.options == ()
     assert first.answer == "A blue measuring tape."
-    assert first.query_time == pytest.approx(47.25 - 12.5)
+    # Asked at the end of the clip: everything memorized from it is visible (no rounded time).
+    assert all(r.query_time is None for r in records)
     assert first.meta == {
         "ego4d_uid": "5f0c2a4e-8d1b-4c7e-9a36-2b7d1e90c4f1",
         "clip_start": 12.5,
         "clip_end": 47.25,
+        "clip_start_raw": 12.5,
     }
-    assert records[-1].query_time == 15.0
+    # A published clip may start a hair below zero: clamped, the raw value kept.
+    assert records[-1].meta["clip_start"] == 0.0
+    assert records[-1].meta["clip_start_raw"] == pytest.approx(-0.10553267045454545)
+    assert {r.task_type for r in records} <= {
+        "object-specific action",
+        "action-specific object",
+        "temporal event ordering",
+        "counting actions",
+        "counting objects",
+        "future action prediction",
+    }
     assert not any(r.evidence for r in records)
 
 

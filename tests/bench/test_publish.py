@@ -32,6 +32,7 @@ def _hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_dry_run_writes_a_dataset_that_datasets_loads_back(tmp_path, name):
     out = tmp_path / "pub"
@@ -59,7 +60,7 @@ def test_dry_run_writes_a_dataset_that_datasets_loads_back(tmp_path, name):
         f"{name}/test-00000-of-00001.parquet",
     ]
     records = load_benchmark(name, SOURCES[name])
-    loaded = datasets.load_dataset(str(out), name, split="test")
+    loaded = datasets.load_dataset(str(out), name, split="test", cache_dir=str(tmp_path / "c"))
     assert loaded.num_rows == len(records)
     assert loaded.to_list() == [r.to_row() for r in records]
     assert load_benchmark(name, out) == records  # the published folder is a source too

@@ -357,11 +357,12 @@ def test_ray_engine_survives_a_killed_worker_with_the_local_engines_memories(
     victims = _ray_workers()
     assert victims, "no Ray worker was running a stream"
     time.sleep(0.5)
+    victims[0].kill()  # SIGKILL: the runner dies mid-stream, with model calls open
+    # Counted at once, before Ray restarts the runner: the calls asked so far, the clips stored.
     asked = len([b for b in server.requests if _is_episodic(b)])
     stored = sum(
         len(RunDir(p).finished()) for p in (tmp_path / "ray").glob("*/memory/*") if p.is_dir()
     )
-    victims[0].kill()  # SIGKILL: the runner dies mid-stream, with model calls open
     time.sleep(0.5)
     server.hold_after = None
     server.release.set()

@@ -8,8 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from taskmem_lab.store import RunDir
 from taskmem_lab.testing.command import taskmem
+
+# `taskmem` in subprocesses: end to end, out of the fast loop (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
 
 SPAN = re.compile(r"NEW SPAN: (\S+-\S+)")
 

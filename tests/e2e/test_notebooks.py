@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every notebook under papermill: minutes
+
 pytest.importorskip("papermill")
 pytest.importorskip("dlib")
 pytest.importorskip("faster_whisper")

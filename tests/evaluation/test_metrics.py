@@ -10,8 +10,9 @@ from taskmem_lab.evaluation.metrics import (
     ANSWERED,
     UNPARSEABLE,
     Outcome,
-    score_group,
-    summarize,
+    metric_row,
+    metrics_table,
+    reading_differences,
     to_markdown,
     to_records,
 )
@@ -27,11 +28,12 @@ def outcomes(answered_correct, answered_wrong, abstained, unparseable, bench="b"
 
 
 def test_hand_computed_case():
-    # 10 questions: 6 answered (4 correct, 2 wrong), 3 abstained, 1 unparseable.
-    row = score_group(outcomes(4, 2, 3, 1), "b", "all", "all")
-    assert (row.n, row.answered, row.correct, row.abstained, row.unparseable) == (10, 6, 4, 3, 1)
-    assert row.coverage == 0.6
-    assert row.precision == pytest.approx(2 / 3)
+    # 10 questions: 6 answered (4 correct, 2 wrong), 3 abstained, 1 unparseable. By default the
+    # unparseable reply did not abstain: it is answered and wrong (7 answered).
+    row = metric_row(outcomes(4, 2, 3, 1), "b", "all", "all")
+    assert (row.n, row.answered, row.correct, row.abstained, row.unparseable) == (10, 7, 4, 3, 1)
+    assert row.coverage == 0.7 and row.reading == "wrong"
+    assert row.precision == pytest.approx(4 / 7)
     assert row.accuracy == 0.4
     assert math.isclose(row.accuracy, row.coverage * row.precision, rel_tol=1e-12)
     for value, (lo, hi) in [
@@ -43,15 +45,60 @@ def test_hand_computed_case():
     assert row.score is None and row.score_ci is None  # multiple choice has no judge score
 
 
+def test_the_abstain_reading_of_unparseable_replies():
+    row = metric_row(outcomes(4, 2, 3, 1), "b", "all", "all", unparseable="abstain")
+    assert (row.answered, row.coverage, row.accuracy) == (6, 0.6, 0.4)
+    assert row.precision == pytest.approx(2 / 3) and row.reading == "abstain"
+    assert math.isclose(row.accuracy, row.coverage * row.precision, rel_tol=1e-12)
+    with pytest.raises(ValueError, match="unparseable must be one of"):
+        metric_row(outcomes(1, 0, 0, 0), "b", "all", "all", unparseable="skip")
+
+
+def test_reading_differences_lists_only_lines_with_unparseable_replies():
+    data = outcomes(4, 2, 3, 1, task="x") + outcomes(2, 0, 0, 0, task="y")
+    diffs = reading_differences(data, by=("task_type",))
+    assert [(d["group"], d["value"]) for d in diffs] == [("all", "all"), ("task_type", "x")]
+    x = diffs[1]
+    assert (x["coverage (wrong)"], x["coverage (abstain)"]) == (0.7, 0.6)
+    assert x["precision (wrong)"] == pytest.approx(4 / 7)
+    assert x["precision (abstain)"] == pytest.approx(4 / 6)
+    assert reading_differences(outcomes(2, 1, 1, 0)) == []
+
+
+def test_bootstrap_resamples_videos_not_questions():
+    # Two videos of 5 questions: one all right, one all wrong. Resampling videos can only give
+    # 0, 0.5 or 1; resampling questions would give intermediate values.
+    data = [Outcome("b", "t", ANSWERED, True, video="v1")] * 5 + [
+        Outcome("b", "t", ANSWERED, False, video="v2")
+    ] * 5
+    row = metric_row(data, "b", "all", "all", n_boot=500)
+    assert row.clusters == 2 and row.accuracy == 0.5
+    assert row.accuracy_ci == (0.0, 1.0)
+    flat = metric_row(
+        [Outcome(o.benchmark, o.task_type, o.status, o.correct) for o in data],
+        "b",
+        "all",
+        "all",
+        n_boot=500,
+    )
+    assert flat.clusters == 0 and 0.0 < flat.accuracy_ci[0] < 0.5 < flat.accuracy_ci[1] < 1.0
+    # Videos of different sizes: the interval is of the question-weighted accuracy.
+    uneven = [Outcome("b", "t", ANSWERED, True, video="big")] * 9 + [
+        Outcome("b", "t", ANSWERED, False, video="small")
+    ]
+    row = metric_row(uneven, "b", "all", "all", n_boot=500)
+    assert row.accuracy == 0.9 and row.accuracy_ci[0] == 0.0 and row.accuracy_ci[1] == 1.0
+
+
 def test_nothing_answered_has_undefined_precision_and_zero_accuracy():
-    row = score_group(outcomes(0, 0, 2, 1), "b", "all", "all")
+    row = metric_row(outcomes(0, 0, 2, 1), "b", "all", "all", unparseable="abstain")
     assert row.coverage == 0 and row.accuracy == 0 and math.isnan(row.precision)
     assert all(math.isnan(x) for x in row.precision_ci)
     assert "–" in to_markdown([row])
 
 
 def test_all_correct_has_degenerate_intervals():
-    row = score_group(outcomes(5, 0, 0, 0), "b", "all", "all")
+    row = metric_row(outcomes(5, 0, 0, 0), "b", "all", "all")
     assert row.accuracy_ci == (1.0, 1.0) and row.coverage_ci == (1.0, 1.0)
 
 
@@ -62,7 +109,7 @@ def test_judge_score_variant_is_mean_score_over_answered():
         Outcome("e", "t", ANSWERED, False, score=None, judge_unparseable=True),
         Outcome("e", "t", ABSTAINED),
     ]
-    row = score_group(group, "e", "all", "all")
+    row = metric_row(group, "e", "all", "all")
     assert row.score == pytest.approx((5 / 5 + 2 / 5) / 2)  # unjudged answers have no score
     assert row.judge_unparseable == 1 and row.answered == 3 and row.correct == 1
     lo, hi = row.score_ci
@@ -75,7 +122,7 @@ def test_acc_is_cov_times_prec_and_intervals_cover_the_estimate(seed):
     n = rng.randint(5, 200)
     statuses = rng.choices([ANSWERED, ABSTAINED, UNPARSEABLE], weights=[6, 3, 1], k=n)
     group = [Outcome("b", "t", s, s == ANSWERED and rng.random() < 0.6) for s in statuses]
-    row = score_group(group, "b", "all", "all", n_boot=500)
+    row = metric_row(group, "b", "all", "all", n_boot=500)
     if row.answered:
         assert math.isclose(row.accuracy, row.coverage * row.precision, rel_tol=1e-12)
         assert row.precision_ci[0] <= row.precision <= row.precision_ci[1]
@@ -89,7 +136,7 @@ def test_summarize_breaks_down_by_task_type_and_groups():
         + outcomes(1, 0, 0, 1, task="OCR", groups={"duration": "long"})
         + outcomes(3, 0, 0, 0, bench="other")
     )
-    rows = summarize(data, by=("task_type", "duration"), n_boot=200, missing={"b": 2})
+    rows = metrics_table(data, by=("task_type", "duration"), n_boot=200, missing={"b": 2})
     keys = [(r.benchmark, r.group, r.value, r.n) for r in rows]
     assert keys == [
         ("b", "all", "all", 6),
@@ -108,19 +155,19 @@ def test_summarize_breaks_down_by_task_type_and_groups():
 
 def test_intervals_do_not_depend_on_row_order():
     data = outcomes(7, 5, 4, 2, task="a") + outcomes(3, 3, 1, 1, task="b")
-    one = summarize(data, n_boot=300, seed=1)
-    two = summarize(list(reversed(data)), n_boot=300, seed=1)
+    one = metrics_table(data, n_boot=300, seed=1)
+    two = metrics_table(list(reversed(data)), n_boot=300, seed=1)
     assert [r.accuracy_ci for r in one] == [r.accuracy_ci for r in two]
-    three = summarize(data, n_boot=300, seed=2)
+    three = metrics_table(data, n_boot=300, seed=2)
     assert [r.accuracy_ci for r in one] != [r.accuracy_ci for r in three]
 
 
 def test_markdown_and_parquet_records():
-    rows = summarize(outcomes(4, 2, 3, 1), n_boot=200, missing={"b": 1})
+    rows = metrics_table(outcomes(4, 2, 3, 1), n_boot=200, missing={"b": 1})
     md = to_markdown(rows)
     lines = md.splitlines()
     assert lines[0].startswith("| benchmark | group") and "Acc" in lines[0] and "Prec" in lines[0]
-    assert "| 40.0 [" in lines[2] and "60.0 [" in lines[2]  # Acc and Cov in percent
+    assert "| 40.0 [" in lines[2] and "70.0 [" in lines[2]  # Acc and Cov in percent
     assert lines[2].rstrip().endswith("1 |")  # missing memories on the overall line
     records = to_records(rows)
     assert {"accuracy_lo", "accuracy_hi", "coverage_lo", "precision_hi", "score_lo"} <= set(

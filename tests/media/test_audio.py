@@ -148,6 +148,7 @@ def test_missing_file_and_bad_window(tmp_path, beeps):
         window_audio(one(beeps, 10.0), 5.0, 4.0)
 
 
+@pytest.mark.slow
 def test_a_short_window_deep_in_a_long_file_decodes_only_that_span(tmp_path):
     long = beep_video(tmp_path / "long.m4a", 120.0, beeps=(105.0,), audio_only=True)
     stream = one(long, 120.0)
@@ -175,6 +176,7 @@ def test_wav_round_trip_and_clipping():
         read_wav(b"RIFF not a wav")
 
 
+@pytest.mark.slow
 def test_loudness_rms_and_waveform_follow_the_beeps(beeps):
     pytest.importorskip("librosa")
     audio = window_audio(one(beeps, 10.0), 0.0, 10.0)

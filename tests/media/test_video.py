@@ -156,3 +156,40 @@ def test_decoder_env_picks_the_backend(media, monkeypatch):
     monkeypatch.setenv("TASKMEM_DECODER", "nonsense")
     with pytest.raises(VideoError, match="TASKMEM_DECODER"):
         open_reader(media["index"], 64)
+
+
+def _without_decord(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `import decord` fail, as on machines where decord has no wheel (not x86)."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "decord" or name.startswith("decord."):
+            raise ImportError("No module named 'decord'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "decord", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+def test_probe_without_decord_reports_real_sizes(media, monkeypatch):
+    with_decord = probe(media["tone_27_3"]), probe(media["rotated"])
+    _without_decord(monkeypatch)
+    with pytest.raises(ImportError):
+        import decord  # noqa: F401
+    info = probe(media["tone_27_3"])
+    assert (info.width, info.height) == (160, 120)  # not the 2x2 of a zero max_side
+    assert info.frame_count == 273 and info.fps == pytest.approx(10)
+    assert info.duration == pytest.approx(27.3, abs=0.11)
+    rot = probe(media["rotated"])
+    assert (rot.width, rot.height) == (120, 160) and rot.rotation == 90
+    assert (info.width, info.height, info.frame_count) == (
+        with_decord[0].width,
+        with_decord[0].height,
+        with_decord[0].frame_count,
+    )
+    assert (rot.width, rot.height) == (with_decord[1].width, with_decord[1].height)
+    frames = sample_frames(media["tone_27_3"], [1.0], max_side=80)  # auto falls back to PyAV
+    assert frames[0].shape == (60, 80, 3)

@@ -383,6 +383,7 @@ def _norm(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalpha() or c == " ")
 
 
+@pytest.mark.slow
 def test_whisper_tiny_en_words_and_timestamps(speech, tiny_en):
     stream = load_stream(speech.path)
     got = tiny_en.transcribe(window_audio(stream, 0.0, 16.0), t0=0.0)
@@ -396,6 +397,7 @@ def test_whisper_tiny_en_words_and_timestamps(speech, tiny_en):
     assert "tomorrow morning" in said[2] and "thank you" in said[3]
 
 
+@pytest.mark.slow
 def test_whisper_times_are_stream_times(speech, tiny_en):
     stream = Stream("late", (StreamFile(str(speech.path), 500.0, 16.0),))
     got = tiny_en.transcribe(window_audio(stream, 504.0, 512.0), t0=504.0)
@@ -403,6 +405,7 @@ def test_whisper_times_are_stream_times(speech, tiny_en):
     assert got[0].start == pytest.approx(505.0, abs=0.6) and got[-1].end <= 512.0
 
 
+@pytest.mark.slow
 def test_whisper_clip_transcriber_keeps_the_crossing_sentence_whole(speech, tiny_en):
     stream = load_stream(speech.path)
     transcriber = ClipTranscriber.from_params(tiny_en, stream, tiny_en.params)
@@ -435,6 +438,7 @@ def test_whisper_on_cuda_float16(speech):
     assert any("tomorrow" in _norm(s.text) for s in got)
 
 
+@pytest.mark.slow
 def test_whisper_on_silence_and_tiny_windows(tiny_en):
     assert tiny_en.transcribe(np.zeros(SAMPLE_RATE * 3, np.float32), 0.0) == []
     assert tiny_en.transcribe(np.zeros(100, np.float32), 0.0) == []

@@ -58,7 +58,11 @@ def test_defaults_follow_the_design():
         0.6,
         0.6,
     )
-    assert p.embed_fps is None  # every sampled frame is embedded unless asked otherwise
+    assert p.embed_fps == 2.0  # faces are embedded on a 2 fps grid, as the CLI always did
+    # no grid coarser than the sampled frames (or 0) means every sampled face is embedded
+    assert FaceParams(face_fps=2.0).embed_fps is None
+    assert FaceParams(embed_fps=0).embed_fps is None
+    assert FaceParams(embed_fps=None).embed_fps is None
     assert p.quality_threshold == F.DEFAULT_MIN_QUALITY["dlib"]
     assert FaceParams(backend="insightface").quality_threshold == 20.0
     assert FaceParams(min_quality=0.5).quality_threshold == 0.5
@@ -69,7 +73,7 @@ def test_defaults_follow_the_design():
     [
         ("backend", "opencv"),
         ("face_fps", 0),
-        ("embed_fps", 20.0),
+        ("embed_fps", -1.0),
         ("min_score", 1.5),
         ("min_quality", math.nan),
         ("min_cluster_size", 1),
@@ -247,6 +251,7 @@ def _cloud(center, n, spread, rng):
     return [unit(c + spread * rng.standard_normal(c.size)) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_hdbscan_separates_people_and_keeps_one_person_whole():
     pytest.importorskip("hdbscan")
     rng = np.random.default_rng(0)
@@ -504,6 +509,7 @@ def _buffalo_l() -> Path | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_buffalo_l() is None, reason="buffalo_l is not in ~/.insightface/models")
 def test_insightface_finds_the_six_people(group_photo_path):
     pytest.importorskip("insightface")
@@ -554,6 +560,7 @@ def photo_dets(photo_image, dlib_backend) -> list[FaceDetection]:
     return detect_faces([Frame(0.0, photo_image)], FaceParams(detect_max_side=1280), dlib_backend)
 
 
+@pytest.mark.slow
 def test_dlib_finds_the_six_people_on_the_photo(photo_image, photo_dets):
     assert len(photo_dets) == 6
     found = _match_people(photo_dets, photo_image.shape)
@@ -565,6 +572,7 @@ def test_dlib_finds_the_six_people_on_the_photo(photo_image, photo_dets):
     assert sims[~np.eye(6, dtype=bool)].max() < 0.93  # six different people
 
 
+@pytest.mark.slow
 def test_downscaled_detection_maps_boxes_back(photo_image, photo_dets, dlib_backend):
     small = detect_faces([Frame(0.0, photo_image)], FaceParams(detect_max_side=800), dlib_backend)
     assert len(small) >= 5
@@ -574,6 +582,7 @@ def test_downscaled_detection_maps_boxes_back(photo_image, photo_dets, dlib_back
         assert float(d.embedding @ twin.embedding) > 0.96  # embedded from the full-size frame
 
 
+@pytest.mark.slow
 def test_dlib_quality_drops_blurred_tiny_and_turned_faces(dlib_backend, photo_image):
     from PIL import Image, ImageFilter
 
@@ -593,6 +602,7 @@ def test_dlib_quality_drops_blurred_tiny_and_turned_faces(dlib_backend, photo_im
     assert dlib_quality(100, chip, turned) < 0.3
 
 
+@pytest.mark.slow
 def test_threads_and_batches_do_not_change_detections(photo_image, dlib_backend):
     frames = [Frame(k * STEP, photo_image[:, k * 8 : k * 8 + 640].copy()) for k in range(3)]
     one = detect_faces(frames, FaceParams(threads=1, batch_size=1, detect_max_side=640))
@@ -601,6 +611,7 @@ def test_threads_and_batches_do_not_change_detections(photo_image, dlib_backend)
     assert all(np.allclose(a.embedding, b.embedding) for a, b in zip(one, many, strict=True))
 
 
+@pytest.mark.slow
 def test_embed_fps_embeds_only_grid_frames(photo_image, dlib_backend):
     frames = [Frame(round(k * STEP, 6), photo_image[:, :640].copy()) for k in range(5)]
     out = detect_faces(frames, FaceParams(embed_fps=5.0, detect_max_side=640), dlib_backend)

@@ -10,13 +10,12 @@ import pytest
 from taskmem_lab.errors import ConfigError, StoreError
 from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.identities import (
-    FACE_MATCH_THRESHOLD,
     Character,
-    IdentityParams,
     IdentityRegistry,
     gallery,
     prune_bank,
 )
+from taskmem_lab.perception.params import FACE_MATCH_THRESHOLD, IdentityParams
 from taskmem_lab.perception.records import FaceDetection
 
 DIM = 64
@@ -294,6 +293,7 @@ def test_load_rejects_damaged_registries(tmp_path):
 # --------------------------------------------------------------------------- real faces
 
 
+@pytest.mark.slow
 def test_dlib_embeddings_of_the_same_people_match_again(group_photo_path):
     """Real dlib embeddings: six people at full size, then again at 60 %: same six ids."""
     pytest.importorskip("dlib")

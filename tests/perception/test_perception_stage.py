@@ -57,6 +57,7 @@ def taskmem(*args, env=None):
 FAST = ["--interval", "5", "--face-fps", "2", "--no-voices", "-q"]
 
 
+@pytest.mark.slow
 def test_perceive_lists_faces_and_speech_and_keeps_ids(talk, tmp_path):
     out = taskmem("perceive", talk.path, "--out", tmp_path, *FAST)
     clips = [line for line in out.splitlines() if line.startswith("[")]
@@ -83,6 +84,7 @@ def test_perceive_lists_faces_and_speech_and_keeps_ids(talk, tmp_path):
     assert "perception:" in out and "6 characters" in out
 
 
+@pytest.mark.slow
 def test_memorize_with_perception_sends_ids_and_subtitles(talk, tmp_path, server, api_config):
     args = [
         "memorize",

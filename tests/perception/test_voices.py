@@ -71,6 +71,7 @@ def embeddings(spoken) -> list[np.ndarray | None]:
 # --------------------------------------------------------------------------- resemblyzer
 
 
+@pytest.mark.slow
 def test_two_espeak_voices_differ_and_the_same_voice_is_recognized(embeddings):
     male1, female1, male2, female2, other = embeddings
     assert all(e is not None and e.shape == (256,) for e in embeddings)
@@ -331,6 +332,7 @@ def two_faces(registry: IdentityRegistry) -> IdMap:
     return IdMap.from_order(registry.assign(dets))
 
 
+@pytest.mark.slow
 def test_a_face_match_banks_the_voice_and_an_off_screen_speaker_is_known_by_it(spoken, embeddings):
     segments, _ = spoken
     male1, female1, male2, female2, other = embeddings
@@ -383,6 +385,7 @@ def test_without_registry_or_embeddings_speakers_are_faces_or_unknown():
     assert [s.speaker for s in segs] == ["[face_4]", "unknown"]
 
 
+@pytest.mark.slow
 def test_identify_speakers_end_to_end(spoken, api_config, server):
     pytest.importorskip("resemblyzer")
     segments, audio = spoken

@@ -33,10 +33,10 @@ from taskmem_lab.training.rewards import (
     parse_video_verdict,
     quality_reward,
     reward_summaries,
+    reward_summary,
     richness_bonuses,
-    score_group,
+    score_clip,
     score_memory,
-    summarize,
     thinking_reward,
 )
 
@@ -290,7 +290,7 @@ def test_score_group_hand_made_totals():
         Candidate("r3", "the subtitle says hi", '```{"description": "the subtitle says hi"}```'),
         Candidate("r4", "", "no json at all"),
     ]
-    rows = {r["candidate"]: r for r in score_group(_ctx(), cands, Judges(judge, judge), params)}
+    rows = {r["candidate"]: r for r in score_clip(_ctx(), cands, Judges(judge, judge), params)}
     assert rows["r0"]["total"] == pytest.approx(1 + 0 + 1 + 0.5)
     # 6 reasoning tokens against T=4: half way up the ramp.
     assert rows["r1"]["thinking"] == {"tokens": 6, "reward": -0.5}
@@ -305,7 +305,7 @@ def test_score_group_hand_made_totals():
     assert rows["r4"]["quality"]["note"] == "no description" and rows["r4"]["total"] == 0.0
     ranked = [r for r in judge.requests if r.purpose == "reward_richness"]
     assert len(ranked) == 1 and "made up" not in all_text(ranked[0].messages[-1].parts)
-    summary = summarize(rows.values())
+    summary = reward_summary(rows.values())
     assert summary["format"]["rate"] == pytest.approx(3 / 5)
     assert summary["quality"]["correct_rate"] == pytest.approx(2 / 5)
     assert summary["richness"]["bonus_mean"] == pytest.approx(0.5 / 5)
@@ -319,10 +319,10 @@ def test_a_failed_judge_call_fails_the_whole_group():
         Candidate("r0", "a", '{"description": "a"}'),
         Candidate("r1", "b", '{"description": "b"}'),
     ]
-    rows = score_group(_ctx(), cands, Judges(judge, judge), RewardParams())
+    rows = score_clip(_ctx(), cands, Judges(judge, judge), RewardParams())
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all("r1: ModelError" in r["error"] for r in rows)
-    assert summarize(rows)["failed"] == 2
+    assert reward_summary(rows)["failed"] == 2
 
 
 # --------------------------------------------------------------------------- judges over HTTP
@@ -407,7 +407,7 @@ def test_scores_resume_cache_and_refuse_other_settings(scripted_run, api_config,
     assert len(entries.read_text().splitlines()) == 3 and again["scored"] == 3
     assert len(server.requests) == calls  # the judges' replies came from the cache
     assert again["quality"] == first["quality"]
-    with pytest.raises(StoreError, match="different 'params'"):
+    with pytest.raises(StoreError, match="different 'params.max_entry_tokens'"):
         score_memory(
             RunReplay(scripted_run.path),
             judges,
@@ -439,6 +439,7 @@ def test_thinking_length_from_a_thinking_server(media, tmp_path, api_config, ser
     assert summary["format"]["rate"] == 1.0
 
 
+@pytest.mark.slow
 def test_score_memory_cli_one_line_errors(scripted_run, api_config, server):
     def run(*args):
         return subprocess.run(

@@ -19,7 +19,13 @@ from taskmem_lab.testing.command import taskmem as run_taskmem
 from taskmem_lab.training.pairs import PairParams, make_pairs, outcome, questions_for
 from taskmem_lab.training.replay import RunReplay
 from taskmem_lab.training.rewards import Judges, RewardParams
-from taskmem_lab.training.rollouts import RolloutDir, RolloutParams, candidate_seed, rollout
+from taskmem_lab.training.rollouts import (
+    RolloutParams,
+    candidate_seed,
+    rollout,
+    rollouts_dir,
+    samples_by_clip,
+)
 
 TASKS = [Task("q1", "Where is the red cup?", 2.0), Task("q2", "What does the clock show?", 14.0)]
 
@@ -73,7 +79,7 @@ def test_rollout_samples_the_memorizers_prompts_with_distinct_seeds(
     assert sorted(by_clip) == sorted(expected)
     for bodies in by_clip.values():
         assert len(bodies) == 3 and len({b["seed"] for b in bodies}) == 3
-    rows = RolloutDir(run.path / "rollouts" / "t").by_clip()
+    rows = samples_by_clip(rollouts_dir(run.path / "rollouts" / "t"))
     assert [len(v) for v in rows.values()] == [3, 3, 3]
     seeds = {(r["clip"], r["candidate"]): r["seed"] for v in rows.values() for r in v}
     assert seeds[(1, 2)] == candidate_seed(7, "tone_27_3", 1, 2)
@@ -91,7 +97,7 @@ def test_rollout_resumes_and_retries_failures(run_and_requests, api_config, serv
     again = rollout(RunReplay(run.path), make_model("openai:local-vlm"), params, "t", 1, False)
     assert again["sampled"] == 1 and again["stored"] == 6
     assert len(server.requests) == calls + 1  # only the missing sample
-    with pytest.raises(StoreError, match="different 'params'"):
+    with pytest.raises(StoreError, match="different 'params.n'"):
         rollout(RunReplay(run.path), make_model("openai:local-vlm"), RolloutParams(n=3), "t")
 
 
@@ -180,6 +186,7 @@ def test_pairs_drop_order_inconsistent_verdicts(run_and_requests, api_config, se
     assert json.loads(scores.read_text())["richness"]["scored"] == 9
 
 
+@pytest.mark.slow
 def test_rollout_and_pairs_cli(run_and_requests, api_config, server, tmp_path):
     pytest.importorskip("pyarrow", reason="pairs write parquet: taskmem_lab[train]")
     run, _ = run_and_requests

@@ -227,6 +227,7 @@ def test_two_runs_of_one_stream_would_collide(media, tmp_path):
         export_training([a.path, b.path], tmp_path / "out", progress=False)
 
 
+@pytest.mark.slow
 def test_export_training_cli(recorded_run, tmp_path):
     run, _ = recorded_run
     proc = subprocess.run(
@@ -266,6 +267,7 @@ def test_export_training_cli(recorded_run, tmp_path):
     assert "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 def test_runs_with_perception_replay_from_the_stored_perception(tmp_path):
     """ASR-only perception (Whisper tiny.en on espeak speech): subtitles drawn on the frames and
     the transcript in the prompt are reproduced from disk, so the request hashes still match."""

@@ -1,0 +1,112 @@
+"""`taskmem eval`: answer a benchmark's questions from memories and score them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from taskmem_lab.cli.common import add_cache_args, cache_setting
+from taskmem_lab.cli.options import add_options, params_from
+from taskmem_lab.errors import ConfigError
+from taskmem_lab.evaluation.evaluate import EvalParams
+from taskmem_lab.evaluation.qa import QAParams
+
+
+def prices(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
+    """`SPEC=IN,OUT` (USD per million input/output tokens) -> {SPEC: (IN, OUT)}."""
+    out = {}
+    for value in values or ():
+        spec, _, pair = value.rpartition("=")
+        try:
+            tokens_in, tokens_out = (float(x) for x in pair.split(","))
+        except ValueError as exc:
+            raise ConfigError(
+                f"--price {value!r}: expected SPEC=IN,OUT in USD per 1M tokens"
+            ) from exc
+        out[spec] = (tokens_in, tokens_out)
+    return out
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from taskmem_lab.pipeline import run_eval
+
+    result = run_eval(
+        args.benchmark,
+        args.source,
+        args.memories,
+        args.answerer,
+        params_from(QAParams, args),
+        tag=args.tag,
+        judge=args.judge,
+        params=params_from(EvalParams, args),
+        out=args.out,
+        cache=cache_setting(args),
+        prices=prices(args.price),
+        progress=not args.quiet,
+    )
+    print(result.markdown, end="")
+    summary = result.summary
+    if result.missing:
+        ids = ", ".join(m["id"] for m in result.missing[:10])
+        more = f" (+{len(result.missing) - 10} more)" if len(result.missing) > 10 else ""
+        print(f"\nno memory for {len(result.missing)} question(s): {ids}{more} (see missing.json)")
+    if summary["incomplete_memories"]:
+        print(f"unfinished memories: {', '.join(summary['incomplete_memories'][:10])}")
+    print()
+    for u in summary["usage"]:
+        cost = f", ${u['cost_usd']:.4f}" if u["cost_usd"] is not None else ""
+        print(
+            f"{u['role']} {u['model']}: {u['calls']} calls ({u['cached_calls']} cached), "
+            f"{u['prompt_tokens']} prompt + {u['completion_tokens']} completion tokens{cost}"
+        )
+    print(f"this run: {summary['this_run']['model_calls']} model calls")
+    print(f"results: {result.out} ({summary['status']})")
+    if result.failures:
+        for failure in result.failures[:5]:
+            print(f"taskmem: failed: {failure}", file=sys.stderr)
+        print(
+            f"taskmem: error: {len(result.failures)} question(s) failed; run again to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `eval`."""
+    from taskmem_lab.bench import BENCHMARKS  # light: no optional dependencies
+
+    e = sub.add_parser("eval", help="answer a benchmark's questions from memories and score them")
+    e.add_argument("benchmark", choices=sorted(BENCHMARKS), help="benchmark name")
+    e.add_argument(
+        "--source",
+        help="benchmark source: original file/folder, a `taskmem publish` folder, "
+        "hf://datasets/ORG/REPO/FILE or a Hub repo id (default: the original on the Hub)",
+    )
+    e.add_argument(
+        "--memories",
+        required=True,
+        help="memories root: <DIR>/<video_id>/memory/<tag>/, <DIR>/<video_id>/<video_id>_<tag>.pkl"
+        " (original TaskMem, also under test_time/), <DIR>/<video_id>.jsonl or .pkl",
+    )
+    e.add_argument("--tag", help="memory tag of run directories or original pickles")
+    e.add_argument("--answerer", required=True, help="model spec that answers, e.g. openai:gpt-4o")
+    e.add_argument("--judge", help="model spec that judges free-form answers (EgoTempo)")
+    add_options(
+        e.add_argument_group("answering (QAParams)"),
+        QAParams,
+        aliases={"evidence_pad_s": ["--evidence-pad"]},
+    )
+    add_options(
+        e.add_argument_group("run (EvalParams)"), EvalParams, aliases={"n_boot": ["--bootstrap"]}
+    )
+    e.add_argument(
+        "--price",
+        action="append",
+        metavar="SPEC=IN,OUT",
+        help="USD per 1M input,output tokens of a model, for the cost summary (repeatable)",
+    )
+    e.add_argument("--out", help="results folder (default: <memories>/eval/<benchmark>/<...>)")
+    add_cache_args(e)
+    e.set_defaults(func=eval_command)
