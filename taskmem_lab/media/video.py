@@ -281,7 +281,9 @@ class _PyAVReader:
         self._frames = None  # iterator of decoded av.VideoFrame
         self._cur = None  # last decoded frame starting <= the last time asked
         self._ahead = None  # the frame decoded after it (its start is > that time)
-        self._array: tuple[int, np.ndarray] | None = None  # (id of frame, RGB array)
+        # (frame, its RGB array): the frame itself is kept, not its id(), which a later frame
+        # may reuse once this one is freed
+        self._array: tuple[object, np.ndarray] | None = None
         self.seeks = 0
 
     @staticmethod
@@ -341,8 +343,8 @@ class _PyAVReader:
                 wanted = wanted[len(behind) :]
         for t in wanted:
             frame = self._frame_at(t)
-            if self._array is None or self._array[0] != id(frame):
-                self._array = (id(frame), self._to_array(frame))
+            if self._array is None or self._array[0] is not frame:
+                self._array = (frame, self._to_array(frame))
             found[t] = self._array[1]
         return [found[t] for t in times]
 

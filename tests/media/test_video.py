@@ -193,3 +193,34 @@ def test_probe_without_decord_reports_real_sizes(media, monkeypatch):
     assert (rot.width, rot.height) == (with_decord[1].width, with_decord[1].height)
     frames = sample_frames(media["tone_27_3"], [1.0], max_side=80)  # auto falls back to PyAV
     assert frames[0].shape == (60, 80, 3)
+
+
+def test_pyav_readers_in_threads_return_exact_frames(media):
+    """Many forward readers decoding at once (as streams do in one process) never hand back a
+    frame they converted earlier in place of the one asked for."""
+    import threading
+
+    from taskmem_lab.media.video import _PyAVReader
+
+    times = [round(0.3 * i, 1) for i in range(33)]
+    expected = [int(round(t * 10)) % 16 for t in times]  # frame n is grey level 16 n
+    wrong: list[tuple[float, int]] = []
+
+    def read() -> None:
+        reader = _PyAVReader(media["index"], 64)
+        try:
+            for k in range(0, len(times), 4):
+                chunk = times[k : k + 4]
+                for t, frame in zip(chunk, reader.frames_at(chunk), strict=True):
+                    if grey(frame) != expected[times.index(t)]:
+                        wrong.append((t, grey(frame)))
+        finally:
+            reader.close()
+
+    for _ in range(4):
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not wrong
