@@ -111,8 +111,10 @@ class StreamPerceiver:
         memorize_params: MemorizeParams,
         root: str | Path,
         speaker_model: ChatModel | None = None,
+        decoder: str = "auto",
     ) -> None:
         self.stream = stream
+        self.decoder = decoder  # frame reader of the face frames (media.video.open_reader)
         self.params = params
         self.mp = memorize_params
         # Keyed by the sources' content too: another video under the same name never reuses it.
@@ -268,7 +270,7 @@ class StreamPerceiver:
         if fp is not None:
             t0 = time.perf_counter()
             if self._face_frames is None:
-                self._face_frames = StreamFrames(self.stream, self.mp.max_side)
+                self._face_frames = StreamFrames(self.stream, self.mp.max_side, self.decoder)
             self._face_frames.evict_before(clip.start)
             frames = self._face_frames.window(sample_times(clip.start, clip.end, fp.face_fps))
             timings["face_decode_s"] = time.perf_counter() - t0
