@@ -307,6 +307,8 @@ def run_manifest(
                 "duration": round(f.duration, 6),
                 "size": Path(f.path).stat().st_size,
                 "sha256": file_sha256(f.path),
+                # only a time range of its file records an offset (older manifests stay equal)
+                **({"offset": f.offset} if f.offset else {}),
             }
             for f in stream.files
         ],
@@ -329,12 +331,14 @@ def memorize(
     perceiver: Perceiver | None = None,
     progress: bool = True,
     allow_model_change: bool = False,
+    decoder: str = "auto",
 ) -> RunDir:
     """Memorize a stream into `run_path`, resuming a run made with the same inputs.
 
     One process at a time: the run folder is locked (`store.FolderLock`) for the whole call.
     Resuming with another model (or another server behind the same endpoint name) is refused
-    unless `allow_model_change`, which records the switch in the manifest.
+    unless `allow_model_change`, which records the switch in the manifest. `decoder` picks the
+    frame reader (`media.video.open_reader`: auto, decord or pyav).
     Raises `ModelError`/`ParseError` after storing the failed clip; re-running resumes there.
     """
     safe_name(stream.stream_id, "stream id")
@@ -345,7 +349,7 @@ def memorize(
     with FolderLock(run_path, "memorize run"):
         run = open_run(run_path, manifest, allow_model_change)
         try:
-            return _memorize_locked(run, stream, model, params, tasks, perceiver, progress)
+            return _memorize_locked(run, stream, model, params, tasks, perceiver, progress, decoder)
         except BaseException as exc:
             # Never leave `running` behind a process that stopped.
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -361,6 +365,7 @@ def _memorize_locked(
     tasks: Sequence[Task],
     perceiver: Perceiver | None,
     progress: bool,
+    decoder: str,
 ) -> RunDir:
     if perceiver is not None and hasattr(perceiver, "path"):
         run.update_manifest(perception_path=str(perceiver.path))
@@ -375,7 +380,7 @@ def _memorize_locked(
     done = run.finished()
     todo = [c for c in schedule if c.index not in done]
     run.update_manifest(clips_total=len(schedule), clips_done=len(done), updated=utc_now())
-    frames = StreamFrames(stream, params.max_side)
+    frames = StreamFrames(stream, params.max_side, decoder)
     bar = tqdm(
         total=len(schedule),
         initial=len(done),

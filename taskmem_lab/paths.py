@@ -38,6 +38,11 @@ def slug(text: str, fallback: str = "x") -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or fallback
 
 
+def default_tag(model_spec: str) -> str:
+    """A directory-safe tag from a model spec (`openai:gpt-4o#high` -> `openai_gpt-4o_high`)."""
+    return slug(model_spec, "model")
+
+
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 

@@ -1,7 +1,8 @@
 """One call from a video to a stored memory, shared by the CLI, the notebooks and the ablations.
 
 Floor 6: resolves the stream, the model (with the response cache), the tasks and the run
-directory, then runs the streaming memorizer.
+directory, then runs the streaming memorizer. `run_benchmark` (from `bench_run`) takes a whole
+benchmark from its videos to its table.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskmem_lab.backends import ChatModel, ResponseCache, make_model, open_cache
+from taskmem_lab.bench_run import run_benchmark
 from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import runs_root, slug
+from taskmem_lab.paths import default_tag, runs_root
 from taskmem_lab.store import LOCK_FILE, FolderLock, RunDir, mark_stopped, memory_dir
 from taskmem_lab.tasks import load_tasks
 
@@ -28,11 +30,6 @@ if TYPE_CHECKING:
     from taskmem_lab.perception.params import PerceptionParams
     from taskmem_lab.perception.perceiver import StreamPerceiver
     from taskmem_lab.schema import ClipSpec, Stream
-
-
-def default_tag(model_spec: str) -> str:
-    """A directory-safe tag from a model spec (`openai:gpt-4o#high` -> `openai_gpt-4o_high`)."""
-    return slug(model_spec, "model")
 
 
 def build_memory(
@@ -291,3 +288,15 @@ def ablate(
             }
         )
     return rows
+
+
+__all__ = [
+    "ablate",
+    "build_memory",
+    "default_tag",
+    "eval_dir",
+    "make_perceiver",
+    "perceive_stream",
+    "run_benchmark",
+    "run_eval",
+]

@@ -36,11 +36,20 @@ class ClipSpec:
 
 @dataclass(frozen=True)
 class StreamFile:
-    """One media file of a stream and its absolute start time in stream seconds."""
+    """One media file of a stream and its absolute start time in stream seconds.
+
+    `offset` is where in the file the entry begins (seconds): a time range of a longer video
+    (an EgoTempo clip) is `offset` to `offset + duration` of its file, played from `start`.
+    """
 
     path: str
     start: float
     duration: float
+    offset: float = 0.0
+
+    def local(self, t: float) -> float:
+        """File time of stream time `t`."""
+        return t - self.start + self.offset
 
 
 @dataclass(frozen=True)

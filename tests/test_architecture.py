@@ -49,6 +49,7 @@ FLOORS: dict[str, int] = {
     "training": 5,
     # one call per job: video to memory, memories to scores, a benchmark to its table
     "pipeline": 6,
+    "bench_run": 6,
     # what the notebooks call
     "lab": 7,
     # the command line

@@ -3,6 +3,7 @@
     taskmem memorize VIDEO_OR_MANIFEST --model SPEC [--tag TAG] [--interval 10] ...
     taskmem perceive VIDEO_OR_MANIFEST [--no-faces] [--no-asr] ...
     taskmem show RUN [--kind episodic|semantic|both]
+    taskmem bench BENCH --source PATH --videos DIR --model SPEC --answerer SPEC [--plan] ...
     taskmem eval BENCH --source PATH --memories DIR --tag TAG --answerer SPEC [--judge SPEC] ...
     taskmem publish BENCH --source PATH [--push REPO_ID]
     taskmem import FOLDER --tag TAG [--as TAG] [--out DIR]
@@ -26,7 +27,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from taskmem_lab.cli import data, evaluate, lab, memorize, training
+from taskmem_lab.cli import bench, data, evaluate, lab, memorize, training
 from taskmem_lab.errors import ModelError, ParseError, TaskmemError
 from taskmem_lab.evaluation.evaluate import EvalParams
 from taskmem_lab.evaluation.qa import QAParams
@@ -43,6 +44,12 @@ COMMAND_PARAMS: dict[str, list[tuple[type, tuple[str, ...] | None]]] = {
     "memorize": [(MemorizeParams, None), (PerceptionChoices, None)],
     "perceive": [(MemorizeParams, memorize.SCHEDULE), (PerceptionChoices, None)],
     "eval": [(QAParams, None), (EvalParams, None)],
+    "bench": [
+        (MemorizeParams, bench.BENCH_SCHEDULE),
+        (PerceptionChoices, None),
+        (QAParams, bench.BENCH_QA),
+        (EvalParams, None),
+    ],
     "export-training": [(ExportParams, None)],
     "score-memory": [(RewardParams, None)],
     "rollout": [(RolloutParams, None)],
@@ -57,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     memorize.register(sub)
     evaluate.register(sub)
+    bench.register(sub)
     data.register(sub)
     training.register(sub)
     lab.register(sub)
@@ -66,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `taskmem` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)  # `bench` prints a resume command
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",

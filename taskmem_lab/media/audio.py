@@ -66,7 +66,8 @@ def window_audio(stream: Stream, t0: float, t1: float, sr: int = SAMPLE_RATE) ->
     for f in with_audio:
         a = max(t0, f.start)
         b = min(t1, f.start + f.duration)
-        _decode_into(f, a - f.start, b - f.start, out, int(round((f.start - t0) * sr)), sr)
+        shift = int(round((f.start - f.offset - t0) * sr))
+        _decode_into(f, f.local(a), f.local(b), out, shift, sr)
     return out
 
 

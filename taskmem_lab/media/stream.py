@@ -10,6 +10,9 @@ Floor 1. A manifest is JSON or YAML:
 Paths are relative to the manifest; `start` is stream seconds; `duration` is probed when absent,
 and clamped (with a warning) to the file's decodable end when it claims more. Every field is
 checked: NaN, infinite or huge times, non-numbers and folders are refused with one line.
+Give `offset` with `duration` to use a time range of a longer file: `{path, start: 0,
+offset: 368.4, duration: 35.2}` plays seconds 368.4-403.6 of the file as stream time 0-35.2,
+with no copy on disk.
 Clip times are stream times; files that abut (within `GAP_TOLERANCE_S`) form one segment and the
 schedule skips the gaps between segments.
 """
@@ -65,14 +68,17 @@ def load_stream(path: str | Path) -> Stream:
         if fp.is_dir():
             raise ConfigError(f"{where}.path {fp} is a folder, not a video file")
         start = _seconds(entry["start"], f"{where}.start", allow_negative=True)
+        offset = _seconds(entry.get("offset") or 0.0, f"{where}.offset")
         duration = entry.get("duration")
         if duration is None:
-            duration = probe(fp).duration
+            duration = probe(fp).duration - offset
+            if duration <= 0:
+                raise ConfigError(f"{where}.offset {offset} is past the file's end")
         else:
             duration = _seconds(duration, f"{where}.duration")
             if duration <= 0:
                 raise ConfigError(f"{where}.duration must be > 0 seconds, got {duration}")
-            end = decodable_end(fp)
+            end = decodable_end(fp) - offset
             if duration > end + MIN_TAIL_S:
                 log.warning(
                     "%s: duration %.3f s runs past the file's decodable end (%.3f s); "
@@ -83,7 +89,7 @@ def load_stream(path: str | Path) -> Stream:
                     end,
                 )
                 duration = end
-        files.append(StreamFile(str(fp), start, duration))
+        files.append(StreamFile(str(fp), start, duration, offset))
     files.sort(key=lambda f: f.start)
     return Stream(stream_id=stream_id, files=tuple(files))
 

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -85,7 +85,11 @@ def probe(path: str | Path) -> VideoInfo:
     times = _pyav_frame_times(p)
     if not times:
         raise VideoError(f"video has no frames: {p}")
-    frame = _PyAVReader(p, FULL_SIZE).frames_at([0.0])[0]  # displayed size, rotation applied
+    reader = _PyAVReader(p, FULL_SIZE)
+    try:
+        frame = reader.frames_at([0.0])[0]  # displayed size, rotation applied
+    finally:
+        reader.close()
     fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     last = times[-1] + (1.0 / fps if fps else 0.0)
     height, width = frame.shape[:2]
@@ -270,38 +274,119 @@ class _DecordReader:
 
 
 class _PyAVReader:
-    """Fallback decoder: seek before the first requested time, then decode forward."""
+    """Forward-only PyAV decoder that keeps its place between calls.
+
+    Consecutive windows continue decoding where the last one stopped, so a stream's reader holds
+    one open container and two frames (the current one and the one after it), and nothing is
+    decoded while the stream waits on the model. A time before the current frame seeks back to
+    the keyframe before it. The frame displayed at t is the last one starting at or before t (the
+    first frame for a time before it), as with decord.
+    """
+
+    _EPS = 1e-6
 
     def __init__(self, path: Path, max_side: int) -> None:
         self.path = path
         self.max_side = max_side
+        self._container = None
+        self._frames = None  # iterator of decoded av.VideoFrame
+        self._cur = None  # last decoded frame starting <= the last time asked
+        self._ahead = None  # the frame decoded after it (its start is > that time)
+        # (frame, its RGB array): the frame itself is kept, not its id(), which a later frame
+        # may reuse once this one is freed
+        self._array: tuple[object, np.ndarray] | None = None
+        self.seeks = 0
 
-    def frames_at(self, times: Sequence[float]) -> list[np.ndarray]:
+    @staticmethod
+    def _time(frame) -> float:  # noqa: ANN001 - av.VideoFrame
+        return float(frame.time or 0.0)
+
+    def _open(self, t: float) -> None:
         import av
 
+        self.close()
+        try:
+            self._container = av.open(str(self.path))
+            stream = self._container.streams.video[0]
+            if t > 0 and stream.time_base:
+                self._container.seek(int(t / stream.time_base), stream=stream, backward=True)
+                self.seeks += 1
+            self._frames = self._container.decode(stream)
+        except av.FFmpegError as exc:
+            self.close()
+            raise VideoError(f"cannot decode video {self.path}: {exc}") from exc
+
+    def _pull(self):  # noqa: ANN202 - av.VideoFrame | None
+        import av
+
+        assert self._frames is not None
+        try:
+            return next(self._frames)
+        except StopIteration:
+            return None
+        except av.FFmpegError as exc:
+            raise VideoError(f"cannot decode video {self.path}: {exc}") from exc
+
+    def _frame_at(self, t: float):  # noqa: ANN202 - av.VideoFrame
+        if self._frames is None or (
+            self._cur is not None and self._time(self._cur) > t + self._EPS
+        ):
+            self._open(t)
+        if self._cur is None:
+            self._cur = self._pull()
+            if self._cur is None:
+                raise VideoError(f"no frame at {t:.3f}s in {self.path}")
+            self._ahead = self._pull()
+        while self._ahead is not None and self._time(self._ahead) <= t + self._EPS:
+            self._cur, self._ahead = self._ahead, self._pull()
+        return self._cur
+
+    def frames_at(self, times: Sequence[float]) -> list[np.ndarray]:
         wanted = sorted(set(times))
+        found: dict[float, np.ndarray] = {}
+        if self._cur is not None:
+            # Times behind the current frame come from a second, short-lived decoder, so the
+            # main one keeps its place for the times ahead.
+            here = self._time(self._cur)
+            behind = [t for t in wanted if t < here - self._EPS]
+            if behind:
+                found.update(self._scan(behind))
+                wanted = wanted[len(behind) :]
+        for t in wanted:
+            frame = self._frame_at(t)
+            if self._array is None or self._array[0] is not frame:
+                self._array = (frame, self._to_array(frame))
+            found[t] = self._array[1]
+        return [found[t] for t in times]
+
+    def _scan(self, wanted: Sequence[float]) -> dict[float, np.ndarray]:
+        """Frames at sorted `wanted` times: seek before the first, decode forward to the last."""
+        import av
+
         found: dict[float, np.ndarray] = {}
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 if wanted[0] > 0 and stream.time_base:
                     container.seek(int(wanted[0] / stream.time_base), stream=stream, backward=True)
+                    self.seeks += 1
                 prev = None
                 pending = list(wanted)
                 for frame in container.decode(stream):
-                    t = float(frame.time or 0.0)
-                    while pending and t > pending[0] + 1e-6 and prev is not None:
-                        found[pending.pop(0)] = prev
+                    while (
+                        pending and prev is not None and self._time(frame) > pending[0] + self._EPS
+                    ):
+                        found[pending.pop(0)] = self._to_array(prev)
                     if not pending:
                         break
-                    prev = self._to_array(frame)
+                    prev = frame
                 for t in pending:
                     if prev is None:
                         raise VideoError(f"no frame at {t:.3f}s in {self.path}")
-                    found[t] = prev
+                    found[t] = self._to_array(prev)
         except av.FFmpegError as exc:
             raise VideoError(f"cannot decode video {self.path}: {exc}") from exc
-        return [found[t] for t in times]
+        return found
 
     def _to_array(self, frame) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
@@ -315,95 +400,28 @@ class _PyAVReader:
         return np.ascontiguousarray(np.rot90(arr, k=rotation // 90)) if rotation else arr
 
     def close(self) -> None:
-        pass
-
-
-# A forward reader seeks instead of decoding through a jump longer than this.
-_FORWARD_SEEK_S = 30.0
-
-
-class _ForwardReader(_PyAVReader):
-    """PyAV decoding that keeps its place: requests moving forward in time (a stream read clip
-    by clip) continue from the last decoded frame without seeking, and only the frames asked
-    for are converted to RGB. It holds one decoder and one frame, where decord's `get_batch`
-    holds an index of the file and buffers of frames (about a third of decord's peak memory on
-    a 3-minute video). A request before the current place seeks again."""
-
-    def __init__(self, path: Path, max_side: int) -> None:
-        super().__init__(path, max_side)
-        self._container: Any = None
-        self._frames: Any = None
-        self._prev: Any = None  # the last decoded av.VideoFrame (shown until the next starts)
-        self._next: Any = None  # a decoded frame not yet consumed (starts after a request)
-        self._done = False
-
-    def _open(self, t: float) -> None:
-        import av
-
-        self.close()
-        self._container = av.open(str(self.path))
-        stream = self._container.streams.video[0]
-        if t > 0 and stream.time_base:
-            self._container.seek(int(t / stream.time_base), stream=stream, backward=True)
-        self._frames = self._container.decode(stream)
-        self._prev = self._next = None
-        self._done = False
-
-    def _advance(self) -> Any:
-        if self._next is not None:
-            frame, self._next = self._next, None
-            return frame
-        if self._done:
-            return None
-        try:
-            return next(self._frames)
-        except StopIteration:
-            self._done = True
-            return None
-
-    def frames_at(self, times: Sequence[float]) -> list[np.ndarray]:
-        import av
-
-        wanted = sorted(set(times))
-        if not wanted:
-            return []
-        found: dict[float, np.ndarray] = {}
-        try:
-            at = None if self._prev is None else float(self._prev.time or 0.0)
-            behind = at is not None and at > wanted[0] + 1e-6
-            far = at is not None and wanted[0] - at > _FORWARD_SEEK_S
-            if self._container is None or behind or far:
-                self._open(wanted[0])
-            for t in wanted:
-                while True:
-                    frame = self._advance()
-                    if frame is None:
-                        break
-                    if float(frame.time or 0.0) > t + 1e-6:
-                        self._next = frame  # starts after t: t still shows the previous one
-                        break
-                    self._prev = frame
-                if self._prev is None:
-                    raise VideoError(f"no frame at {t:.3f}s in {self.path}")
-                found[t] = self._to_array(self._prev)
-        except av.FFmpegError as exc:
-            raise VideoError(f"cannot decode video {self.path}: {exc}") from exc
-        return [found[t] for t in times]
-
-    def close(self) -> None:
         if self._container is not None:
             self._container.close()
-        self._container = self._frames = self._prev = self._next = None
+        self._container = self._frames = self._cur = self._ahead = None
+        self._array = None
+
+
+DECODER_ENV = "TASKMEM_DECODER"  # "decord" | "pyav": what backend "auto" picks (default: decord)
 
 
 def open_reader(path: str | Path, max_side: int, backend: str = "auto") -> FrameReader:
     """A frame reader for one file: decord when available, PyAV otherwise or when asked.
 
-    Backends: "auto" (decord, else PyAV), "decord", "pyav" (seek for every request) and
-    "forward" (PyAV keeping its place; for requests that move forward, as perception's)."""
+    With backend "auto", `TASKMEM_DECODER=pyav` picks the forward-only PyAV reader (lower memory
+    for many concurrent streams: it never decodes ahead).
+    """
     p = _check_file(path)
-    if backend == "forward":
-        return _ForwardReader(p, max_side)
+    if backend == "auto":
+        import os
+
+        backend = os.environ.get(DECODER_ENV, "auto") or "auto"
+        if backend not in ("auto", "decord", "pyav"):
+            raise VideoError(f"{DECODER_ENV} must be decord or pyav, got {backend!r}")
     if backend in ("auto", "decord"):
         try:
             import decord  # noqa: F401
@@ -456,12 +474,12 @@ class StreamFrames:
     `window(times)` returns frames for sorted stream times, decoding only those not yet held;
     `evict_before(t)` drops frames older than the next window. Files are opened when first needed
     and closed once the stream has moved past them. Frames are requested in stream order, so the
-    default reader is PyAV's forward one (`open_reader(..., "forward")`), which holds a third of
+    default reader is PyAV's forward one (`open_reader(..., "pyav")`), which holds a third of
     decord's memory; `backend` picks another.
     """
 
     def __init__(
-        self, stream: Stream, max_side: int = MemorizeParams.max_side, backend: str = "forward"
+        self, stream: Stream, max_side: int = MemorizeParams.max_side, backend: str = "pyav"
     ) -> None:
         self.stream = stream
         self.max_side = max_side
@@ -498,7 +516,7 @@ class StreamFrames:
             if reader is None:
                 reader = open_reader(f.path, self.max_side, self.backend)
                 self._readers[i] = reader
-            local = [max(0.0, t - f.start) for t in ts]
+            local = [max(0.0, f.local(t)) for t in ts]
             for t, image in zip(ts, reader.frames_at(local), strict=True):
                 self._frames[t] = Frame(t, image)
                 self.decoded += 1

@@ -241,8 +241,12 @@ class StreamPerceiver:
         memorize_params: MemorizeParams,
         root: str | Path,
         speaker_model: ChatModel | None = None,
+        decoder: str = "pyav",
     ) -> None:
         self.stream = stream
+        # Frame reader of the face frames (media.video.open_reader): clips arrive in order, so
+        # PyAV's forward reader by default, which holds a third of decord's memory.
+        self.decoder = decoder
         self.params = params
         self.mp = memorize_params
         # Keyed by the sources' content too: another video under the same name never reuses it.
@@ -398,9 +402,7 @@ class StreamPerceiver:
         if fp is not None:
             t0 = time.perf_counter()
             if self._face_frames is None:
-                # PyAV forward decoding: clips arrive in order, and it holds a third of the
-                # memory decord's batch reader does.
-                self._face_frames = StreamFrames(self.stream, self.mp.max_side, "forward")
+                self._face_frames = StreamFrames(self.stream, self.mp.max_side, self.decoder)
             self._face_frames.evict_before(clip.start)
             frames = self._face_frames.window(sample_times(clip.start, clip.end, fp.face_fps))
             timings["face_decode_s"] = time.perf_counter() - t0

@@ -7,8 +7,8 @@ answer 429, 500, an image-size 400, malformed text, a `<think>` block, or to han
 client's timeout; to send a hostile HTTP-200 body (`HOSTILE`: not JSON, not UTF-8, truncated,
 wrong field types), to trickle a good reply one byte at a time (`trickle`: every read in time, the
 whole never) or to echo the API key in a 500 (`leak_key`); it can hold every request after the
-N-th until released (to kill a client mid-run), and it can be given pairwise verdicts
-(`script_verdicts`). Every request body and its
+N-th until released (to kill a client mid-run), fail every request a predicate picks
+(`fail_if`), and it can be given pairwise verdicts (`script_verdicts`). Every request body and its
 purpose are recorded (`requests`, `purposes`).
 
     with FakeOpenAIServer() as server:
@@ -137,6 +137,12 @@ def reply_for(
     return answer(ask_of(body, purpose), MARK, next_verdict)
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when dozens of clients start at once,
+    # and each dropped one waits a second for its SYN retry: a real server queues them.
+    request_queue_size = 256
+
+
 class FakeOpenAIServer:
     def __init__(
         self, latency_s: float = 0.0, hang_s: float = 3.0, trickle_s: float = 0.25
@@ -152,10 +158,12 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self.hold_after: int | None = None
         self._stopping = False
+        # Requests for which this returns True get a 500 (a stream whose replies fail).
+        self.fail_if: Callable[[dict[str, Any]], bool] | None = None
         self.release = threading.Event()
         self.in_flight = 0
         self.max_in_flight = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         # A short poll interval makes `stop()` return in ~50 ms instead of serve_forever's 0.5 s,
         # which every test using the server pays once.
@@ -215,6 +223,8 @@ class FakeOpenAIServer:
             self.paths.append(path)
             n = len(self.requests)
             behaviour = self._script.pop(0) if self._script else "ok"
+            if self.fail_if is not None and self.fail_if(body):
+                behaviour = "500"
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         return behaviour, n

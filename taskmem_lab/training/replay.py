@@ -84,7 +84,8 @@ def stream_of(manifest: dict[str, Any], run: Path, source_dir: str | Path | None
         probed = probe(path).duration
         if round(probed, 6) == duration:
             duration = probed
-        files.append(StreamFile(str(path), float(entry["start"]), duration))
+        offset = float(entry.get("offset", 0.0))
+        files.append(StreamFile(str(path), float(entry["start"]), duration, offset))
     if not files:
         raise ReplayError(f"the manifest of {run} lists no source files")
     return Stream(stream_id=str(manifest["stream_id"]), files=tuple(files))

@@ -40,13 +40,13 @@ def test_rotated_frames_are_upright_in_both_decoders(media):
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav", "forward"])
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_exact_frame_by_timestamp_constant_rate(media, backend):
     frames = sample_frames(media["index"], [0.0, 0.05, 0.1, 0.95, 1.0, 9.9], backend=backend)
     assert [grey(f) for f in frames] == [0, 0, 1, 9, 10, 99 % 16]
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav", "forward"])
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_exact_frame_by_timestamp_variable_rate(media, backend):
     # frames start at 0, .5, .6, .7, 2.0, 2.1, 3.5, 5.0
     frames = sample_frames(media["vfr"], [0.0, 0.49, 0.5, 1.9, 2.0, 3.4, 3.6, 5.0], backend=backend)
@@ -56,12 +56,13 @@ def test_exact_frame_by_timestamp_variable_rate(media, backend):
 def test_forward_reader_keeps_its_place_and_seeks_back(media):
     from taskmem_lab.media.video import open_reader
 
-    reader = open_reader(media["vfr"], 640, "forward")
+    reader = open_reader(media["vfr"], 640, "pyav")
     try:
         # clip by clip, forward: no seek between requests
         assert [grey(f) for f in reader.frames_at([0.0, 0.49])] == [0, 0]
         assert [grey(f) for f in reader.frames_at([0.5, 1.9])] == [1, 3]
         assert [grey(f) for f in reader.frames_at([1.95, 2.0, 3.4])] == [3, 4, 5]
+        assert reader.seeks == 0
         # unsorted and repeated times come back in the order asked
         assert [grey(f) for f in reader.frames_at([5.0, 3.6, 5.0])] == [7, 6, 7]
         # a request before the current place seeks again
@@ -74,7 +75,7 @@ def test_forward_reader_keeps_its_place_and_seeks_back(media):
 def test_stream_frames_forward_equals_decord(media):
     stream = Stream("s", (StreamFile(str(media["index"]), 0.0, 10.0),))
     times = [round(0.1 * k, 6) for k in range(40)]
-    a, b = StreamFrames(stream, 64), StreamFrames(stream, 64, "forward")
+    a, b = StreamFrames(stream, 64, "decord"), StreamFrames(stream, 64, "pyav")
     try:
         for k in range(0, 40, 10):
             wa, wb = a.window(times[k : k + 10]), b.window(times[k : k + 10])
@@ -158,6 +159,37 @@ def test_encode_mp4_roundtrip(media, tmp_path):
     assert info.frame_count == 3 and info.width % 2 == 0 and info.height % 2 == 0
 
 
+def test_pyav_reader_decodes_forward_and_keeps_its_place(media):
+    from taskmem_lab.media.video import _PyAVReader
+
+    reader = _PyAVReader(media["index"], 64)
+    try:
+        grey = [int(f.mean()) for f in reader.frames_at([0.0, 0.15, 0.3])]
+        assert grey == [0, 16, 48]
+        later = [int(f.mean()) for f in reader.frames_at([0.55, 2.0])]
+        assert later == [(5 * 16) % 256, (20 * 16) % 256]
+        assert reader.seeks == 0  # windows in order continue where the last one stopped
+        back = [int(f.mean()) for f in reader.frames_at([1.0, 1.05, 2.5, 9.9])]
+        assert back == [(n * 16) % 256 for n in (10, 10, 25, 99)]
+        assert reader.seeks == 1  # times before the current frame: one seek, in a side decoder
+        assert int(reader.frames_at([9.95])[0].mean()) == (99 * 16) % 256
+        assert reader.seeks == 1  # ... and the main decoder kept its place
+    finally:
+        reader.close()
+
+
+def test_decoder_env_picks_the_backend(media, monkeypatch):
+    from taskmem_lab.media.video import _PyAVReader, open_reader
+
+    monkeypatch.setenv("TASKMEM_DECODER", "pyav")
+    reader = open_reader(media["index"], 64)
+    assert isinstance(reader, _PyAVReader)
+    reader.close()
+    monkeypatch.setenv("TASKMEM_DECODER", "nonsense")
+    with pytest.raises(VideoError, match="TASKMEM_DECODER"):
+        open_reader(media["index"], 64)
+
+
 def _without_decord(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make `import decord` fail, as on machines where decord has no wheel (not x86)."""
     import builtins
@@ -193,3 +225,34 @@ def test_probe_without_decord_reports_real_sizes(media, monkeypatch):
     assert (rot.width, rot.height) == (with_decord[1].width, with_decord[1].height)
     frames = sample_frames(media["tone_27_3"], [1.0], max_side=80)  # auto falls back to PyAV
     assert frames[0].shape == (60, 80, 3)
+
+
+def test_pyav_readers_in_threads_return_exact_frames(media):
+    """Many forward readers decoding at once (as streams do in one process) never hand back a
+    frame they converted earlier in place of the one asked for."""
+    import threading
+
+    from taskmem_lab.media.video import _PyAVReader
+
+    times = [round(0.3 * i, 1) for i in range(33)]
+    expected = [int(round(t * 10)) % 16 for t in times]  # frame n is grey level 16 n
+    wrong: list[tuple[float, int]] = []
+
+    def read() -> None:
+        reader = _PyAVReader(media["index"], 64)
+        try:
+            for k in range(0, len(times), 4):
+                chunk = times[k : k + 4]
+                for t, frame in zip(chunk, reader.frames_at(chunk), strict=True):
+                    if grey(frame) != expected[times.index(t)]:
+                        wrong.append((t, grey(frame)))
+        finally:
+            reader.close()
+
+    for _ in range(4):
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not wrong
