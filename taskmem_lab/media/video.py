@@ -288,8 +288,8 @@ class _PyAVReader:
     def __init__(self, path: Path, max_side: int) -> None:
         self.path = path
         self.max_side = max_side
-        self._container = None
-        self._frames = None  # iterator of decoded av.VideoFrame
+        self._container: Any = None  # av.container.InputContainer
+        self._frames: Any = None  # iterator of decoded av.VideoFrame
         self._cur = None  # last decoded frame starting <= the last time asked
         self._ahead = None  # the frame decoded after it (its start is > that time)
         # (frame, its RGB array): the frame itself is kept, not its id(), which a later frame
