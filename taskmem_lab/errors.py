@@ -67,3 +67,22 @@ class PluginError(TaskmemError):
 
 class ReplayError(StoreError):
     """A stored run cannot be replayed exactly (missing source, changed prompt, hash mismatch)."""
+
+
+class MissingExtraError(ConfigError, ImportError):
+    """An optional backend cannot be imported; the message names the extra to install.
+
+    Also an `ImportError`, so code that probes for an optional package keeps working.
+    """
+
+
+def missing_extra(what: str, extra: str, cause: BaseException | None = None) -> MissingExtraError:
+    """One clear line for an optional backend that failed to import (the cause's first line
+    appended, e.g. a dependency of the backend that is itself missing)."""
+    detail = ""
+    if cause is not None:
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+        detail = f" ({type(cause).__name__}: {first})"
+    return MissingExtraError(
+        f"{what} cannot be imported{detail}: pip install 'taskmem_lab[{extra}]'"
+    )

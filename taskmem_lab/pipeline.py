@@ -170,11 +170,14 @@ def perceive_stream(
     out: str | Path | None = None,
     cache: bool | str | Path = True,
     progress: bool = True,
+    keep_frames: bool = False,
 ) -> tuple[StreamPerceiver, list[tuple[ClipSpec, Perception]]]:
     """Run (or read back) the perception stage for every clip of a stream, without memorizing.
 
     Returns the perceiver (its `path` holds the records and the identity gallery) and each
-    clip's perception. Speakers are matched by `perception.speaker_model` when it is set.
+    clip's perception. Speakers are matched by `perception.speaker_model` when it is set. The
+    annotated window frames are dropped unless `keep_frames` (they would hold a window of
+    images per clip: gigabytes for a long video).
     """
     from tqdm.auto import tqdm
 
@@ -194,7 +197,10 @@ def perceive_stream(
         for clip in tqdm(
             schedule_for(stream, params), unit="clip", disable=not progress, desc=stream.stream_id
         ):
-            seen.append((clip, prepare_clip(frames, clip, params, perceiver).perception))
+            perception_of_clip = prepare_clip(frames, clip, params, perceiver).perception
+            if not keep_frames:
+                perception_of_clip.frames = None
+            seen.append((clip, perception_of_clip))
     finally:
         frames.close()
         perceiver.close()

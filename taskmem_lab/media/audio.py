@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from taskmem_lab.errors import NoAudioError, VideoError
+from taskmem_lab.errors import NoAudioError, VideoError, missing_extra
 from taskmem_lab.schema import Stream, StreamFile
 
 SAMPLE_RATE = 16000
 # Decoding starts this long before the span so the resampler's filter has settled at t0.
 _PREROLL_S = 0.2
-_LIBROSA_HINT = "librosa is not installed: pip install 'taskmem_lab[asr]'"
 
 
 def _has_audio_track(path: str | Path) -> bool:
@@ -162,7 +161,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     try:
         import librosa
     except ImportError as exc:
-        raise ImportError(_LIBROSA_HINT) from exc
+        raise missing_extra("librosa", "asr", exc) from exc
     return librosa.resample(np.asarray(audio, dtype=np.float32), orig_sr=sr_in, target_sr=sr_out)
 
 
@@ -173,7 +172,7 @@ def rms_envelope(
     try:
         import librosa
     except ImportError as exc:
-        raise ImportError(_LIBROSA_HINT) from exc
+        raise missing_extra("librosa", "asr", exc) from exc
     hop = max(1, int(round(hop_s * sr)))
     if len(audio) == 0:
         return np.zeros(0), np.zeros(0, dtype=np.float32)

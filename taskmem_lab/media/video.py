@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -288,8 +288,8 @@ class _PyAVReader:
     def __init__(self, path: Path, max_side: int) -> None:
         self.path = path
         self.max_side = max_side
-        self._container = None
-        self._frames = None  # iterator of decoded av.VideoFrame
+        self._container: Any = None  # av.container.InputContainer
+        self._frames: Any = None  # iterator of decoded av.VideoFrame
         self._cur = None  # last decoded frame starting <= the last time asked
         self._ahead = None  # the frame decoded after it (its start is > that time)
         # (frame, its RGB array): the frame itself is kept, not its id(), which a later frame
@@ -473,11 +473,13 @@ class StreamFrames:
 
     `window(times)` returns frames for sorted stream times, decoding only those not yet held;
     `evict_before(t)` drops frames older than the next window. Files are opened when first needed
-    and closed once the stream has moved past them.
+    and closed once the stream has moved past them. Frames are requested in stream order, so the
+    default reader is PyAV's forward one (`open_reader(..., "pyav")`), which holds a third of
+    decord's memory; `backend` picks another.
     """
 
     def __init__(
-        self, stream: Stream, max_side: int = MemorizeParams.max_side, backend: str = "auto"
+        self, stream: Stream, max_side: int = MemorizeParams.max_side, backend: str = "pyav"
     ) -> None:
         self.stream = stream
         self.max_side = max_side

@@ -30,7 +30,7 @@ import numpy as np
 
 from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import AudioPart, ChatModel, Request, Sampling, TextPart
-from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError
+from taskmem_lab.errors import ConfigError, ModelError, NoAudioError, ParseError, missing_extra
 from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, wav_bytes, window_audio
 from taskmem_lab.media.stream import segments as stream_segments
 from taskmem_lab.perception.params import AsrParams
@@ -43,7 +43,6 @@ from taskmem_lab.timefmt import hms
 log = logging.getLogger(__name__)
 
 ASR_PROMPTS = ("asr_system", "asr_user")
-_ASR_HINT = "faster-whisper is not installed: pip install 'taskmem_lab[asr]'"
 
 
 class Asr(Protocol):
@@ -176,7 +175,7 @@ class WhisperAsr:
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:
-            raise ImportError(_ASR_HINT) from exc
+            raise missing_extra("faster-whisper", "asr", exc) from exc
         name = self.params.model
         if _looks_like_path(name):
             path = Path(name).expanduser()
@@ -208,11 +207,14 @@ class WhisperAsr:
         if duration < 0.1:
             return []
         model = self.load()
+        speech = _speech_spans(audio) if self.params.vad else None
+        if speech is not None and not speech:
+            return []
         chunks, _info = model.transcribe(
             audio,
             language=self.params.language,
             beam_size=self.params.beam_size,
-            vad_filter=self.params.vad,
+            vad_filter=False,
             word_timestamps=True,
             condition_on_previous_text=False,
         )
@@ -225,7 +227,34 @@ class WhisperAsr:
                 sentences += split_sentences(words, self.params.split_pause_s)
             elif chunk.text.strip():
                 sentences.append(Word(float(chunk.start), float(chunk.end), chunk.text.strip()))
+        if speech is not None:
+            sentences = [_to_speech(w, speech) for w in sentences if _heard(w, speech)]
         return to_segments(sentences, t0, duration)
+
+
+def _speech_spans(audio: np.ndarray) -> list[tuple[float, float]]:
+    """Window-relative (start, end) seconds where Silero VAD (faster-whisper's) hears speech."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    spans = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=500, speech_pad_ms=100))
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in spans]
+
+
+def _heard(piece: Word, speech: Sequence[tuple[float, float]], min_overlap: float = 0.3) -> bool:
+    """Whether VAD heard speech during `min_overlap` of the piece (or 0.2 s of it)."""
+    length = max(piece.end - piece.start, 1e-3)
+    overlap = sum(max(0.0, min(piece.end, b) - max(piece.start, a)) for a, b in speech)
+    return overlap >= min(min_overlap * length, 0.2)
+
+
+def _to_speech(piece: Word, speech: Sequence[tuple[float, float]]) -> Word:
+    """The piece with its ends moved inside the speech it overlaps (Whisper without VAD
+    stretches a first or last sentence over the silence around it)."""
+    inside = [(a, b) for a, b in speech if a < piece.end and b > piece.start]
+    if not inside:
+        return piece
+    start, end = max(piece.start, inside[0][0]), min(piece.end, inside[-1][1])
+    return Word(start, end, piece.text) if end > start else piece
 
 
 # --------------------------------------------------------------------------- vlm

@@ -19,15 +19,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taskmem_lab.errors import ConfigError, PluginError
+from taskmem_lab.errors import ConfigError, PluginError, missing_extra
 from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.params import FACE_PLUGIN_ENV, FaceParams
 from taskmem_lab.perception.records import FaceDetection, unit
 from taskmem_lab.plugins import call_plugin, plugin_function
-
-_FACES_HINT = "dlib face models are not installed: pip install 'taskmem_lab[faces]'"
-_INSIGHTFACE_HINT = "insightface is not installed: pip install 'taskmem_lab[insightface]'"
-
 
 # --------------------------------------------------------------------------- backends
 
@@ -54,8 +50,11 @@ class FaceBackend(Protocol):
 
     name: str
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
-        """Faces per RGB image, boxes in that image's pixels, scores in 0..1."""
+    def detect(
+        self, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
+        """Faces per RGB image, boxes in that image's pixels, scores in 0..1. `upsample`
+        overrides the backend's own upsampling (for regions already scaled to the face)."""
         ...
 
     def describe(
@@ -128,7 +127,7 @@ def dlib_model_paths() -> dict[str, Path]:
 
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(_FACES_HINT)
+        raise missing_extra("face-recognition-models", "faces")
     root = Path(next(iter(spec.submodule_search_locations))) / "models"
     paths = {key: root / name for key, name in _DLIB_MODEL_FILES.items()}
     missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -151,7 +150,7 @@ class DlibBackend:
         try:
             import dlib
         except ImportError as exc:
-            raise ImportError(_FACES_HINT) from exc
+            raise missing_extra("dlib", "faces", exc) from exc
         models = dlib_model_paths()
         self._dlib = dlib
         self.params = params
@@ -165,15 +164,19 @@ class DlibBackend:
         self._pool = ThreadPoolExecutor(params.threads) if params.threads > 1 else None
         self._adjust = _score_margin(params.min_score)
 
-    def _hog_run(self, detector: Any, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
+    def _hog_run(
+        self, detector: Any, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
         from PIL import Image
+
+        times = self.params.upsample if upsample is None else upsample
 
         out = []
         for img in images:
             # HOG on grey finds the same faces as on RGB (which takes the strongest channel's
             # gradient) at about 70 % of the time.
             grey = np.asarray(Image.fromarray(img).convert("L"))
-            rects, margins, _ = detector.run(grey, self.params.upsample, self._adjust)
+            rects, margins, _ = detector.run(grey, times, self._adjust)
             out.append(
                 [
                     Candidate(
@@ -190,10 +193,13 @@ class DlibBackend:
             )
         return out
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
+    def detect(
+        self, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
         images = [np.ascontiguousarray(img) for img in images]
+        times = self.params.upsample if upsample is None else upsample
         if self._cnn is not None:
-            batches = self._cnn(list(images), self.params.upsample, batch_size=len(images))
+            batches = self._cnn(list(images), times, batch_size=len(images))
             return [
                 [
                     Candidate(
@@ -210,10 +216,10 @@ class DlibBackend:
                 for found in batches
             ]
         if self._pool is None or len(images) < 2:
-            return self._hog_run(self._hog[0], images)
+            return self._hog_run(self._hog[0], images, times)
         n = min(len(self._hog), len(images))
         chunks = [images[i::n] for i in range(n)]
-        parts = list(self._pool.map(self._hog_run, self._hog[:n], chunks))
+        parts = list(self._pool.map(self._hog_run, self._hog[:n], chunks, [times] * n))
         out: list[list[Candidate]] = [[] for _ in images]
         for i, part in enumerate(parts):
             for j, found in enumerate(part):
@@ -272,7 +278,7 @@ def insightface_model_dir(params: FaceParams) -> Path:
     try:
         from insightface.utils import ensure_available
     except ImportError as exc:
-        raise ImportError(_INSIGHTFACE_HINT) from exc
+        raise missing_extra("insightface", "insightface", exc) from exc
     try:
         fetched = Path(ensure_available("models", params.insightface_model, root=str(root)))
     except (OSError, RuntimeError, ValueError, AssertionError) as exc:
@@ -303,7 +309,7 @@ class InsightFaceBackend:
             from insightface.app import FaceAnalysis
             from insightface.utils import face_align
         except ImportError as exc:
-            raise ImportError(_INSIGHTFACE_HINT) from exc
+            raise missing_extra("insightface", "insightface", exc) from exc
         model_dir = insightface_model_dir(params)
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -324,7 +330,9 @@ class InsightFaceBackend:
             det_size=(params.det_size, params.det_size),
         )
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Candidate]]:
+    def detect(
+        self, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[Candidate]]:
         out = []
         for img in images:
             bgr = np.ascontiguousarray(img[:, :, ::-1])

@@ -8,18 +8,15 @@ sampled frames into tracks and gives each track one cluster.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from taskmem_lab.errors import PluginError
+from taskmem_lab.errors import PluginError, missing_extra
 from taskmem_lab.perception.params import CLUSTER_PLUGIN_ENV, FaceParams
 from taskmem_lab.perception.records import FaceDetection
 from taskmem_lab.plugins import call_plugin, plugin_function
-
-_CLUSTER_HINT = "hdbscan is not installed: pip install 'taskmem_lab[faces]'"
-
 
 # --------------------------------------------------------------------------- plug-ins
 
@@ -84,7 +81,7 @@ def hdbscan_cosine(
     try:
         import hdbscan
     except ImportError as exc:
-        raise ImportError(_CLUSTER_HINT) from exc
+        raise missing_extra("hdbscan", "faces", exc) from exc
     e = embeddings.astype(np.float64)
     dist = 1.0 - e @ e.T
     np.clip(dist, 0.0, 2.0, out=dist)
@@ -148,12 +145,16 @@ class _Track:
 
 
 def _tracks(
-    dets: Sequence[FaceDetection], params: FaceParams, frame_times: Sequence[float] | None
+    dets: Sequence[FaceDetection],
+    params: FaceParams,
+    frame_times: Sequence[float] | None,
+    cuts: Sequence[float] = (),
 ) -> list[_Track]:
     """Greedy IoU linking: a detection joins the track whose box on the previous sampled frame
     overlaps it most (IoU > params.iou); every sampled frame is visited, and a frame in which a
-    track's face was not found ends that track. The sampled frames are `frame_times` when
-    given, else the global `n / face_fps` grid."""
+    track's face was not found ends that track, as does a shot cut (`cuts`: times of the frames
+    that start a new shot). The sampled frames are `frame_times` when given, else the global
+    `n / face_fps` grid."""
     step = 1.0 / params.face_fps
     by_time: dict[float, list[int]] = {}
     for i, d in enumerate(dets):
@@ -164,7 +165,11 @@ def _tracks(
         if grid is not None and t not in position:
             raise ValueError(f"a face at {t:.3f}s is on none of the given frame times")
 
+    new_shot = {round(t, 6) for t in cuts}
+
     def adjacent(prev: float, t: float) -> bool:
+        if t in new_shot:
+            return False
         if grid is not None:
             return position[t] == position[prev] + 1
         return t - prev <= 1.5 * step
@@ -203,10 +208,88 @@ def _tracks(
     return tracks
 
 
+def build_tracks(
+    dets: Sequence[FaceDetection],
+    params: FaceParams,
+    frame_times: Sequence[float] | None = None,
+    cuts: Sequence[float] = (),
+) -> list[list[int]]:
+    """IoU tracks as lists of indices into `dets`, in time order, broken at shot `cuts`."""
+    return [list(tr.members) for tr in _tracks(dets, params, frame_times, cuts)]
+
+
+def pick_for_embedding(
+    dets: Sequence[FaceDetection], members: Sequence[int], per_second: float
+) -> list[int]:
+    """The faces of a track worth embedding, in time order: its first and last face (where a
+    missed cut or a swap of people at a clip's edge would hide), and the best face (highest
+    quality, then detection score, then the earliest) of each bin of `1 / per_second` seconds
+    from its first face, so the few embeddings are good and spread in time."""
+    if not members:
+        return []
+    t0 = dets[members[0]].time
+    best: dict[int, int] = {}
+    for i in members:
+        b = int((dets[i].time - t0) * per_second + 1e-6)
+        j = best.get(b)
+        if j is None or (dets[i].quality, dets[i].score) > (dets[j].quality, dets[j].score):
+            best[b] = i
+    return sorted({members[0], members[-1], *best.values()}, key=lambda i: dets[i].time)
+
+
+def _distance(a: FaceDetection, b: FaceDetection) -> float:
+    return 1.0 - float(np.dot(a.embedding, b.embedding))
+
+
+def split_track(
+    members: Sequence[int],
+    dets: Sequence[FaceDetection],
+    limit: float,
+    embed: Callable[[Sequence[int]], None],
+) -> list[list[int]]:
+    """Split a track where its faces stop being one person.
+
+    Consecutive embedded faces farther apart than `limit` (cosine distance) are two people
+    (one left and another took the place, or a cut was missed); the faces between them are
+    bisected, embedding the middle one each time with `embed` (which sets `.embedding` on the
+    detections at the given indices), until the change lies between two neighbouring frames.
+    Returns the pieces, each in time order.
+    """
+    members = list(members)
+    starts: list[int] = []
+    have = [k for k, i in enumerate(members) if dets[i].embedding.size]
+    k = 0
+    while k + 1 < len(have):
+        a, b = have[k], have[k + 1]
+        if _distance(dets[members[a]], dets[members[b]]) <= limit:
+            k += 1
+            continue
+        lo, hi = a, b
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            embed([members[mid]])
+            if not dets[members[mid]].embedding.size:
+                break  # cannot tell: cut at the first unknown face
+            if _distance(dets[members[a]], dets[members[mid]]) <= limit:
+                lo = mid
+            else:
+                hi = mid
+        cut = lo + 1
+        starts.append(cut)
+        have = sorted({p for p, i in enumerate(members) if dets[i].embedding.size} | {cut})
+        have = [p for p in have if p >= cut]
+        k = 0
+        if not dets[members[cut]].embedding.size:
+            have = have[1:]
+    bounds = [0, *starts, len(members)]
+    return [members[x:y] for x, y in zip(bounds, bounds[1:], strict=False) if y > x]
+
+
 def link_tracks(
     dets: Sequence[FaceDetection],
     params: FaceParams,
     frame_times: Sequence[float] | None = None,
+    tracks: Sequence[Sequence[int]] | None = None,
 ) -> list[FaceDetection]:
     """Tracks over every sampled frame, each with one cluster; short tracks dropped.
 
@@ -220,12 +303,17 @@ def link_tracks(
     own. A track whose embedded faces were all noise becomes a cluster of its own (it lasted,
     so it is somebody); a track without any embedding is dropped (nothing to identify it by).
     Returns copies with `track` and `cluster` renumbered by first appearance, sorted by time.
+    `tracks`, when given (lists of indices into `dets`, e.g. from `build_tracks` and
+    `split_track`), are used instead of linking by IoU here.
     """
-    tracks = _tracks(dets, params, frame_times)
+    if tracks is None:
+        built = _tracks(dets, params, frame_times)
+    else:
+        built = [_Track(list(m), {round(dets[i].time, 6) for i in m}) for m in tracks if len(m)]
     step = 1.0 / params.face_fps
     kept = [
         tr
-        for tr in tracks
+        for tr in built
         if len(tr.times) * step >= params.min_track_s - 1e-6
         and any(dets[i].embedding.size for i in tr.members)
     ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,15 +106,33 @@ def _mean_similarity(a: np.ndarray, bank: np.ndarray) -> float:
     return float((a @ bank.T).mean())
 
 
+# Characters first seen by face are `[face_N]`; characters known only by voice are `[voice_N]`,
+# a namespace of their own, so one label never names two people in two places.
+CHARACTER_ID = re.compile(r"\[(face|voice)_(\d+)\]")
+
+
+def _parts(global_id: str) -> tuple[str, int]:
+    m = CHARACTER_ID.fullmatch(global_id)
+    if m is None:
+        raise StoreError(f"not a global id: {global_id!r}")
+    return m.group(1), int(m.group(2))
+
+
 def _number(global_id: str) -> int:
     m = GLOBAL_ID.fullmatch(global_id)
     if m is None:
-        raise StoreError(f"not a global id: {global_id!r}")
+        raise StoreError(f"not a face id: {global_id!r}")
     return int(m.group(1))
 
 
+def _order(global_id: str) -> tuple[int, int]:
+    kind, n = _parts(global_id)
+    return (0 if kind == "face" else 1, n)
+
+
 def _stem(global_id: str) -> str:
-    return f"face_{_number(global_id)}"
+    kind, n = _parts(global_id)
+    return f"{kind}_{n}"
 
 
 @dataclass
@@ -132,6 +151,12 @@ class IdentityRegistry:
         self.params = params or IdentityParams()
         self.characters: dict[str, Character] = {}
         self._next = 1
+        self._next_voice = 1
+        # voice id -> {"to": face id, "how": ..., "evidence_s": ...}: a voice-only character
+        # later linked to a face; its label keeps meaning that face from then on.
+        self.links: dict[str, dict[str, Any]] = {}
+        # (voice id, face id) -> seconds the voice spoke while that face alone was visible
+        self.evidence: dict[tuple[str, str], float] = {}
 
     def __len__(self) -> int:
         return len(self.characters)
@@ -269,16 +294,18 @@ class IdentityRegistry:
 
     def match_voice(self, embedding: np.ndarray) -> str | None:
         """The character whose voice bank has the highest mean cosine similarity to
-        `embedding`, if it reaches the voice threshold; else None."""
+        `embedding` (one row or several of one speaker), if it reaches the voice threshold
+        (a voice linked to a face resolves to the face); else None."""
         e = unit_rows(embedding)
-        best: tuple[float, int] | None = None
+        best: tuple[tuple[float, bool, int], str] | None = None
         for char in self.characters.values():
             sim = _mean_similarity(e, char.voices)
             if sim >= self.params.voice_threshold:
-                key = (sim, -_number(char.global_id))
-                if best is None or key > best:
-                    best = key
-        return None if best is None else f"[face_{-best[1]}]"
+                kind, n = _parts(char.global_id)
+                key = (sim, kind == "face", -n)
+                if best is None or key > best[0]:
+                    best = (key, char.global_id)
+        return None if best is None else self.resolve(best[1])
 
     def add_voice(self, global_id: str, embedding: np.ndarray) -> None:
         """Bank a voice embedding with an existing character (pruned past the cap)."""
@@ -289,16 +316,56 @@ class IdentityRegistry:
         char.voices = _grow(char.voices, embedding, p.voice_cap, p.voice_keep, "voice")
 
     def new_voice_character(self, embedding: np.ndarray) -> str:
-        """A new character known by voice only (an off-screen speaker); returns its id."""
-        char = self._new_character()
-        self.add_voice(char.global_id, embedding)
-        return char.global_id
+        """A new character known by voice only (an off-screen speaker), `[voice_N]`; returns
+        its id. `embedding` may hold one voice or several rows (a cluster of one speaker)."""
+        gid = f"[voice_{self._next_voice}]"
+        self._next_voice += 1
+        self.characters[gid] = Character(gid)
+        self.add_voice(gid, embedding)
+        return gid
+
+    def resolve(self, global_id: str) -> str:
+        """The id a label stands for now: a voice linked to a face resolves to the face."""
+        seen = set()
+        while global_id in self.links and global_id not in seen:
+            seen.add(global_id)
+            global_id = str(self.links[global_id]["to"])
+        return global_id
+
+    def add_evidence(self, voice_id: str, face_id: str, seconds: float) -> float:
+        """Count `seconds` of `voice_id` speaking while `face_id` alone was visible; returns
+        the total for the pair."""
+        key = (voice_id, face_id)
+        self.evidence[key] = self.evidence.get(key, 0.0) + seconds
+        return self.evidence[key]
+
+    def evidence_share(self, voice_id: str, face_id: str) -> float:
+        """The pair's share of all seconds `voice_id` spoke with a face alone in view."""
+        total = sum(v for (voice, _), v in self.evidence.items() if voice == voice_id)
+        return self.evidence.get((voice_id, face_id), 0.0) / total if total > 0 else 0.0
+
+    def link_voice(self, voice_id: str, face_id: str, how: str) -> None:
+        """Link a voice-only character to a face character: its voices join the face's bank
+        and its label resolves to the face from now on (records already written keep it)."""
+        if not voice_id.startswith("[voice_") or voice_id in self.links:
+            return
+        voice = self.characters.get(voice_id)
+        if voice is None or face_id not in self.characters:
+            raise ValueError(f"cannot link {voice_id} to {face_id}: unknown character")
+        if voice.voices.size:
+            self.add_voice(face_id, voice.voices)
+        self.links[voice_id] = {
+            "to": face_id,
+            "how": how,
+            "evidence_s": round(self.evidence.get((voice_id, face_id), 0.0), 2),
+        }
+        voice.voices = _empty_bank()  # the face's bank matches this voice from now on
 
     # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> dict[str, Any]:
         chars = {}
-        for gid, c in sorted(self.characters.items(), key=lambda kv: _number(kv[0])):
+        for gid, c in sorted(self.characters.items(), key=lambda kv: _order(kv[0])):
             stem = _stem(gid)
             chars[gid] = {
                 "faces": f"{BANKS_DIR}/{stem}.faces.npy" if c.faces.size else None,
@@ -315,6 +382,9 @@ class IdentityRegistry:
             "schema": SCHEMA,
             "params": self.params.to_json(),
             "next_id": self._next,
+            "next_voice_id": self._next_voice,
+            "links": self.links,
+            "evidence": [[v, f, round(s, 3)] for (v, f), s in sorted(self.evidence.items())],
             "characters": chars,
         }
 
@@ -365,7 +435,7 @@ class IdentityRegistry:
         chars = data.get("characters") or {}
         for gid, entry in chars.items():
             char = Character(gid)
-            _number(gid)
+            _parts(gid)
             for key in ("faces", "voices"):
                 rel = entry.get(key)
                 if rel:
@@ -382,8 +452,16 @@ class IdentityRegistry:
             char.last_seen = entry.get("last_seen")
             char.clips = int(entry.get("clips", 0))
             reg.characters[gid] = char
-        numbers = [_number(g) for g in reg.characters]
-        reg._next = max([int(data.get("next_id", 1)), *(n + 1 for n in numbers)])
+        faces = [n for kind, n in map(_parts, reg.characters) if kind == "face"]
+        voices = [n for kind, n in map(_parts, reg.characters) if kind == "voice"]
+        reg._next = max([int(data.get("next_id", 1)), *(n + 1 for n in faces)])
+        reg._next_voice = max([int(data.get("next_voice_id", 1)), *(n + 1 for n in voices)])
+        links = data.get("links") or {}
+        if not isinstance(links, dict):
+            raise StoreError(f"{path}: 'links' is not an object")
+        reg.links = {str(k): dict(v) for k, v in links.items()}
+        for item in data.get("evidence") or []:
+            reg.evidence[(str(item[0]), str(item[1]))] = float(item[2])
         return reg
 
 
@@ -440,4 +518,4 @@ def gallery(directory: str | Path) -> list[tuple[str, Path]]:
         rel = entry.get("crop")
         if rel:
             out.append((gid, Path(directory) / rel))
-    return sorted(out, key=lambda kv: _number(kv[0]))
+    return sorted(out, key=lambda kv: _order(kv[0]))

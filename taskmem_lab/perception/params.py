@@ -34,6 +34,9 @@ DEFAULT_CLUSTER_EPSILON: dict[str, float] = {"dlib": 0.03, "insightface": 0.3, "
 # people already have cosine ~0.75-0.93 and one person across frames and scales >= ~0.96 (dlib's
 # own rule, Euclidean distance < 0.6 on descriptors of norm ~1.45, is cosine > ~0.91).
 FACE_MATCH_THRESHOLD: dict[str, float] = {"insightface": 0.3, "dlib": 0.93, "plugin": 0.3}
+# Cosine distance beyond which two faces of one track are two people (the track is split):
+# between one person's spread and the nearest other people in each space (see above).
+DEFAULT_SPLIT_DISTANCE: dict[str, float] = {"dlib": 0.055, "insightface": 0.5, "plugin": 0.5}
 
 ASR_BACKEND_NAMES = ("whisper", "vlm")
 ASR_DEVICES = ("cpu", "cuda", "auto")
@@ -55,11 +58,14 @@ class FaceParams:
     Attributes:
         backend: "dlib" (offline, models from face-recognition-models) or "insightface".
         face_fps: frames per second sampled from the new span for faces.
-        embed_fps: embed faces only on frames of the global `n / embed_fps` grid (None, 0 or
-            >= face_fps: on every sampled frame). Faces between those frames are still detected and tracked and take
-            their track's cluster; they carry an empty embedding, and a track with no embedded
-            frame (possible when shorter than 1 / embed_fps) is dropped. Embedding is the
-            costly step on CPU, and consecutive frames at 10 fps add little to a cluster.
+        embed_fps: face embeddings per second of each track, best faces first; the others
+            take their track's id (0, None or >= face_fps: every face). A track embeds its
+            first and last face and the best face (quality, then score) of each bin of
+            1 / embed_fps seconds from its first face; the other faces are detected and
+            tracked and take their track's cluster (they carry an empty embedding). Embedding
+            is the costly step on CPU, and consecutive frames at 10 fps add little to a
+            cluster. Where two embedded faces of a track disagree, faces between are embedded
+            too, to find where the track splits (see `split_distance`).
         min_score: faces with a lower detection score are dropped (scores are 0..1; see the
             backends for what they mean).
         min_quality: faces with a lower quality are dropped; None uses the backend's default
@@ -71,6 +77,20 @@ class FaceParams:
             intersection-over-union belong to one track.
         min_track_s: tracks shorter than this (seconds, each detection counting 1 / face_fps)
             are dropped.
+        detect_every: search the whole frame on every `detect_every`-th sampled frame of a clip
+            and on the first frame of every shot; on the frames between, search only around
+            the faces the last whole-frame search found (`faces.ROI_MARGIN` face sizes
+            around them). 1 searches every frame whole; 5 at 10 fps finds a newly entering
+            face within 0.4 s and spends a fraction of the detection time.
+        cut_detection: break tracks at hard cuts found between consecutive sampled frames
+            (`perception.shots`); off, tracks may cross a cut when boxes overlap.
+        cut_hist_threshold: colour histogram distance (0..1) of two consecutive sampled frames
+            at or above which a cut lies between them.
+        cut_pixel_threshold: mean absolute pixel difference (0..1, on 32x18 thumbnails) at or
+            above which a cut lies between them.
+        split_distance: cosine distance between two embedded faces of one track beyond which
+            they are two people and the track is split (None: the backend's default,
+            `DEFAULT_SPLIT_DISTANCE`; 2 never splits).
         detect_max_side: frames are downscaled to at most this many pixels on their longest side
             for detection; boxes are mapped back, and embeddings are taken from the full frame.
         upsample: dlib only: times the detection image is doubled before the detector runs
@@ -88,7 +108,7 @@ class FaceParams:
 
     backend: str = "dlib"
     face_fps: float = 10.0
-    embed_fps: float | None = 2.0
+    embed_fps: float | None = 0.5
     min_score: float = 0.75
     min_quality: float | None = None
     min_cluster_size: int = 3
@@ -105,6 +125,11 @@ class FaceParams:
     det_size: int = 640
     face_plugin: str | None = None
     cluster_plugin: str | None = None
+    detect_every: int = 5
+    cut_detection: bool = True
+    cut_hist_threshold: float = 0.3
+    cut_pixel_threshold: float = 0.08
+    split_distance: float | None = None
 
     def __post_init__(self) -> None:
         check_param(
@@ -133,6 +158,16 @@ class FaceParams:
                 0 <= self.cluster_epsilon < 2,
                 "cluster_epsilon",
                 f"must be None or in [0, 2), got {self.cluster_epsilon}",
+            )
+        check_param(1 <= self.detect_every <= 100, "detect_every", "must be in 1..100")
+        for name in ("cut_hist_threshold", "cut_pixel_threshold"):
+            value = getattr(self, name)
+            check_param(0 < value <= 1, name, f"must be in (0, 1], got {value}")
+        if self.split_distance is not None:
+            check_param(
+                0 < self.split_distance <= 2,
+                "split_distance",
+                f"must be None or in (0, 2], got {self.split_distance}",
             )
         check_param(0 < self.iou < 1, "iou", f"must be in (0, 1), got {self.iou}")
         check_param(self.min_track_s >= 0, "min_track_s", f"must be >= 0, got {self.min_track_s}")
@@ -171,6 +206,14 @@ class FaceParams:
         kind = "plugin" if self.resolved_face_plugin() else self.backend
         return DEFAULT_CLUSTER_EPSILON[kind]
 
+    @property
+    def split_limit(self) -> float:
+        """`split_distance`, or the default for the embeddings that will be compared."""
+        if self.split_distance is not None:
+            return self.split_distance
+        kind = "plugin" if self.resolved_face_plugin() else self.backend
+        return DEFAULT_SPLIT_DISTANCE[kind]
+
     def resolved_face_plugin(self) -> str | None:
         return self.face_plugin or os.environ.get(FACE_PLUGIN_ENV) or None
 
@@ -199,7 +242,11 @@ class AsrParams:
             directory; vlm: a model spec ("openai:NAME") used when no model object is given.
         device: whisper device, "cpu", "cuda" or "auto".
         compute_type: CTranslate2 compute type; "default" is int8 on CPU and float16 on CUDA.
-        vad: filter non-speech with faster-whisper's Silero VAD before decoding.
+        vad: drop what Whisper writes where faster-whisper's Silero VAD hears no speech (its
+            hallucinations on silence and noise), and skip windows without speech. Whisper
+            still hears the window whole: VAD as faster-whisper's `vad_filter` would instead
+            splice the speech of the window together, so what Whisper hears, and writes,
+            would depend on where a clip cut the stream.
         language: spoken language code ("en", "zh"); None detects it per window.
         beam_size: whisper beam width (1 is greedy).
         cpu_threads: whisper CPU threads (0: CTranslate2's default).
@@ -263,8 +310,17 @@ class VoiceParams:
         device: device of the resemblyzer encoder ("cpu" or "cuda").
         min_segment_s: segments shorter than this are not embedded.
         match_faces: ask the VLM which visible face says each segment.
-        new_voices: an embedded segment that matches no face and no known voice starts a
-            character known only by voice (off: it stays "unknown").
+        new_voices: embedded segments that match no face and no known voice are clustered
+            within the clip (average linkage on cosine distance, cut at the registry's voice
+            threshold), and each cluster starts a character known only by voice, `[voice_N]`
+            (off: they stay "unknown"). This is offline diarization: labels persist across
+            clips through the voice banks, with no speaker model.
+        link_faces: link a voice-only character to a face character when the voice has
+            spoken for `link_min_s` seconds while that face, and no other, was visible, and
+            that face has at least `link_share` of the voice's such seconds; from then on the
+            voice is labelled with the face's id (records say "visible_alone").
+        link_min_s: seconds of speaking-alone evidence a link needs.
+        link_share: share of the voice's speaking-alone seconds the face must have.
         temperature: sampling temperature of the speaker-matching call.
         max_tokens: completion budget of that call.
         reasks: how often it is asked again when its reply cannot be parsed.
@@ -276,6 +332,9 @@ class VoiceParams:
     min_segment_s: float = MIN_VOICE_S
     match_faces: bool = True
     new_voices: bool = False
+    link_faces: bool = True
+    link_min_s: float = 3.0
+    link_share: float = 0.8
     temperature: float = 0.0
     max_tokens: int = 512
     reasks: int = 1
@@ -290,6 +349,8 @@ class VoiceParams:
             self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device!r}"
         )
         check_param(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
+        check_param(self.link_min_s > 0, "link_min_s", "must be > 0 seconds")
+        check_param(0.5 <= self.link_share <= 1, "link_share", "must be in [0.5, 1]")
         check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:
@@ -394,8 +455,8 @@ class PerceptionChoices:
         face_backend: face detection and embedding backend.
         face_fps: frames per second searched for faces.
         min_cluster_size: HDBSCAN's smallest face cluster within a clip.
-        embed_fps: embed faces on this grid only; frames between take their track's id
-            (0: every sampled frame).
+        embed_fps: face embeddings per second of each track, best faces first; the others
+            take their track's id (0: every face).
         detect_max_side: faces are detected on frames downscaled to this longest side
             (320 is about 2x faster).
         asr_backend: speech recognition backend.

@@ -19,6 +19,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.stream import source_identity
 from taskmem_lab.media.video import Frame, StreamFrames, sample_times
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import safe_name
+from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.perception.asr import ClipTranscriber, make_asr
 from taskmem_lab.perception.base import Perception
 from taskmem_lab.perception.faces import clip_faces, make_face_backend
@@ -63,8 +64,95 @@ OLD_REGISTRY = "identities.old"
 NEXT_CLIP = "clip.json"
 
 
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a stream pays for it once."""
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def model_identity(spec: str) -> dict[str, str]:
+    """A model as the cache key sees it: a hub name as is; a local file or directory by its
+    name and the sha256 of its files (so the key never holds an absolute path of one machine,
+    and a changed model file changes the key)."""
+    path = Path(spec).expanduser()
+    looks_local = spec.startswith((".", "/", "~")) or "\\" in spec or path.exists()
+    if not looks_local:
+        return {"name": spec}
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+    else:
+        return {"name": path.name, "sha256": "missing"}
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(path).as_posix().encode() if f != path else b"")
+        digest.update(_file_sha256(f).encode())
+    return {"name": path.name, "sha256": digest.hexdigest()[:16]}
+
+
+def _package_file(module: str, *parts: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    return path if path.exists() else None
+
+
+def models_of(params: PerceptionParams) -> dict[str, Any]:
+    """Name and file hash of every local model the settings use (what the cache key holds in
+    place of paths)."""
+    out: dict[str, Any] = {}
+    fp = params.faces
+    if fp is not None and fp.resolved_face_plugin() is None:
+        if fp.backend == "dlib":
+            from taskmem_lab.perception.face_backends import _DLIB_MODEL_FILES
+
+            root = _package_file("face_recognition_models", "models")
+            out["faces"] = {
+                key: (model_identity(str(root / name)) if root else {"name": name})
+                for key, name in sorted(_DLIB_MODEL_FILES.items())
+                if key != "cnn" or fp.dlib_detector == "cnn"
+            }
+        else:
+            local = Path(fp.insightface_root).expanduser() / "models" / fp.insightface_model
+            out["faces"] = model_identity(str(local) if local.is_dir() else fp.insightface_model)
+    if params.asr is not None and params.asr.backend == "whisper":
+        out["asr"] = model_identity(params.asr.model)
+    vp = params.voices
+    if params.asr is not None and vp is not None and vp.embed and vp.backend == "resemblyzer":
+        weights = _package_file("resemblyzer", "pretrained.pt")
+        out["voices"] = model_identity(str(weights)) if weights else {"name": "resemblyzer"}
+    return out
+
+
+def prompts_of(params: PerceptionParams) -> dict[str, str]:
+    """Hashes of the prompts the settings may send: ASR prompts for the vlm ASR backend, speaker
+    prompts whenever speakers are matched to faces (the model that does it may be the
+    memorizer's own, which the settings do not name, so the prompts count either way)."""
+    from taskmem_lab.perception.asr import ASR_PROMPTS
+    from taskmem_lab.perception.voices import SPEAKER_PROMPTS
+    from taskmem_lab.prompts import prompt_hash
+
+    names: list[str] = []
+    if params.asr is not None and params.asr.backend == "vlm":
+        names += ASR_PROMPTS
+    vp = params.voices
+    if params.asr is not None and vp is not None and vp.match_faces:
+        names += SPEAKER_PROMPTS
+    return {n: prompt_hash(n) for n in names}
+
+
 def settings_of(params: PerceptionParams, memorize: MemorizeParams) -> dict[str, Any]:
-    """Everything a stored perception depends on: its own params and the clip schedule."""
+    """Everything a stored perception depends on: its own params, the clip schedule, the models
+    (name + file hash) and the prompts (hash) it uses."""
     schedule = {
         k: getattr(memorize, k)
         for k in (
@@ -77,11 +165,34 @@ def settings_of(params: PerceptionParams, memorize: MemorizeParams) -> dict[str,
             "max_side",
         )
     }
-    return {"schema": SCHEMA_VERSION, "perception": params.to_json(), "schedule": schedule}
+    return {
+        "schema": SCHEMA_VERSION,
+        "perception": params.to_json(),
+        "schedule": schedule,
+        "models": models_of(params),
+        "prompts": prompts_of(params),
+    }
+
+
+# Settings fields that hold a place on one machine, not a setting: the key uses `models` instead.
+_LOCAL_FIELDS = (("asr", "model"), ("faces", "insightface_root"), ("faces", "insightface_model"))
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    """The perception cache key: the settings without machine-local paths (models are keyed by
+    their file hash in `settings["models"]`)."""
+    keyed = json.loads(json.dumps(settings))
+    perception = keyed.get("perception") or {}
+    for part, name in _LOCAL_FIELDS:
+        section = perception.get(part)
+        if isinstance(section, dict) and name in section:
+            value = str(section[name])
+            if part == "asr" and section.get("backend") != "whisper":
+                continue  # a vlm model spec is a setting, not a place
+            if part == "faces" and name == "insightface_model" and "/" not in value:
+                continue  # a model pack name
+            section.pop(name)
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _det_from_json(d: dict[str, Any]) -> FaceDetection:
@@ -95,6 +206,25 @@ def _det_from_json(d: dict[str, Any]) -> FaceDetection:
         cluster=int(d.get("cluster", -1)),
         identity=str(d.get("identity", "")),
     )
+
+
+def _alone(
+    segments: Sequence[Segment], dets: Sequence[FaceDetection], face_fps: float, share: float = 0.6
+) -> list[str | None]:
+    """Per segment, the global face id that alone was visible while it was said: the only
+    identity among the detections in its span, seen on at least `share` of the span's sampled
+    frames; else None."""
+    out: list[str | None] = []
+    for seg in segments:
+        inside = [d for d in dets if seg.start - 1e-6 <= d.time <= seg.end + 1e-6 and d.identity]
+        people = {d.identity for d in inside}
+        if len(people) != 1:
+            out.append(None)
+            continue
+        frames = len({round(d.time, 3) for d in inside})
+        expected = max(1, int(round((seg.end - seg.start) * face_fps)))
+        out.append(next(iter(people)) if frames >= share * expected else None)
+    return out
 
 
 def _ordered_unique(items: Sequence[str]) -> list[str]:
@@ -111,10 +241,12 @@ class StreamPerceiver:
         memorize_params: MemorizeParams,
         root: str | Path,
         speaker_model: ChatModel | None = None,
-        decoder: str = "auto",
+        decoder: str = "pyav",
     ) -> None:
         self.stream = stream
-        self.decoder = decoder  # frame reader of the face frames (media.video.open_reader)
+        # Frame reader of the face frames (media.video.open_reader): clips arrive in order, so
+        # PyAV's forward reader by default, which holds a third of decord's memory.
+        self.decoder = decoder
         self.params = params
         self.mp = memorize_params
         # Keyed by the sources' content too: another video under the same name never reuses it.
@@ -282,6 +414,8 @@ class StreamPerceiver:
             self._face_frames.evict_before(clip.end)
         segments: list[Segment] = []
         speakers_how: list[str] = []
+        links_before = set(self.registry.links)
+        links: dict[str, Any] = {}
         transcriber = self._asr()
         if transcriber is not None:
             previous = self.records.get(clip.index - 1, {}).get("asr_state")
@@ -299,7 +433,14 @@ class StreamPerceiver:
             order = _ordered_unique([d.identity for d in sorted(window_dets, key=lambda d: d.time)])
             ids = IdMap.from_order(order)
             visible = [ids.to_local_ids[g] for g in _ordered_unique([d.identity for d in dets])]
-            drawn = annotate(window, window_dets, earlier_segs + segments, ids.to_local_ids)
+            vp = self.params.voices
+            asks_model = self.model is not None and vp is not None and vp.match_faces
+            # The annotated window is what the speaker model looks at; without one, no drawing.
+            drawn = (
+                annotate(window, window_dets, earlier_segs + segments, ids.to_local_ids)
+                if asks_model and visible
+                else []
+            )
             audio = transcriber.audio if transcriber is not None else None
             how = identify_speakers(
                 segments,
@@ -309,12 +450,14 @@ class StreamPerceiver:
                 self.mp.frame_fps,
                 ids,
                 self.registry,
-                self.model if (self.params.voices and self.params.voices.match_faces) else None,
+                self.model if asks_model else None,
                 self._voices(),
                 self.params.voices,
                 visible=visible,
+                alone=_alone(segments, window_dets, fp.face_fps) if fp is not None else None,
             )
             speakers_how = list(how)
+            links = {v: link for v, link in self.registry.links.items() if v not in links_before}
             timings["speakers_s"] = time.perf_counter() - t0
         record = {
             "schema": SCHEMA_VERSION,
@@ -325,6 +468,7 @@ class StreamPerceiver:
             "identities": new_ids,
             "transcript": [s.to_json() for s in segments],
             "speakers_how": speakers_how,
+            "speaker_links": links,
             "asr_state": [transcriber.carry_from, transcriber.last_end] if transcriber else None,
             "warnings": warnings,
             "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -348,9 +492,11 @@ def perception_params(
     """Perception settings from the switches and the few choices the CLI and notebooks expose.
 
     None when both `faces` and `asr` are off. With the `vlm` ASR backend, `asr_model` is a model
-    spec and also matches speakers unless `speaker_model` names another. Faces are embedded on
-    an `embed_fps` grid (the frames between are detected and tracked and take their track's
-    identity), which keeps the stage faster than real time on a CPU.
+    spec and also matches speakers unless `speaker_model` names another. Each face track embeds
+    its two ends and its best face of every `1 / embed_fps` seconds (0.5 by default: a 10 s
+    track embeds about 7 faces; tracks break at cuts and split where their embeddings
+    disagree), which keeps the stage several times faster than real time on a CPU; 0 embeds
+    every sampled face.
     """
     if not faces and not asr:
         return None
@@ -377,9 +523,9 @@ def perception_params(
         faces=face,
         asr=speech,
         # Without faces, voices are the only identities: unknown voices become characters.
-        voices=VoiceParams(embed=c.voices, match_faces=faces, new_voices=not faces)
-        if asr
-        else None,
+        # Voices nobody matched to a face become voice-only speakers `[voice_N]` (offline
+        # diarization), linked to a face once it is seen speaking alone.
+        voices=VoiceParams(embed=c.voices, match_faces=faces, new_voices=True) if asr else None,
         identities=IdentityParams(face_backend=c.face_backend),
         speaker_model=speaker_model,
     )

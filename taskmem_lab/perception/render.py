@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,8 +174,15 @@ def wrap(text: str, font: Any, max_width: float) -> list[str]:
     return lines or [""]
 
 
+_VOICE_ID = re.compile(r"\[voice_\d+\]")
+
+
 def _speaker_label(speaker: str, local_ids: dict[str, str]) -> str:
-    # Global ids must never reach the model; an id outside this window is shown as unknown.
+    # Face ids reach the model only as this window's local ids; a face id outside this window
+    # is shown as unknown. A voice-only speaker `[voice_N]` has no face to number and keeps its
+    # label, as the prompt's transcript shows it.
+    if _VOICE_ID.fullmatch(speaker):
+        return speaker
     return local_ids.get(speaker, UNKNOWN_LABEL)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Request, Sampling, TextPart, VideoPart
-from taskmem_lab.errors import ConfigError, ParseError, PluginError
+from taskmem_lab.errors import ConfigError, ParseError, PluginError, missing_extra
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.audio import SAMPLE_RATE, wav_bytes
 from taskmem_lab.media.video import Frame
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 PLUGIN_ENV = "TASKMEM_AUDIO_EMBED_BACKEND"
 PLUGIN_FUNCTION = "get_audio_embeddings"
 SPEAKER_PROMPTS = ("speakers_system", "speakers_user")
-_RESEMBLYZER_HINT = "resemblyzer is not installed: pip install 'taskmem_lab[asr]'"
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -75,25 +74,42 @@ class ResemblyzerEmbedder:
             try:
                 from resemblyzer import VoiceEncoder
             except ImportError as exc:
-                raise ImportError(_RESEMBLYZER_HINT) from exc
+                raise missing_extra("resemblyzer", "asr", exc) from exc
             self._encoder = VoiceEncoder(self.device, verbose=False)
         return self._encoder
 
     def embed(self, clips: Sequence[np.ndarray], sr: int) -> list[np.ndarray | None]:
-        from resemblyzer import preprocess_wav
+        """Embeddings as `VoiceEncoder.embed_utterance` computes them (the mean of its 1.6 s
+        partials, normalized), with the partials of all clips in one forward pass: the LSTM
+        runs its time steps once per batch instead of once per clip."""
+        import torch
+        from resemblyzer import audio, preprocess_wav
         from resemblyzer.hparams import sampling_rate
 
         encoder = self._load()
-        out: list[np.ndarray | None] = []
-        for clip in clips:
+        mels: list[np.ndarray] = []
+        owner: list[int] = []
+        out: list[np.ndarray | None] = [None] * len(clips)
+        for k, clip in enumerate(clips):
             # Volume normalization and long-silence trimming, as the encoder was trained with.
             wav = preprocess_wav(
                 np.asarray(clip, np.float32), source_sr=None if sr == sampling_rate else sr
             )
             if len(wav) < 0.5 * sampling_rate:
-                out.append(None)  # nothing voiced left after trimming
-                continue
-            out.append(unit(encoder.embed_utterance(wav)))
+                continue  # nothing voiced left after trimming
+            wav_slices, mel_slices = encoder.compute_partial_slices(len(wav), 1.3, 0.75)
+            if wav_slices[-1].stop >= len(wav):
+                wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)), "constant")
+            mel = audio.wav_to_mel_spectrogram(wav)
+            mels += [mel[s] for s in mel_slices]
+            owner += [k] * len(mel_slices)
+        if not mels:
+            return out
+        with torch.no_grad():
+            partials = encoder(torch.from_numpy(np.stack(mels)).to(encoder.device)).cpu().numpy()
+        index = np.asarray(owner)
+        for k in sorted(set(owner)):
+            out[k] = unit(partials[index == k].mean(axis=0))
         return out
 
 
@@ -328,6 +344,28 @@ class VoiceRegistry(Protocol):
 
     def new_voice_character(self, embedding: np.ndarray) -> str: ...
 
+    def add_evidence(self, voice_id: str, face_id: str, seconds: float) -> float: ...
+
+    def evidence_share(self, voice_id: str, face_id: str) -> float: ...
+
+    def link_voice(self, voice_id: str, face_id: str, how: str) -> None: ...
+
+
+def cluster_voices(embeddings: Sequence[np.ndarray], min_similarity: float) -> list[int]:
+    """Speaker labels 0..k-1 for unit voice embeddings: average-linkage clustering on cosine
+    distance, cut where clusters are less similar than `min_similarity` on average."""
+    n = len(embeddings)
+    if n <= 1:
+        return [0] * n
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    matrix = np.stack([np.asarray(e, np.float64) for e in embeddings])
+    tree = linkage(pdist(matrix, "cosine"), method="average")
+    labels = fcluster(tree, t=1.0 - min_similarity, criterion="distance")
+    order: dict[int, int] = {}
+    return [order.setdefault(int(label), len(order)) for label in labels]
+
 
 def assign_speakers(
     segments: Sequence[Segment],
@@ -336,8 +374,10 @@ def assign_speakers(
     registry: VoiceRegistry | None,
     ids: IdMap,
     new_voices: bool = False,
+    alone: Sequence[str | None] | None = None,
+    params: VoiceParams | None = None,
 ) -> list[str]:
-    """Set each segment's `speaker` to a global id `[face_N]` or "unknown", in this order:
+    """Set each segment's `speaker` to a global id (`[face_N]`, `[voice_N]`) or "unknown":
 
     1. face: the VLM matched a visible `<face_N>` (mapped to its global id through `ids`); the
        segment's embedding, if any, is banked with that character.
@@ -345,8 +385,13 @@ def assign_speakers(
        same clip has, and all face-matched segments with that label agree on one person.
     3. voice: the embedding matches a character's voice bank (`registry.match_voice`), which is
        how speakers who are off screen are recognized.
-    4. new_voice: with `new_voices`, an unmatched embedding starts a voice-only character.
-    5. unknown.
+    4. new_voice: with `new_voices`, the unmatched embeddings of the clip are clustered
+       (`cluster_voices`) and each cluster starts a voice-only character `[voice_N]`.
+    5. visible_alone: with `alone` (per segment, the one face id visible while it was said,
+       or None) and `params.link_faces`, a voice-only speaker is linked to a face once the
+       evidence is strong (see `VoiceParams.link_min_s`); its segments of this clip then
+       take the face's id.
+    6. unknown.
 
     Face matches are banked before any voice is matched, so a voice seen with a face earlier in
     the same clip is already known. Returns how each segment was decided.
@@ -356,6 +401,7 @@ def assign_speakers(
             f"{len(segments)} segments, {len(face_matches)} face matches and "
             f"{len(embeddings)} embeddings: need one of each per segment"
         )
+    params = params or VoiceParams()
     to_global = ids.to_global_ids
     how = [UNKNOWN_SPEAKER] * len(segments)
     labels = [s.speaker if s.speaker.startswith("vlm:") else "" for s in segments]
@@ -377,6 +423,7 @@ def assign_speakers(
         emb = embeddings[i]
         if emb is not None and registry is not None:
             registry.add_voice(gid, emb)
+    unmatched: list[int] = []
     for i in range(len(segments)):
         if decided[i] is not None:
             continue
@@ -390,8 +437,33 @@ def assign_speakers(
         gid = registry.match_voice(emb)
         if gid is not None:
             decided[i], how[i] = gid, "voice"
-        elif new_voices:
-            decided[i], how[i] = registry.new_voice_character(emb), "new_voice"
+        else:
+            unmatched.append(i)
+    if new_voices and unmatched and registry is not None:
+        threshold = float(getattr(getattr(registry, "params", None), "voice_threshold", 0.7))
+        groups: dict[int, list[int]] = {}
+        found = cluster_voices([embeddings[i] for i in unmatched], threshold)  # type: ignore[misc]
+        for i, label in zip(unmatched, found, strict=True):
+            groups.setdefault(label, []).append(i)
+        for members in groups.values():
+            rows = np.stack([embeddings[i] for i in members])  # type: ignore[misc]
+            gid = registry.new_voice_character(rows)
+            for i in members:
+                decided[i], how[i] = gid, "new_voice"
+    if alone is not None and registry is not None and params.link_faces:
+        for i, face in enumerate(alone):
+            voice = decided[i]
+            if face is None or voice is None or not voice.startswith("[voice_"):
+                continue
+            seconds = registry.add_evidence(voice, face, segments[i].end - segments[i].start)
+            if (
+                seconds >= params.link_min_s
+                and registry.evidence_share(voice, face) >= params.link_share
+            ):
+                registry.link_voice(voice, face, "visible_alone")
+                for k in range(len(segments)):
+                    if decided[k] == voice:
+                        decided[k], how[k] = face, "visible_alone"
     for seg, gid in zip(segments, decided, strict=True):
         seg.speaker = gid if gid is not None else UNKNOWN_SPEAKER
     return how
@@ -409,12 +481,14 @@ def identify_speakers(
     embedder: VoiceEmbedder | None,
     params: VoiceParams | None = None,
     visible: Sequence[str] | None = None,
+    alone: Sequence[str | None] | None = None,
 ) -> list[str]:
     """One clip's speakers, end to end: embed, match faces, assign. Returns how each was decided.
 
     `audio` covers stream times from `t0` (the audio the transcript came from, e.g.
     `ClipTranscriber.audio`); `frames` are the annotated window frames; `visible` the local ids
-    drawn on them (default: every local id of `ids`).
+    drawn on them (default: every local id of `ids`); `alone` per segment the one global face
+    id visible while it was said (None: none or several), for voice-face links.
     """
     params = params or VoiceParams()
     if not segments:
@@ -428,7 +502,9 @@ def identify_speakers(
         faces = match_speakers(model, segments, frames, visible, fps, params).labels
     else:
         faces = tuple(UNKNOWN_SPEAKER for _ in segments)
-    return assign_speakers(segments, faces, embeddings, registry, ids, params.new_voices)
+    return assign_speakers(
+        segments, faces, embeddings, registry, ids, params.new_voices, alone, params
+    )
 
 
 __all__ = [
@@ -441,6 +517,7 @@ __all__ = [
     "VoiceParams",
     "VoiceRegistry",
     "assign_speakers",
+    "cluster_voices",
     "cosine",
     "embed_segments",
     "identify_speakers",

@@ -103,7 +103,7 @@ def test_bad_choice_is_one_usage_line(capsys):
 def test_help_comes_from_the_field_docs():
     docs = field_docs(FaceParams)
     assert docs["face_fps"].startswith("frames per second sampled")
-    assert "None, 0 or" in docs["embed_fps"]  # continuation lines are joined
+    assert "detected and tracked" in docs["embed_fps"]  # continuation lines are joined
     assert field_docs(IdentityParams)["face_keep"] == field_docs(IdentityParams)["face_cap"]
     for command, parts in COMMAND_PARAMS.items():
         sub = _subparsers(build_parser())[command]
@@ -167,7 +167,7 @@ def test_perception_defaults_are_written_once():
             ):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} embed_fps=")
     assert not offenders, offenders
-    assert AsrParams().model == "tiny.en" and FaceParams().embed_fps == 2.0
+    assert AsrParams().model == "tiny.en" and FaceParams().embed_fps == 0.5
 
 
 def _literal_defaults(cls: type) -> dict[str, object]:
@@ -239,4 +239,4 @@ def test_docs_option_tables_are_up_to_date():
     assert render_page(text) == text, "run: python -m taskmem_lab.cli.docs docs/cli.md"
     for command in _subparsers(build_parser()):
         assert f"<!-- options: {command} -->" in text, f"docs/cli.md has no table for {command}"
-    assert "`--embed-fps` EMBED_FPS | `2` |" in options_table("perceive")
+    assert "`--embed-fps` EMBED_FPS | `0.5` |" in options_table("perceive")

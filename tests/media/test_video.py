@@ -53,6 +53,38 @@ def test_exact_frame_by_timestamp_variable_rate(media, backend):
     assert [grey(f) for f in frames] == [0, 0, 1, 3, 4, 5, 6, 7]
 
 
+def test_forward_reader_keeps_its_place_and_seeks_back(media):
+    from taskmem_lab.media.video import open_reader
+
+    reader = open_reader(media["vfr"], 640, "pyav")
+    try:
+        # clip by clip, forward: no seek between requests
+        assert [grey(f) for f in reader.frames_at([0.0, 0.49])] == [0, 0]
+        assert [grey(f) for f in reader.frames_at([0.5, 1.9])] == [1, 3]
+        assert [grey(f) for f in reader.frames_at([1.95, 2.0, 3.4])] == [3, 4, 5]
+        assert reader.seeks == 0
+        # unsorted and repeated times come back in the order asked
+        assert [grey(f) for f in reader.frames_at([5.0, 3.6, 5.0])] == [7, 6, 7]
+        # a request before the current place seeks again
+        assert [grey(f) for f in reader.frames_at([0.6, 0.7])] == [2, 3]
+        assert reader.frames_at([]) == []
+    finally:
+        reader.close()
+
+
+def test_stream_frames_forward_equals_decord(media):
+    stream = Stream("s", (StreamFile(str(media["index"]), 0.0, 10.0),))
+    times = [round(0.1 * k, 6) for k in range(40)]
+    a, b = StreamFrames(stream, 64, "decord"), StreamFrames(stream, 64, "pyav")
+    try:
+        for k in range(0, 40, 10):
+            wa, wb = a.window(times[k : k + 10]), b.window(times[k : k + 10])
+            assert [grey(f.image) for f in wa] == [grey(f.image) for f in wb]
+    finally:
+        a.close()
+        b.close()
+
+
 def test_downscaled_frames_have_even_size(media):
     (frame,) = sample_frames(media["tone_27_3"], [3.0], max_side=81)
     h, w = frame.shape[:2]

@@ -383,18 +383,40 @@ def _norm(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalpha() or c == " ")
 
 
+def _line_of(seg, lines, slack: float = 0.8):
+    """The spoken line whose voiced span holds `seg` (within `slack` seconds), or None."""
+    return next(
+        (
+            k
+            for k, line in enumerate(lines)
+            if seg.start >= line.start - slack and seg.end <= line.end + slack
+        ),
+        None,
+    )
+
+
 @pytest.mark.slow
 def test_whisper_tiny_en_words_and_timestamps(speech, tiny_en):
+    # What must survive another espeak-ng build or Whisper version: the key words of every line,
+    # in order, each segment inside the span of the line it transcribes (a voice build changes
+    # durations by a few tenths and Whisper may split a line in two, so no exact count or end).
     stream = load_stream(speech.path)
     got = tiny_en.transcribe(window_audio(stream, 0.0, 16.0), t0=0.0)
-    assert len(got) == 4, [s.text for s in got]
-    for s, line in zip(got, speech.lines, strict=True):
-        assert s.start == pytest.approx(line.start, abs=0.6), (s, line)
-        assert s.end == pytest.approx(line.end, abs=0.6), (s, line)
-        assert s.speaker == "unknown"  # whisper does not diarize
-    said = [_norm(s.text) for s in got]
+    assert all(s.speaker == "unknown" for s in got)  # whisper does not diarize
+    assert all(a.start <= b.start for a, b in zip(got, got[1:], strict=False))
+    owners = [_line_of(s, speech.lines) for s in got]
+    assert None not in owners, [(s.start, s.end, s.text) for s in got]
+    assert owners == sorted(owners) and set(owners) == {0, 1, 2, 3}
+    said = [
+        " ".join(_norm(s.text) for s, k in zip(got, owners, strict=True) if k == n)
+        for n in range(4)
+    ]
     assert "lazy dog" in said[0] and "remember" in said[1] and "blue" in said[1]
     assert "tomorrow morning" in said[2] and "thank you" in said[3]
+    for n, line in enumerate(speech.lines):
+        mine = [s for s, k in zip(got, owners, strict=True) if k == n]
+        assert mine[0].start == pytest.approx(line.start, abs=0.8)
+        assert mine[-1].end == pytest.approx(line.end, abs=0.8)
 
 
 @pytest.mark.slow
@@ -416,6 +438,58 @@ def test_whisper_clip_transcriber_keeps_the_crossing_sentence_whole(speech, tiny
     assert len(crossing) == 1 and "we should meet" in _norm(crossing[0].text)
     assert crossing[0].start == pytest.approx(8.6, abs=0.6)
     assert transcriber.audio is not None and transcriber.audio[0] < 8.6
+
+
+# Nine lines in three voices over four 10 s clips: lines cross the boundaries at 10 s (one
+# starting 0.5 s before it), 20 s and 30 s, at different offsets; the others lie inside a clip.
+WER_LINES = [
+    (0.8, "The quick brown fox jumps over the lazy dog.", "male"),
+    (4.6, "Please remember to bring the blue notebook.", "female"),
+    (9.5, "We should meet again tomorrow morning near the station.", "male"),
+    (14.2, "The weather has been lovely all week.", "third"),
+    (18.1, "Can you send me the report before lunch?", "female"),
+    (22.4, "I left my umbrella in the car.", "male"),
+    (26.0, "Dinner will be ready at seven tonight.", "third"),
+    (29.2, "Our train leaves from platform nine.", "female"),
+    (33.0, "Thank you very much for your help.", "male"),
+]
+
+
+@pytest.fixture(scope="module")
+def long_speech(tmp_path_factory: pytest.TempPathFactory):
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        pytest.skip("espeak-ng and ffmpeg are needed to generate speech")
+    return speech_video(tmp_path_factory.mktemp("wer") / "talk.mp4", WER_LINES, 38.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("beam", [1, 5])
+def test_clip_wise_transcript_matches_the_whole_file(long_speech, beam):
+    """Word error rate of the clip-by-clip transcript against a whole-file transcription with
+    the same model and settings: <= 5 %. (With faster-whisper's own VAD splicing each window's
+    speech together it was 6-12 %: what Whisper heard depended on where the clip was cut.)"""
+    jiwer = pytest.importorskip("jiwer")
+    pytest.importorskip("faster_whisper")
+    try:
+        model = str(bundled_tiny_en())
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+    asr = WhisperAsr(AsrParams(model=model, language="en", beam_size=beam))
+    stream = load_stream(long_speech.path)
+    whole = asr.transcribe(window_audio(stream, 0.0, 38.0), 0.0)
+    transcriber = ClipTranscriber.from_params(asr, stream, asr.params)
+    clip_wise = []
+    for clip in clip_schedule(segments(stream), 10.0, 50.0):
+        clip_wise += transcriber.transcribe_clip(clip)
+
+    def text(segs) -> str:
+        return " ".join(_norm(s.text) for s in segs)
+
+    error = jiwer.wer(text(whole), text(clip_wise))
+    assert error <= 0.05, (error, text(whole), text(clip_wise))
+    # every line is heard once, in the clip where it ends
+    assert len(clip_wise) == len({(s.start, s.end) for s in clip_wise})
+    assert all(a.end <= b.start + 0.05 for a, b in zip(clip_wise, clip_wise[1:], strict=False))
 
 
 def test_whisper_model_errors_are_clear(tmp_path, monkeypatch):

@@ -58,9 +58,10 @@ def test_defaults_follow_the_design():
         0.6,
         0.6,
     )
-    assert p.embed_fps == 2.0  # faces are embedded on a 2 fps grid, as the CLI always did
-    # no grid coarser than the sampled frames (or 0) means every sampled face is embedded
-    assert FaceParams(face_fps=2.0).embed_fps is None
+    assert p.embed_fps == 0.5  # half a face embedding per second of each track, as the CLI
+    # as many embeddings per second as sampled frames (or more, or 0): every face is embedded
+    assert FaceParams(face_fps=0.5).embed_fps is None
+    assert FaceParams(face_fps=2.0, embed_fps=5.0).embed_fps is None
     assert FaceParams(embed_fps=0).embed_fps is None
     assert FaceParams(embed_fps=None).embed_fps is None
     assert p.quality_threshold == F.DEFAULT_MIN_QUALITY["dlib"]
@@ -476,7 +477,9 @@ def test_insightface_backend_glue_with_a_fake_package(tmp_path, monkeypatch):
     pack.mkdir()
     for name in ("det_10g.onnx", "w600k_r50.onnx"):
         (pack / name).write_bytes(b"")
-    params = FaceParams(backend="insightface", insightface_model=str(pack), detect_max_side=320)
+    params = FaceParams(
+        backend="insightface", insightface_model=str(pack), detect_max_side=320, embed_fps=None
+    )
     img = np.zeros((360, 640, 3), np.uint8)
     img[100:200, 400:480] = (255, 255, 255)  # a bright "face" at x 400..480, y 100..200
     frames = [Frame(0.0, img), Frame(0.1, img.copy())]
@@ -557,7 +560,9 @@ def photo_image(group_photo_path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def photo_dets(photo_image, dlib_backend) -> list[FaceDetection]:
-    return detect_faces([Frame(0.0, photo_image)], FaceParams(detect_max_side=1280), dlib_backend)
+    # every face embedded (embed_fps=None): detect_faces alone then gives each its embedding
+    params = FaceParams(detect_max_side=1280, embed_fps=None)
+    return detect_faces([Frame(0.0, photo_image)], params, dlib_backend)
 
 
 @pytest.mark.slow
@@ -574,7 +579,8 @@ def test_dlib_finds_the_six_people_on_the_photo(photo_image, photo_dets):
 
 @pytest.mark.slow
 def test_downscaled_detection_maps_boxes_back(photo_image, photo_dets, dlib_backend):
-    small = detect_faces([Frame(0.0, photo_image)], FaceParams(detect_max_side=800), dlib_backend)
+    params = FaceParams(detect_max_side=800, embed_fps=None)
+    small = detect_faces([Frame(0.0, photo_image)], params, dlib_backend)
     assert len(small) >= 5
     for d in small:
         twin = max(photo_dets, key=lambda f: box_iou(d.box, f.box))
@@ -612,12 +618,24 @@ def test_threads_and_batches_do_not_change_detections(photo_image, dlib_backend)
 
 
 @pytest.mark.slow
-def test_embed_fps_embeds_only_grid_frames(photo_image, dlib_backend):
-    frames = [Frame(round(k * STEP, 6), photo_image[:, :640].copy()) for k in range(5)]
-    out = detect_faces(frames, FaceParams(embed_fps=5.0, detect_max_side=640), dlib_backend)
-    embedded = {d.time for d in out if d.embedding.size}
-    assert embedded == {0.0, 0.2, 0.4} and {d.time for d in out} == {f.time for f in frames}
-    assert all(d.quality >= 0.3 for d in out)  # dlib's quality needs no embedding
+def test_embed_fps_embeds_a_few_best_faces_per_track(photo_image, dlib_backend):
+    frames = [Frame(round(k * STEP, 6), photo_image[:, :640].copy()) for k in range(10)]
+    params = FaceParams(embed_fps=2.0, detect_max_side=640, min_track_s=0.3)
+    detected = detect_faces(frames, params, dlib_backend)
+    assert detected and not any(d.embedding.size for d in detected)  # embedding comes later
+    assert all(d.quality >= 0.3 for d in detected)  # dlib's quality needs no embedding
+    timings: dict[str, float] = {}
+    out = clip_faces(frames, params, dlib_backend, timings)
+    per_track = defaultdict(list)
+    for d in out:
+        per_track[d.track].append(d)
+    assert len(per_track) == 3  # the three people of the left 640 px
+    for faces in per_track.values():
+        assert len(faces) == 10
+        embedded = [d.time for d in faces if d.embedding.size]
+        # one second of track at 2 per second: its two ends and the best of each half second
+        assert 2 <= len(embedded) <= 4 and {0.0, 0.9} <= set(embedded), embedded
+    assert {"detect_s", "describe_s", "embed_s", "shots_s", "cluster_s"} <= set(timings)
 
 
 @pytest.mark.slow
@@ -658,3 +676,60 @@ def test_dlib_people_keep_their_ids_across_clips(tmp_path, group_photo_path, dli
     assert all(len(v) == 1 for v in person_ids.values()), person_ids  # one id per person
     assert len({next(iter(v)) for v in person_ids.values()}) == 6  # six people, six ids
     assert registry.characters[next(iter(person_ids["p1"]))].clips == 2  # p1 came back
+
+
+# --------------------------------------------------------------------------- cuts and splits
+
+
+def test_tracks_break_at_a_cut_even_where_boxes_overlap():
+    a = moving(0.1, 5)  # frames 0.0 .. 0.4
+    b = moving(0.1 + 5 * 0.002, 5, t0=0.5)  # the same place, the next shot
+    dets = a + b
+    one = F.build_tracks(dets, FaceParams(), None)
+    assert len(one) == 1  # without the cut, IoU links the two shots
+    two = F.build_tracks(dets, FaceParams(), None, cuts=[0.5])
+    assert [len(t) for t in two] == [5, 5]
+
+
+def test_pick_for_embedding_takes_the_best_face_of_each_bin():
+    dets = moving(0.1, 10)
+    for k, d in enumerate(dets):
+        d.quality = [0.5, 0.9, 0.4, 0.3, 0.2, 0.6, 0.6, 0.95, 0.1, 0.7][k]
+    picked = F.pick_for_embedding(dets, list(range(10)), 2.0)
+    assert picked == [0, 1, 7, 9]  # the ends, and the best of each half second
+    assert F.pick_for_embedding(dets, list(range(10)), 10.0) == list(range(10))
+    assert F.pick_for_embedding(dets, [], 2.0) == []
+
+
+def test_split_track_bisects_to_the_frame_where_the_face_changed():
+    alice, bob = unit([1.0, 0.0, 0.0]), unit([0.0, 1.0, 0.0])
+    truth = [alice] * 7 + [bob] * 13  # bob takes alice's place at frame 7
+    dets = moving(0.1, 20, emb=np.zeros(0, np.float32))
+    embedded: list[int] = []
+
+    def embed(indices):
+        for i in indices:
+            embedded.append(i)
+            dets[i].embedding = truth[i]
+
+    embed([0, 10, 19])  # what pick_for_embedding would give at 1 per second
+    pieces = F.split_track(list(range(20)), dets, 0.5, embed)
+    assert pieces == [list(range(7)), list(range(7, 20))]
+    assert len(embedded) <= 3 + 4  # log2(10) extra embeddings at most
+    same = F.split_track(list(range(7)), dets, 0.5, embed)
+    assert same == [list(range(7))]
+
+
+def test_shot_cuts_find_hard_cuts_and_ignore_a_drifting_camera():
+    from PIL import Image
+
+    from taskmem_lab.perception.shots import shot_cuts
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 255, (5, 8, 3), dtype=np.uint8)  # a smooth scene, not noise
+    scene_a = np.asarray(Image.fromarray(coarse).resize((64, 36), Image.Resampling.BICUBIC))
+    scene_b = np.roll(scene_a[:, ::-1], 17, axis=0)  # same colours, other framing
+    frames = [Frame(round(k * STEP, 6), np.roll(scene_a, k // 3, axis=1)) for k in range(5)]
+    frames += [Frame(round((5 + k) * STEP, 6), scene_b) for k in range(3)]
+    frames += [Frame(0.8, np.full((36, 64, 3), (200, 30, 30), np.uint8))]
+    assert shot_cuts(frames) == [0.5, 0.8]

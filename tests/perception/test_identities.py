@@ -214,7 +214,7 @@ def test_voice_matching_threshold_and_banks():
     assert reg.match_voice(mix(basis(10), basis(11), 0.75)) == "[face_1]"
     assert reg.match_voice(mix(basis(10), basis(11), 0.65)) is None
     gid = reg.new_voice_character(basis(12))
-    assert gid == "[face_2]" and reg.match_voice(basis(12)) == gid
+    assert gid == "[voice_1]" and reg.match_voice(basis(12)) == gid  # a namespace of its own
     assert reg.characters[gid].faces.size == 0  # known by voice only
     with pytest.raises(ValueError, match="no character"):
         reg.add_voice("[face_99]", basis(1))
@@ -231,7 +231,25 @@ def test_voice_bank_cap():
 def test_voice_only_characters_never_match_faces():
     reg = IdentityRegistry(ARC)
     reg.new_voice_character(basis(0))
-    assert reg.assign(cluster(0, basis(0), T0)) == ["[face_2]"]
+    assert reg.assign(cluster(0, basis(0), T0)) == ["[face_1]"]
+
+
+def test_a_voice_linked_to_a_face_resolves_to_it_and_the_link_is_saved(tmp_path):
+    reg = IdentityRegistry(ARC)
+    reg.assign(cluster(0, basis(0), T0))
+    voice = reg.new_voice_character(basis(10))
+    assert reg.match_voice(basis(10)) == voice
+    assert reg.add_evidence(voice, "[face_1]", 2.0) == 2.0
+    reg.add_evidence(voice, "[face_9]", 0.5)
+    assert reg.evidence_share(voice, "[face_1]") == pytest.approx(0.8)
+    reg.link_voice(voice, "[face_1]", "visible_alone")
+    assert reg.match_voice(basis(10)) == "[face_1]" and reg.resolve(voice) == "[face_1]"
+    assert reg.links[voice] == {"to": "[face_1]", "how": "visible_alone", "evidence_s": 2.0}
+    reg.save(tmp_path)
+    back = IdentityRegistry.load(tmp_path)
+    assert back.links == reg.links and back.resolve(voice) == "[face_1]"
+    assert back.match_voice(basis(10)) == "[face_1]"
+    assert back.new_voice_character(basis(11)) == "[voice_2]"
 
 
 # --------------------------------------------------------------------------- persistence
@@ -245,7 +263,7 @@ def test_save_load_roundtrip_without_pickle(tmp_path):
     reg.new_voice_character(basis(8))
     path = reg.save(tmp_path / "run")
     data = json.loads(path.read_text())
-    assert data["schema"] == 1 and list(data["characters"]) == ["[face_1]", "[face_2]", "[face_3]"]
+    assert data["schema"] == 1 and list(data["characters"]) == ["[face_1]", "[face_2]", "[voice_1]"]
     for entry in data["characters"].values():
         for key in ("faces", "voices"):
             if entry[key]:
@@ -256,7 +274,8 @@ def test_save_load_roundtrip_without_pickle(tmp_path):
         b = back.characters[gid]
         assert np.array_equal(b.faces, c.faces) and np.array_equal(b.voices, c.voices)
         assert b.crop == c.crop and b.clips == c.clips and b.first_seen == c.first_seen
-    assert back.new_voice_character(basis(9)) == "[face_4]"  # numbering continues
+    assert back.new_voice_character(basis(9)) == "[voice_2]"  # numbering continues
+    assert back.assign(cluster(0, basis(5), T0)) == ["[face_3]"]
     assert back.match_voice(basis(7)) == "[face_2]"
     pics = gallery(tmp_path / "run")
     assert [g for g, _ in pics] == ["[face_1]", "[face_2]"]  # the voice-only one has no face
@@ -266,7 +285,7 @@ def test_save_load_roundtrip_without_pickle(tmp_path):
 def test_load_of_the_memorizers_placeholder_is_empty(tmp_path):
     (tmp_path / "identities.json").write_text('{"schema": 1, "characters": {}}')
     reg = IdentityRegistry.load(tmp_path)
-    assert len(reg) == 0 and reg.new_voice_character(basis(0)) == "[face_1]"
+    assert len(reg) == 0 and reg.new_voice_character(basis(0)) == "[voice_1]"
     assert IdentityRegistry.load(tmp_path / "missing").characters == {}
     assert gallery(tmp_path / "missing") == []
 
@@ -302,7 +321,7 @@ def test_dlib_embeddings_of_the_same_people_match_again(group_photo_path):
     from taskmem_lab.perception.faces import FaceParams, detect_faces, make_face_backend
 
     image = Image.open(group_photo_path).convert("RGB")
-    params = FaceParams(detect_max_side=1280)
+    params = FaceParams(detect_max_side=1280, embed_fps=None)  # detect_faces embeds every face
     try:
         backend = make_face_backend(params)
     except ImportError as exc:  # the faces extra is not installed

@@ -114,3 +114,63 @@ def test_memorize_with_perception_sends_ids_and_subtitles(talk, tmp_path, server
     assert manifest["perception"]["hash"] == perc.name
     ids = json.loads((tmp_path / "talk" / "memory" / "b" / "identities.json").read_text())
     assert len(ids["characters"]) == 6
+
+
+ALONE_LINES = [
+    (1.0, "Hello everyone, welcome to our little meeting today.", VOICE_A),
+    (5.0, "The red ball is still under the kitchen table.", VOICE_A),
+    (11.0, "Thanks, I will look for it tomorrow morning.", VOICE_B),
+    (15.0, "See you at noon by the big kitchen window.", VOICE_B),
+]
+
+
+@pytest.mark.slow
+def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
+    """No speaker model: each voice becomes a [voice_N] speaker and, once it has spoken for 3 s
+    while one face alone was in view, is linked to that face; the records say how.
+
+    (Voices are linked at their second line here: each clip holds two lines of one voice.)"""
+    import shutil
+
+    from taskmem_lab.params import MemorizeParams
+    from taskmem_lab.perception.params import PerceptionChoices
+    from taskmem_lab.perception.perceiver import perception_params
+    from taskmem_lab.pipeline import perceive_stream
+    from taskmem_lab.testing.media import GROUP_PHOTO_FACES, Shot, head_region
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    try:
+        photo = group_photo()
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch the photo means skip
+        pytest.skip(f"group photo unavailable: {exc}")
+    speech_video(tmp_path / "speech.mp4", ALONE_LINES, 20.0)
+    alone = [
+        Shot(10.0, (head_region(GROUP_PHOTO_FACES[p], 16 / 9, (1280, 886)),)) for p in ("p1", "p3")
+    ]
+    video = shot_video(tmp_path / "alone.mp4", photo, alone, audio_from=tmp_path / "speech.mp4")
+    params = perception_params(True, True, PerceptionChoices(face_fps=5.0))
+    perceiver, seen = perceive_stream(
+        video.path, params, MemorizeParams(), tmp_path / "runs", cache=False, progress=False
+    )
+    records = [json.loads(x) for x in (perceiver.path / "clips.jsonl").read_text().splitlines()]
+    faces = [{d["identity"] for d in r["faces"]} for r in records]
+    assert all(len(f) == 1 for f in faces) and faces[0] != faces[1]
+    said = [
+        (s["start"], s["speaker"], how)
+        for r in records
+        for s, how in zip(r["transcript"], r["speakers_how"], strict=True)
+        if s["end"] - s["start"] >= 1.5  # shorter pieces are not embedded: "unknown"
+    ]
+    assert len(said) >= 4, said
+    # Each voice spoke 5 s while its face alone was in view (3 s are needed): linked, and the
+    # clip's segments of that voice carry the face's id.
+    for start, speaker, how in said:
+        face = faces[0] if start < 10.0 else faces[1]
+        assert (speaker, how) == (next(iter(face)), "visible_alone"), said
+    links = {k: v for r in records for k, v in r["speaker_links"].items()}
+    assert {v["to"] for v in links.values()} == faces[0] | faces[1]
+    assert all(v["how"] == "visible_alone" and v["evidence_s"] >= 3.0 for v in links.values())
+    registry = json.loads((perceiver.path / "identities" / "identities.json").read_text())
+    assert registry["links"] == links
+    assert seen and all(p.frames is None for _, p in seen)  # windows are not kept

@@ -79,6 +79,7 @@ def test_subtitle_texts_are_speaker_prefixed_and_never_leak_global_ids():
         Segment(0.5, 0.8, "off window", "[face_42]"),
         Segment(0.3, 0.6, "   ", "[face_7]"),
         Segment(1.0, 2.0, "later", "[face_7]"),
+        Segment(0.6, 0.9, "heard only", "[voice_2]"),
     ]
     texts = subtitle_texts(0.0, 1.0, segs, IDS)
     assert texts == [
@@ -86,6 +87,7 @@ def test_subtitle_texts_are_speaker_prefixed_and_never_leak_global_ids():
         "<face_2>: hello there",
         "unknown: who",
         "unknown: off window",
+        "[voice_2]: heard only",  # a voice-only speaker keeps its label, as in the prompt
     ]
     assert not any("[face_" in t for t in texts)
     # a segment between two frames of a 1 fps grid still shows on the earlier one

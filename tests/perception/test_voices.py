@@ -26,6 +26,7 @@ from taskmem_lab.perception.voices import (
     PluginEmbedder,
     VoiceParams,
     assign_speakers,
+    cluster_voices,
     cosine,
     embed_segments,
     identify_speakers,
@@ -351,8 +352,67 @@ def test_a_face_match_banks_the_voice_and_an_off_screen_speaker_is_known_by_it(s
     # Voice re-identification does not bank (only a face match does).
     assert registry.characters["[face_1]"].voices.shape == (1, 256)
     how = assign_speakers(clip2[2:], ["unknown"], [other], registry, IdMap(), new_voices=True)
-    assert clip2[2].speaker == "[face_3]" and how == ["new_voice"]
-    assert registry.match_voice(other) == "[face_3]"
+    assert clip2[2].speaker == "[voice_1]" and how == ["new_voice"]  # not a face's namespace
+    assert registry.match_voice(other) == "[voice_1]"
+
+
+def test_offline_diarization_keeps_voices_apart_and_stable_across_clips(spoken, embeddings):
+    segments, _ = spoken
+    male1, female1, male2, female2, other = embeddings
+    registry = IdentityRegistry()
+
+    def clip(idx, embs):
+        segs = [Segment(segments[i].start, segments[i].end, segments[i].text) for i in idx]
+        how = assign_speakers(segs, ["unknown"] * len(segs), embs, registry, IdMap(), True)
+        return [s.speaker for s in segs], how
+
+    assert clip([0, 1], [male1, female1]) == (
+        ["[voice_1]", "[voice_2]"],
+        ["new_voice", "new_voice"],
+    )
+    assert clip([2, 3], [male2, female2]) == (["[voice_1]", "[voice_2]"], ["voice", "voice"])
+    assert clip([4], [other])[0] == ["[voice_3]"]
+    # Within one clip the new voices are clustered: one speaker, one label.
+    fresh = IdentityRegistry()
+    segs = [Segment(segments[i].start, segments[i].end, "x") for i in (0, 2, 1)]
+    assign_speakers(segs, ["unknown"] * 3, [male1, male2, female1], fresh, IdMap(), True)
+    assert [s.speaker for s in segs] == ["[voice_1]", "[voice_1]", "[voice_2]"]
+    assert fresh.characters["[voice_1]"].voices.shape == (2, 256)
+
+
+def test_cluster_voices_cuts_at_the_similarity():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    near = np.array([0.95, 0.31]) / np.linalg.norm([0.95, 0.31])
+    assert cluster_voices([a, b, near], 0.7) == [0, 1, 0]
+    assert cluster_voices([a, b, near], 0.99) == [0, 1, 2]
+    assert cluster_voices([a], 0.7) == [0] and cluster_voices([], 0.7) == []
+
+
+def test_a_voice_seen_speaking_alone_with_one_face_is_linked_to_it(spoken, embeddings):
+    segments, _ = spoken
+    male1, female1, male2, female2, _ = embeddings
+    registry = IdentityRegistry()
+    ids = two_faces(registry)
+    params = VoiceParams(link_min_s=3.0)
+    first = [Segment(segments[0].start, segments[0].start + 2.0, "a")]
+    how = assign_speakers(first, ["unknown"], [male1], registry, ids, True, ["[face_1]"], params)
+    assert first[0].speaker == "[voice_1]" and how == ["new_voice"]  # 2 s: not enough yet
+    # Two faces in view while the woman speaks: no evidence for anybody.
+    second = [
+        Segment(segments[2].start, segments[2].start + 2.0, "b"),
+        Segment(segments[3].start, segments[3].end, "c"),
+    ]
+    how = assign_speakers(
+        second, ["unknown"] * 2, [male2, female2], registry, ids, True, ["[face_1]", None], params
+    )
+    assert [s.speaker for s in second] == ["[face_1]", "[voice_2]"]
+    assert how == ["visible_alone", "new_voice"]
+    assert registry.links["[voice_1]"]["how"] == "visible_alone"
+    assert registry.match_voice(male1) == "[face_1]"  # the voice is the face's from now on
+    off = VoiceParams(link_faces=False)
+    third = [Segment(0, 4, "d")]
+    assign_speakers(third, ["unknown"], [female1], registry, ids, True, ["[face_2]"], off)
+    assert third[0].speaker == "[voice_2]" and "[voice_2]" not in registry.links
 
 
 def test_face_match_wins_and_labels_spread_within_a_clip():
@@ -422,3 +482,54 @@ def test_wav_payload_matches_the_segment(tmp_path, spoken):
     with wave.open(io.BytesIO(seen[0]), "rb") as w:
         duration = w.getnframes() / w.getframerate()
     assert duration == pytest.approx(segments[0].end - segments[0].start, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- offline diarization
+
+TWO_VOICES = [
+    (0.5, "Please remember to bring the blue notebook to the meeting.", "male"),
+    (4.8, "I think the weather will be sunny for the rest of the week.", "female"),
+    (9.2, "We should meet again at the old train station tomorrow.", "male"),
+    (14.0, "The kitchen window was left open during the storm.", "female"),
+    (18.6, "Could you call the plumber about the leaking pipe?", "female"),
+    (23.4, "The library closes early on Sunday afternoons.", "male"),
+]
+
+
+def test_whisper_and_voices_diarize_two_speakers_across_clips(tmp_path):
+    """No speaker model: transcript lines carry stable, distinct voice labels over three clips."""
+    pytest.importorskip("resemblyzer")
+    pytest.importorskip("faster_whisper")
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        pytest.skip("espeak-ng and ffmpeg are needed to generate speech")
+    from taskmem_lab.errors import ConfigError
+    from taskmem_lab.media.stream import segments as stream_segments
+    from taskmem_lab.media.video import clip_schedule
+    from taskmem_lab.perception.asr import AsrParams, ClipTranscriber, WhisperAsr, bundled_tiny_en
+
+    try:
+        model = str(bundled_tiny_en())
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+    video = speech_video(tmp_path / "two.mp4", TWO_VOICES, 30.0)
+    stream = load_stream(video.path)
+    asr = WhisperAsr(AsrParams(model=model, language="en", beam_size=1))
+    transcriber = ClipTranscriber.from_params(asr, stream, asr.params)
+    registry = IdentityRegistry()
+    embedder = make_voice_embedder(plugin="")
+    params = VoiceParams(new_voices=True, match_faces=False)
+    labels: dict[str, set[str]] = {}
+    heard = 0
+    for clip in clip_schedule(stream_segments(stream), 10.0, 50.0):
+        segs = transcriber.transcribe_clip(clip)
+        assert transcriber.audio is not None
+        t0, audio = transcriber.audio
+        identify_speakers(segs, audio, t0, [], 1.0, IdMap(), registry, None, embedder, params)
+        for seg in segs:
+            line = min(video.lines, key=lambda ln: abs(ln.start - seg.start))
+            labels.setdefault(line.voice, set()).add(seg.speaker)
+            heard += 1
+    assert heard >= len(TWO_VOICES)
+    assert labels["male"] != labels["female"]
+    assert all(len(v) == 1 for v in labels.values()), labels  # stable across clips
+    assert {next(iter(v)) for v in labels.values()} == {"[voice_1]", "[voice_2]"}
