@@ -22,6 +22,7 @@ import base64
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -71,10 +72,14 @@ class ResemblyzerEmbedder:
 
     def _load(self) -> Any:
         if self._encoder is None:
-            try:
-                from resemblyzer import VoiceEncoder
-            except ImportError as exc:
-                raise missing_extra("resemblyzer", "asr", exc) from exc
+            # resemblyzer imports webrtcvad, which warns that pkg_resources is deprecated: a
+            # notice about a dependency's packaging, nothing a user of this run can act on.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
+                try:
+                    from resemblyzer import VoiceEncoder
+                except ImportError as exc:
+                    raise missing_extra("resemblyzer", "asr", exc) from exc
             self._encoder = VoiceEncoder(self.device, verbose=False)
         return self._encoder
 
@@ -83,10 +88,11 @@ class ResemblyzerEmbedder:
         partials, normalized), with the partials of all clips in one forward pass: the LSTM
         runs its time steps once per batch instead of once per clip."""
         import torch
+
+        encoder = self._load()
         from resemblyzer import audio, preprocess_wav
         from resemblyzer.hparams import sampling_rate
 
-        encoder = self._load()
         mels: list[np.ndarray] = []
         owner: list[int] = []
         out: list[np.ndarray | None] = [None] * len(clips)
