@@ -144,18 +144,9 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
         )
         n = len(run.finished())
         return StreamOutcome(job.stream_id, "complete", n, n, seconds=time.perf_counter() - started)
-    except TaskmemError as exc:
-        _, done, total = finished_run(job.run_path)
-        return StreamOutcome(
-            job.stream_id,
-            "failed",
-            done,
-            total,
-            f"{type(exc).__name__}: {exc}",
-            time.perf_counter() - started,
-        )
-    except Exception as exc:  # noqa: BLE001 - one stream's bug must not stop the others
-        log.error("stream %s crashed:\n%s", job.stream_id, traceback.format_exc())
+    except Exception as exc:  # noqa: BLE001 - one stream's failure or bug must not stop the others
+        if not isinstance(exc, TaskmemError):
+            log.error("stream %s crashed:\n%s", job.stream_id, traceback.format_exc())
         _, done, total = finished_run(job.run_path)
         return StreamOutcome(
             job.stream_id,

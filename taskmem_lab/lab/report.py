@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import taskmem_lab
 from taskmem_lab.errors import ConfigError
-from taskmem_lab.paths import input_path, repo_root
+from taskmem_lab.paths import file_sha256, input_path, repo_root
 from taskmem_lab.store import atomic_write_json
 
 if TYPE_CHECKING:
@@ -85,15 +85,6 @@ def git_commit(path: str | Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
