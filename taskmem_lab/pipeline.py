@@ -122,7 +122,7 @@ def run_eval(
     source: str | Path | None,
     memories: str | Path,
     answerer: str,
-    qa: QAParams,
+    qa: QAParams | None = None,
     tag: str | None = None,
     judge: str | None = None,
     params: EvalParams | None = None,
@@ -131,9 +131,13 @@ def run_eval(
     prices: dict[str, tuple[float, float]] | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Answer a benchmark's questions from the memories under `memories` and score them."""
+    """Answer a benchmark's questions from the memories under `memories` and score them
+    (`qa` None: the default answering settings, `QAParams()`)."""
     from taskmem_lab.bench.hub import load_benchmark
     from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
+    from taskmem_lab.evaluation.qa import QAParams
+
+    qa = qa or QAParams()
 
     store = open_cache(cache)
     records = load_benchmark(benchmark, source)
