@@ -410,7 +410,7 @@ def run_ray(
         **{"num_cpus": 1, **dict(resources or {})},
     )
     first = jobs[0]
-    pool = [actor.remote(first.model, first.cache) for _ in range(count)]
+    pool: list[Any] = [actor.remote(first.model, first.cache) for _ in range(count)]
     load = [0] * count
     queue = list(jobs)
     running: dict[Any, tuple[StreamJob, int]] = {}
@@ -708,7 +708,7 @@ def _evaluate(
         "streams": len(chosen),
     }
     atomic_write_json(out / "metrics.json", metrics)
-    _figure(metrics["rows"], out / "figure.png", f"{benchmark} · {answerer} on {tag}")
+    _figure(to_records(result.table), out / "figure.png", f"{benchmark} · {answerer} on {tag}")
     if selected_all:
         atomic_write_json(root / "results" / f"{benchmark}.metrics.json", metrics)
     return result

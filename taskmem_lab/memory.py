@@ -305,7 +305,7 @@ class _AllowListUnpickler(pickle.Unpickler):
         if not isinstance(buf, bytes | bytearray | pickle.PickleBuffer):
             raise _refuse(f"builds an array from a {type(buf).__name__}")
         self._array_bytes(shape, dtype)
-        array = np.frombuffer(buf, dtype=dtype)
+        array = np.frombuffer(memoryview(buf), dtype=dtype)
         return array.reshape(shape, order="F" if order == "F" else "C")
 
     def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
@@ -362,7 +362,7 @@ def _find_scalar() -> None:
         try:
             from numpy._core.multiarray import scalar
         except ImportError:  # numpy < 2
-            from numpy.core.multiarray import scalar
+            from numpy.core.multiarray import scalar  # type: ignore[no-redef]
         _SCALAR.append(scalar)
 
 

@@ -39,7 +39,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -189,7 +189,8 @@ def _check_entry(name: str, entry: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, types):
             kind = "an integer" if types == (int,) else "a number"
             raise ConfigError(f"endpoint {name!r}: {key} must be {kind}, got {value!r}")
-        if not math.isfinite(value) or not low <= value <= high:
+        number = float(cast(float, value))  # an int or a float: checked just above
+        if not math.isfinite(number) or not low <= number <= high:
             raise ConfigError(f"endpoint {name!r}: {key} must be in {low}..{high}, got {value!r}")
     for key in _STRINGS:
         if key in entry and entry[key] is not None and not isinstance(entry[key], str):

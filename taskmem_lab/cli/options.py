@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Collection, Iterable, Mapping
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -143,7 +143,9 @@ def params_from(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
     Fields the command has no option for keep their dataclass default; `overrides` win.
     """
     values = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cast(Any, cls))
+        if hasattr(args, f.name)
     }
     values.update(overrides)
     return cls(**values)

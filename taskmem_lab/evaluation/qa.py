@@ -474,7 +474,9 @@ def parse_choice(text: str, letters: str = LETTERS, options: Sequence[str] = ())
     boxed = _BOXED.findall(t)
     if boxed:
         return _letter(boxed[-1], letters)
-    stated = [(m, None) for m in _MARKER.finditer(t)]
+    stated: list[tuple[re.Match[str], re.Pattern[str] | None]] = [
+        (m, None) for m in _MARKER.finditer(t)
+    ]
     stated += [(m, _LINE_END) for m in _LISTING_MARKER.finditer(t)]
     stated += [(m, _SENTENCE_END) for m in _CONCLUSION_MARKER.finditer(t)]
     for m, must_end in sorted(stated, key=lambda x: -x[0].start("letter")):

@@ -107,7 +107,9 @@ def ask_of(body: dict[str, Any], purpose: str) -> FakeAsk:
     media = hashlib.sha256()
     for role, m in before_first_reply(messages):
         content = m.get("content")
-        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        parts: list[dict[str, Any]] = (
+            [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        )
         for p in parts:
             kind = p.get("type")
             if kind == "text" and role == "user":

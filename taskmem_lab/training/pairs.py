@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Request, Sampling
@@ -310,7 +310,8 @@ def make_pairs(
     # 4. Kept pairs, with the clip's prompt and media.
     kept = []
     counts = {"a": 0, "b": 0, "tie": 0, "inconsistent": 0}
-    for (clip, a, b), row in sorted(done.items()):
+    for key, row in sorted(done.items(), key=lambda kv: cast(tuple[int, str, str], kv[0])):
+        clip, a, b = cast(tuple[int, str, str], key)
         if clip not in base or (a, b) not in plan.get(clip, []):
             continue
         counts[row["outcome"]] += 1

@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ModelError, ParseError
@@ -98,7 +98,8 @@ def rollouts_dir(path: str | Path) -> ResumableDir:
 def samples_by_clip(store: ResumableDir) -> dict[int, list[dict[str, Any]]]:
     """Ok samples of a rollouts folder per clip, in candidate order."""
     out: dict[int, list[dict[str, Any]]] = {}
-    for (clip, _), row in store.good().items():  # type: ignore[misc]
+    for key, row in store.good().items():
+        clip, _ = cast(tuple[int, int], key)
         out.setdefault(clip, []).append(row)
     return out
 
