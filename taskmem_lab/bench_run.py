@@ -670,6 +670,7 @@ def _evaluate(
     from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
     from taskmem_lab.evaluation.metrics import to_records
     from taskmem_lab.evaluation.qa import QAParams
+    from taskmem_lab.evaluation.report import write_metrics
 
     qa = qa or QAParams()
     chosen = {s.stream_id for s in plan.streams} | set(plan.missing)
@@ -697,20 +698,10 @@ def _evaluate(
         progress=progress,
     )
     fake = bool(result.summary.get("fake_models"))
-    metrics = {
-        "benchmark": benchmark,
-        "answerer": answerer,
-        "judge": judge,
-        "tag": tag,
-        "fake_model": fake,
-        "rows": to_records(result.table),
-        "results_dir": str(result.out),
-        "streams": len(chosen),
-    }
-    atomic_write_json(out / "metrics.json", metrics)
-    _figure(to_records(result.table), out / "figure.png", f"{benchmark} · {answerer} on {tag}")
-    if selected_all:
-        atomic_write_json(root / "results" / f"{benchmark}.metrics.json", metrics)
+    rows = to_records(result.table)
+    for folder in [out, root / "results"] if selected_all else [out]:
+        write_metrics(folder, benchmark, rows, answerer, judge, tag, fake, result.out)
+    _figure(rows, out / "figure.png", f"{benchmark} · {answerer} on {tag}")
     return result
 
 

@@ -7,7 +7,6 @@ benchmark from its videos to its table.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import default_tag, runs_root
-from taskmem_lab.store import LOCK_FILE, FolderLock, RunDir, mark_stopped, memory_dir
+from taskmem_lab.store import RunDir, memory_dir
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
@@ -142,29 +141,17 @@ def run_eval(
     store = open_cache(cache)
     records = load_benchmark(benchmark, source)
     folder = Path(out) if out else eval_dir(benchmark, tag, memories, answerer, qa, judge)
-    locator = MemoryLocator(Path(memories), tag)
-    locator.check()  # before the lock creates the results folder (by default under memories)
-    created = not folder.exists()
-    with FolderLock(folder, "evaluation"):
-        try:
-            return evaluate(
-                records,
-                locator,
-                make_model(answerer, store),
-                make_model(judge, store) if judge else None,
-                qa,
-                folder,
-                params or EvalParams(),
-                prices,
-                progress=progress,
-            )
-        except BaseException:
-            mark_stopped(folder / "run.json")
-            if created:  # refused before writing anything: leave no empty results folder
-                with contextlib.suppress(OSError):
-                    (folder / LOCK_FILE).unlink()
-                    folder.rmdir()
-            raise
+    return evaluate(
+        records,
+        MemoryLocator(Path(memories), tag),
+        make_model(answerer, store),
+        make_model(judge, store) if judge else None,
+        qa,
+        folder,
+        params or EvalParams(),
+        prices,
+        progress=progress,
+    )
 
 
 def perceive_stream(

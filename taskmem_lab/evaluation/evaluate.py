@@ -22,6 +22,7 @@ cost).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -60,7 +61,7 @@ from taskmem_lab.memory import Memory, dumps_jsonl, load_any
 from taskmem_lab.params import check_param
 from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION
-from taskmem_lab.store import atomic_write_json, utc_now
+from taskmem_lab.store import LOCK_FILE, FolderLock, atomic_write_json, mark_stopped, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -449,12 +450,40 @@ def evaluate(
     """Evaluate `records` (resuming `out`); see the module docstring.
 
     A kept row counts as done only when it was answered from the memory as it is now (its
-    `memory_hash`); questions whose memory changed since are asked again.
+    `memory_hash`); questions whose memory changed since are asked again. One process at a time:
+    `out` is locked (`store.FolderLock`) for the whole call, and a refusal before anything was
+    written leaves no empty results folder behind.
     """
     out = Path(out)
     if not records:
         raise ConfigError("no questions to evaluate")
-    locator.check()
+    locator.check()  # before the lock creates the results folder (by default under memories)
+    created = not out.exists()
+    with FolderLock(out, "evaluation"):
+        try:
+            return _evaluate_locked(
+                records, locator, answerer, judge_model, qa, out, params, prices, progress
+            )
+        except BaseException:
+            mark_stopped(out / "run.json")
+            if created:
+                with contextlib.suppress(OSError):
+                    (out / LOCK_FILE).unlink()
+                    out.rmdir()
+            raise
+
+
+def _evaluate_locked(
+    records: Sequence[QARecord],
+    locator: MemoryLocator,
+    answerer: ChatModel,
+    judge_model: ChatModel | None,
+    qa: QAParams,
+    out: Path,
+    params: EvalParams,
+    prices: Mapping[str, tuple[float, float]] | None,
+    progress: bool,
+) -> EvalResult:
     if any(r.answer_kind == "open" for r in records) and judge_model is None:
         raise ConfigError(
             "this benchmark has free-form answers: pass --judge SPEC (the judge is a run "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
 import os
 import re
@@ -30,6 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import taskmem_lab
 from taskmem_lab.errors import ConfigError
+from taskmem_lab.evaluation.report import (  # the metrics file, re-exported for the notebooks
+    metrics_path as metrics_path,
+)
+from taskmem_lab.evaluation.report import read_metrics as read_metrics
+from taskmem_lab.evaluation.report import write_metrics as write_metrics
 from taskmem_lab.paths import file_sha256, input_path, repo_root
 from taskmem_lab.store import atomic_write_json
 
@@ -173,64 +177,6 @@ def any_fake(specs: Iterable[str]) -> bool:
 
 
 # --------------------------------------------------------------------------- 04's metrics file
-
-
-def metrics_path(results: str | Path, benchmark: str) -> Path:
-    """`<results>/<benchmark>.metrics.json`."""
-    return Path(results) / f"{benchmark}.metrics.json"
-
-
-def write_metrics(
-    results: str | Path,
-    benchmark: str,
-    rows: Sequence[Mapping[str, Any]],
-    answerer: str,
-    judge: str | None,
-    tag: str,
-    fake_model: bool,
-    results_dir: str | Path,
-) -> Path:
-    """Write one benchmark's metric rows (fractions, as `evaluation.metrics.to_records` gives
-    them) with who answered and judged; `06_paper` reads it back with `read_metrics`."""
-    if not any(r.get("group") == "all" for r in rows):
-        raise ConfigError(f"metrics of {benchmark} have no overall ('all') row")
-    path = metrics_path(results, benchmark)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        path,
-        {
-            "benchmark": benchmark,
-            "answerer": answerer,
-            "judge": judge,
-            "tag": tag,
-            "fake_model": bool(fake_model),
-            "rows": [dict(r) for r in rows],
-            "results_dir": str(results_dir),
-        },
-    )
-    return path
-
-
-def read_metrics(results: str | Path) -> list[dict[str, Any]]:
-    """Every `*.metrics.json` under `results`, checked; none found is an error naming the folder."""
-    folder = Path(results)
-    files = sorted(folder.glob("*.metrics.json"))
-    if not files:
-        raise ConfigError(
-            f"no metrics files (*.metrics.json) in {folder}: run 04_qa with its results there first"
-        )
-    out = []
-    for f in files:
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-            overall = next(r for r in data["rows"] if r["group"] == "all")
-            data["overall"] = overall
-            data["path"] = str(f)
-            _ = data["benchmark"], data["answerer"], data["tag"]
-        except (ValueError, KeyError, StopIteration, TypeError) as exc:
-            raise ConfigError(f"{f}: not a metrics file written by 04_qa ({exc!r})") from exc
-        out.append(data)
-    return out
 
 
 # --------------------------------------------------------------------------- the paper's table

@@ -129,6 +129,7 @@ def config(tmp_path: Path, server: FakeOpenAIServer) -> Path:
 def test_bench_memorizes_evaluates_and_a_rerun_calls_nothing(videomme, tmp_path, server, config):
     source, videos = videomme
     out = tmp_path / "runs"
+    server.latency_s = 0.2  # calls last long enough for streams to overlap on a loaded machine
     proc = taskmem(*_args(source, videos, out), env=_env(config))
     assert "6 complete" in proc.stdout
     clips = sum(len(RunDir(out / v / "memory" / TAG).finished()) for v in IDS)
