@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -162,7 +163,13 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
 
 
 def _model(spec: str, cache: bool | str) -> ChatModel:
-    return make_model(spec, open_cache(cache))
+    """The model for `spec`, its HTTP clients made now: streams then start their first calls
+    at once instead of queueing behind the SDK's imports."""
+    model = make_model(spec, open_cache(cache))
+    warm = getattr(model, "warm", None)
+    if callable(warm):
+        warm()
+    return model
 
 
 # --------------------------------------------------------------------------- progress
@@ -353,7 +360,12 @@ class StreamRunner:
     their run folders.
     """
 
-    def __init__(self, model: str, cache: bool | str) -> None:
+    def __init__(self, model: str, cache: bool | str, env: Mapping[str, str] | None = None) -> None:
+        # The driver's TASKMEM_* settings come as an argument, not as a Ray runtime_env: an
+        # actor with its own runtime_env needs a fresh worker process (~2 s to start), one
+        # without takes a prestarted worker. An actor's process is its own, so setting the
+        # environment here touches nothing else.
+        os.environ.update(env or {})
         self.counter = CallCounter(_model(model, cache))
 
     def run(self, job: StreamJob) -> StreamOutcome:
@@ -387,8 +399,6 @@ def run_ray(
     this process travel to the workers (endpoint keys do not: set them on the nodes).
     `tracker` receives the runners' calls in flight about once a second.
     """
-    import os
-
     try:
         import ray
     except ImportError as exc:
@@ -406,11 +416,10 @@ def run_ray(
         max_restarts=max_retries,
         max_task_retries=max_retries,
         scheduling_strategy="SPREAD",
-        runtime_env={"env_vars": env} if env else None,
         **{"num_cpus": 1, **dict(resources or {})},
     )
     first = jobs[0]
-    pool: list[Any] = [actor.remote(first.model, first.cache) for _ in range(count)]
+    pool: list[Any] = [actor.remote(first.model, first.cache, env) for _ in range(count)]
     load = [0] * count
     queue = list(jobs)
     running: dict[Any, tuple[StreamJob, int]] = {}

@@ -14,8 +14,13 @@ and text only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +43,13 @@ from taskmem_lab.backends.base import (
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap, globals_in
 from taskmem_lab.media.stream import segments
-from taskmem_lab.media.video import Frame, StreamFrames, clip_schedule, sample_times, thin
+from taskmem_lab.media.video import (
+    Frame,
+    StreamFrames,
+    clip_schedule,
+    passing_times,
+    window_times,
+)
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.perception.base import Perceiver, Perception
@@ -53,6 +64,8 @@ log = logging.getLogger(__name__)
 PROMPTS = ("episodic_system", "episodic_user", "episodic_instruction", "reask")
 SEMANTIC_PROMPTS = ("semantic_system", "semantic_user")
 TASKS_FILE = "tasks.json"  # the run's task stream, written beside the manifest
+PREPARE_AHEAD = 2  # clips decoded (and perceived) ahead of the one waiting on the model
+DECODE_NICE = 10  # niceness added to a stream's decode-ahead thread (see _background_priority)
 
 
 @dataclass
@@ -171,12 +184,20 @@ def prepare_clip(
     clip: ClipSpec,
     params: MemorizeParams,
     perceiver: Perceiver | None,
+    schedule: Sequence[ClipSpec] = (),
 ) -> PreparedClip:
-    """Decode and encode the window's frames and run perception (clips in stream order)."""
+    """Decode and encode the window's frames and run perception (clips in stream order).
+
+    With the stream's `schedule`, the frames later windows show from this clip's new span are
+    decoded too and kept in `frames`, so no later window seeks back for them.
+    """
     t0 = time.perf_counter()
     frames.evict_before(clip.window_start)
-    times = sample_times(clip.window_start, clip.end, params.frame_fps) or [clip.start]
-    window = frames.window(thin(times, params.max_frames))
+    times = window_times(clip, params.frame_fps, params.max_frames)
+    if schedule:
+        ahead = passing_times(schedule, clip.index, params.frame_fps, params.max_frames)
+        frames.window(sorted(set(times) | set(ahead)))
+    window = frames.window(times)
     t1 = time.perf_counter()
     for f in window:
         f.jpeg(params.jpeg_quality)
@@ -289,6 +310,18 @@ def memorize_clip(
     return base
 
 
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: `nice` is per thread).
+
+    Decoding ahead is throughput work; building and sending the current clip's request is on
+    the stream's critical path. With many streams on few cores, equal priority lets the decoders
+    starve the requests (a second per call on 2 cores with 20 streams).
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
+
+
 def run_manifest(
     stream: Stream, model_id: str, params: MemorizeParams, tasks: Sequence[Task], tag: str
 ) -> dict[str, Any]:
@@ -389,19 +422,21 @@ def _memorize_locked(
         desc=stream.stream_id,
     )
     failure: ClipRecord | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmem-decode") as pool:
-        nxt: Future[PreparedClip] | None = (
-            pool.submit(prepare_clip, frames, todo[0], params, perceiver) if todo else None
-        )
-        for i, clip in enumerate(todo):
-            assert nxt is not None
-            prepared = nxt.result()
-            # Decode the next clip while this one waits for the model.
-            nxt = (
-                pool.submit(prepare_clip, frames, todo[i + 1], params, perceiver)
-                if i + 1 < len(todo)
-                else None
-            )
+    with ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="taskmem-decode", initializer=_background_priority
+    ) as pool:
+        # Decode the next clips while the current one waits for the model.
+        ahead: deque[Future[PreparedClip]] = deque()
+        queued = iter(todo)
+
+        def top_up() -> None:
+            while len(ahead) <= PREPARE_AHEAD and (c := next(queued, None)) is not None:
+                ahead.append(pool.submit(prepare_clip, frames, c, params, perceiver, schedule))
+
+        top_up()
+        for clip in todo:
+            prepared = ahead.popleft().result()
+            top_up()
             record = memorize_clip(model, prepared, done, tasks, params)
             run.append(record)
             if not record.ok:
@@ -409,8 +444,8 @@ def _memorize_locked(
                 break
             done[clip.index] = record
             bar.update(1)
-        if nxt is not None:
-            nxt.cancel()
+        for pending in ahead:
+            pending.cancel()
     bar.close()
     frames.close()
     status = "failed" if failure else "complete"

@@ -185,10 +185,9 @@ def perceive_stream(
     frames = StreamFrames(stream, params.max_side)
     seen = []
     try:
-        for clip in tqdm(
-            schedule_for(stream, params), unit="clip", disable=not progress, desc=stream.stream_id
-        ):
-            perception_of_clip = prepare_clip(frames, clip, params, perceiver).perception
+        schedule = schedule_for(stream, params)
+        for clip in tqdm(schedule, unit="clip", disable=not progress, desc=stream.stream_id):
+            perception_of_clip = prepare_clip(frames, clip, params, perceiver, schedule).perception
             if not keep_frames:
                 perception_of_clip.frames = None
             seen.append((clip, perception_of_clip))

@@ -26,7 +26,7 @@ from taskmem_lab.bench import egolife
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import BenchmarkError, ConfigError
 from taskmem_lab.media.stream import segments
-from taskmem_lab.media.video import clip_schedule, decodable_end, sample_times, thin
+from taskmem_lab.media.video import clip_schedule, decodable_end, window_times
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.schema import Stream, StreamFile
 
@@ -176,15 +176,7 @@ def _schedule_size(stream: Stream, params: MemorizeParams) -> tuple[int, int]:
     clips = clip_schedule(
         segments(stream), params.interval, params.context_duration, params.start, params.end
     )
-    frames = sum(
-        len(
-            thin(
-                sample_times(c.window_start, c.end, params.frame_fps) or [c.start],
-                params.max_frames,
-            )
-        )
-        for c in clips
-    )
+    frames = sum(len(window_times(c, params.frame_fps, params.max_frames)) for c in clips)
     return len(clips), frames
 
 

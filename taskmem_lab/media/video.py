@@ -198,6 +198,29 @@ def thin(times: Sequence[float], max_frames: int) -> list[float]:
     return [times[i] for i in picks]
 
 
+def window_times(clip: ClipSpec, fps: float, max_frames: int) -> list[float]:
+    """The stream times of the frames a clip's window shows: the global grid, thinned."""
+    return thin(sample_times(clip.window_start, clip.end, fps) or [clip.start], max_frames)
+
+
+def passing_times(
+    schedule: Sequence[ClipSpec], index: int, fps: float, max_frames: int
+) -> list[float]:
+    """Times in clip `index`'s new span that its window or any later window shows.
+
+    Thinning picks different grid points in each overlapping window, so a later window asks for
+    times an earlier one skipped. Decoding them while the forward reader passes through the span
+    spares a backward seek and a re-decode of up to a keyframe interval per window.
+    """
+    clip = schedule[index]
+    keep: set[float] = set()
+    for later in schedule[index:]:
+        if later.window_start >= clip.end:
+            break
+        keep.update(t for t in window_times(later, fps, max_frames) if clip.start <= t < clip.end)
+    return sorted(keep)
+
+
 # --------------------------------------------------------------------------- decoding
 
 

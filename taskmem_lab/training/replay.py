@@ -228,7 +228,7 @@ class RunReplay:
                 record = self.records.get(clip.index)
                 if record is None or (only is not None and clip.index not in only):
                     continue
-                prepared = prepare_clip(frames, clip, self.params, self.perceiver)
+                prepared = prepare_clip(frames, clip, self.params, self.perceiver, self.schedule)
                 inputs = clip_inputs(prepared, self.records, self.tasks, self.params)
                 got = inputs.request.fingerprint(record.model)[:16]
                 if got != record.request_hash:
