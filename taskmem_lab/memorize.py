@@ -364,14 +364,16 @@ def memorize(
     perceiver: Perceiver | None = None,
     progress: bool = True,
     allow_model_change: bool = False,
-    decoder: str = "auto",
+    decoder: str = "pyav",
 ) -> RunDir:
     """Memorize a stream into `run_path`, resuming a run made with the same inputs.
 
     One process at a time: the run folder is locked (`store.FolderLock`) for the whole call.
     Resuming with another model (or another server behind the same endpoint name) is refused
     unless `allow_model_change`, which records the switch in the manifest. `decoder` picks the
-    frame reader (`media.video.open_reader`: auto, decord or pyav).
+    frame reader (`media.video.open_reader`): the default forward PyAV reader never decodes
+    ahead while the stream waits on the model, and is the reader `training.replay` rebuilds
+    requests with; "auto" or "decord" take decord's batch reader.
     Raises `ModelError`/`ParseError` after storing the failed clip; re-running resumes there.
     """
     safe_name(stream.stream_id, "stream id")

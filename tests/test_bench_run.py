@@ -110,3 +110,21 @@ def test_call_counter_counts_calls_in_flight():
     counter = CallCounter(make_model("fake"))
     counter.generate(Request(messages=(Message.text("user", "hi"),)))
     assert (counter.calls, counter.in_flight) == (1, 0) and counter.busy_s >= 0
+
+
+def test_stream_runner_takes_the_drivers_settings_and_makes_its_client_first(
+    api_config, monkeypatch
+):
+    """A Ray runner gets TASKMEM_* as an argument (no runtime_env, so no fresh worker) and has
+    its HTTP client ready before the first stream asks."""
+    import os
+
+    from taskmem_lab.bench_run import StreamRunner
+
+    monkeypatch.delenv("TASKMEM_API_CONFIG")
+    with pytest.raises(ConfigError):
+        StreamRunner("openai:local-vlm", False)
+    runner = StreamRunner("openai:local-vlm", False, {"TASKMEM_API_CONFIG": str(api_config)})
+    assert os.environ["TASKMEM_API_CONFIG"] == str(api_config)
+    model = runner.counter.model
+    assert len(model._clients) == len(model.endpoints) == 1

@@ -233,3 +233,58 @@ def test_perception_ids_subtitles_and_frames_reach_the_prompt(media, tmp_path):
     assert all(
         t < clip_end for (_, t), clip_end in zip(perceiver.calls, [10, 20, 27.3], strict=True)
     )
+
+
+class CountingPerceiver:
+    """A test double that records which clips were prepared and the decoding thread's priority."""
+
+    def __init__(self):
+        self.prepared: list[int] = []
+        self.nice: list[int] = []
+
+    def perceive(self, clip, window):
+        import os
+        import threading
+
+        from taskmem_lab.perception.base import Perception
+
+        self.prepared.append(clip.index)
+        self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return Perception()
+
+
+class WatchingModel(RecordingModel):
+    """Notes, at each episodic call, the newest clip already prepared; answers after 50 ms."""
+
+    def __init__(self, perceiver):
+        super().__init__()
+        self.perceiver = perceiver
+        self.seen: list[tuple[int, int]] = []
+
+    def generate(self, request):
+        import time
+
+        if request.purpose == "episodic":
+            self.seen.append((len(episodic(self.requests)), max(self.perceiver.prepared)))
+            time.sleep(0.05)
+        return super().generate(request)
+
+
+def test_clips_are_prepared_ahead_within_a_bound_at_lower_priority(media, tmp_path):
+    import os
+    import sys
+
+    from taskmem_lab.memorize import PREPARE_AHEAD
+
+    perceiver = CountingPerceiver()
+    model = WatchingModel(perceiver)
+    params = MemorizeParams(interval=2.0, context_duration=4.0)
+    memorize(
+        load_stream(media["tone_27_3"]), model, params, str(tmp_path / "r"),
+        perceiver=perceiver, progress=False,
+    )  # fmt: skip
+    assert perceiver.prepared == list(range(14))  # each clip once, in order
+    # clip k's call never waits on more than PREPARE_AHEAD decoded clips beyond it
+    assert all(k <= newest <= k + PREPARE_AHEAD for k, newest in model.seen)
+    if sys.platform.startswith("linux"):
+        assert min(perceiver.nice) > os.getpriority(os.PRIO_PROCESS, 0)

@@ -180,6 +180,7 @@ class OpenAICompatModel:
         key = id(endpoint)
         with self._lock:
             if key not in self._clients:
+                client: openai.OpenAI
                 if endpoint.api_type == "azure":
                     client = openai.AzureOpenAI(
                         azure_endpoint=endpoint.azure_endpoint or "",

@@ -10,6 +10,7 @@ from taskmem_lab.media.video import (
     sample_times,
     thin,
 )
+from taskmem_lab.params import MemorizeParams
 from taskmem_lab.schema import Stream, StreamFile
 
 
@@ -256,3 +257,43 @@ def test_pyav_readers_in_threads_return_exact_frames(media):
         for t in threads:
             t.join()
     assert not wrong
+
+
+def test_passing_times_cover_every_later_window_inside_the_span():
+    from taskmem_lab.media.video import clip_schedule, passing_times, window_times
+
+    schedule = clip_schedule([(0.0, 60.0)], 10.0, 50.0)
+    for k, clip in enumerate(schedule):
+        kept = passing_times(schedule, k, 1.0, 32)
+        assert all(clip.start <= t < clip.end for t in kept)
+        for later in schedule[k:]:
+            inside = [t for t in window_times(later, 1.0, 32) if clip.start <= t < clip.end]
+            assert set(inside) <= set(kept)
+    # thinning shifts between overlapping windows: a later window wants a time this one skipped
+    assert not set(window_times(schedule[5], 1.0, 32)) <= set(window_times(schedule[4], 1.0, 32))
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_thinned_overlapping_windows_never_seek_back(media, ahead):
+    """Kept passing frames let every window of a stream come from one forward decode."""
+    from taskmem_lab.media.video import clip_schedule
+    from taskmem_lab.memorize import prepare_clip
+
+    info = probe(media["index"])
+    stream = Stream("index", (StreamFile(str(media["index"]), 0.0, info.duration),))
+    params = MemorizeParams(
+        interval=1.0, context_duration=5.0, frame_fps=10.0, max_frames=7, max_side=64
+    )
+    schedule = clip_schedule([(0.0, info.duration)], 1.0, 5.0)
+    frames = StreamFrames(stream, params.max_side, "pyav")
+    try:
+        for clip in schedule:
+            prepared = prepare_clip(frames, clip, params, None, schedule if ahead else ())
+            # frame n of the index video shows grey n*16 from n*0.1 s
+            assert [grey(f.image) for f in prepared.frames] == [
+                (round(f.time * 10) * 16 % 256) // 16 for f in prepared.frames
+            ]
+        seeks = frames._readers[0].seeks
+    finally:
+        frames.close()
+    assert (seeks == 0) if ahead else (seeks > 0)
