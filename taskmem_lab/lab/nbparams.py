@@ -74,6 +74,10 @@ class QaNotebook:
     context: str = "full"  # full | evidence | retrieval
     num_samples: int = 1  # answers per question, majority vote
     stand_in: bool = True  # smoke only: memorize generated stand-ins for missing memories
+    videos: list[str] = field(default_factory=list)  # one video folder per benchmark: memorize
+    model: str = "fake"  # memorizer model spec for the benchmarks given `videos`
+    tasks: str = "none"  # none | questions: online tasks while memorizing from `videos`
+    limit_streams: int = 0  # memorize only the first N streams from `videos` (0: all)
     figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 

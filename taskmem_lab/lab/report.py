@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import taskmem_lab
-from taskmem_lab.errors import ConfigError
+from taskmem_lab.errors import BenchmarkError, ConfigError
 from taskmem_lab.evaluation.report import (  # the metrics file, re-exported for the notebooks
     metrics_path as metrics_path,
 )
@@ -265,20 +265,28 @@ def evaluate_benchmarks(
     stand_in: bool = False,
     fake_model: bool = False,
     progress: bool = True,
+    videos: Sequence[str] = (),
+    model: str = "fake",
+    tasks: str = "none",
+    limit_streams: int | None = None,
 ) -> dict[str, Any]:
     """Run `pipeline.run_eval` per benchmark and write its metrics file under
     `<memories>/results/`; returns `benchmark -> EvalResult`.
 
     `sources` gives one source per benchmark (missing or "" entries use the repository's
     `benchmarks/<name>/sample`); with `stand_in`, memories missing for a question's video are
-    made from a generated video by the fake model first (smoke runs only)."""
+    made from a generated video by the fake model first (smoke runs only). A benchmark with a
+    video folder in `videos` starts from its videos instead: `pipeline.run_benchmark` memorizes
+    its streams with `model` (resuming, `limit_streams` of them when given), then evaluates; it
+    writes the metrics file itself, and only when every stream was memorized."""
     from taskmem_lab.bench.hub import load_benchmark
     from taskmem_lab.lab.samples import stand_in_memories
     from taskmem_lab.paths import repo_path
-    from taskmem_lab.pipeline import run_eval
+    from taskmem_lab.pipeline import run_benchmark, run_eval
 
-    if len(sources) > len(benchmarks):
-        raise ConfigError(f"{len(sources)} sources given for {len(benchmarks)} benchmarks")
+    for what, given_list in (("sources", sources), ("video folders", videos)):
+        if len(given_list) > len(benchmarks):
+            raise ConfigError(f"{len(given_list)} {what} given for {len(benchmarks)} benchmarks")
     results = {}
     for i, name in enumerate(benchmarks):
         given = sources[i] if i < len(sources) else ""
@@ -287,6 +295,18 @@ def evaluate_benchmarks(
             if given
             else repo_path(f"benchmarks/{name}/sample")
         )
+        folder = videos[i] if i < len(videos) else ""
+        if folder:
+            bench = run_benchmark(
+                name, source, input_path(folder, f"video folder of {name}"), model, answerer,
+                judge=judge, qa=qa, tag=tag, out=memories, tasks=tasks,
+                limit_streams=limit_streams, progress=progress,
+            )  # fmt: skip
+            if bench.evaluation is None:
+                failed = "; ".join(f"{o.stream_id}: {o.error}" for o in bench.failed[:3])
+                raise BenchmarkError(f"{name}: {bench.note}" + (f" ({failed})" if failed else ""))
+            results[name] = bench.evaluation
+            continue
         if stand_in:
             made = stand_in_memories(load_benchmark(name, source), memories, tag)
             print(f"{name}: stand-in memories for {len(made)} videos (generated, not real)")

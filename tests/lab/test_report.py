@@ -168,3 +168,39 @@ def test_evaluate_benchmarks_writes_the_metrics_06_reads(tmp_path, monkeypatch):
         evaluate_benchmarks(
             ["egolife"], ["nowhere.json"], tmp_path, "nb", "fake", "fake", QAParams()
         )
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+def test_evaluate_benchmarks_can_start_from_the_videos(tmp_path, monkeypatch):
+    """04_qa's `videos`: memorize the benchmark's streams with run_benchmark, then evaluate."""
+    from taskmem_lab.evaluation.qa import QAParams
+    from taskmem_lab.lab.report import evaluate_benchmarks
+    from taskmem_lab.store import RunDir
+    from taskmem_lab.testing.media import test_video
+
+    monkeypatch.setenv("TASKMEM_CACHE", str(tmp_path / "cache.sqlite"))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    ids = ["tmSmpl0001a", "tmSmpl0002b", "tmSmpl0003c"]  # the sample's Video-MME videos
+    for vid in ids:
+        test_video(videos / f"{vid}.mp4", 12, size="64x48", fps=5, audio=False)
+    common = dict(videos=[str(videos)], model="fake", progress=False)
+    part = tmp_path / "part"
+    evaluate_benchmarks(
+        ["videomme"], [], part, "nb", "fake:reader", "fake", QAParams(), limit_streams=1, **common
+    )
+    assert len(list(part.glob("*/memory/nb"))) == 1
+    assert not (part / "results").exists()  # a partial run never feeds 06's table
+
+    results = evaluate_benchmarks(
+        ["videomme"], [], tmp_path / "all", "nb", "fake:reader", "fake", QAParams(), **common
+    )
+    for vid in ids:
+        assert RunDir(tmp_path / "all" / vid / "memory" / "nb").finished()
+    (data,) = read_metrics(tmp_path / "all" / "results")
+    assert data["benchmark"] == "videomme" and data["results_dir"] == str(results["videomme"].out)
+    assert data["fake_model"] is True
+    with pytest.raises(ConfigError, match="2 video folders given for 1 benchmarks"):
+        evaluate_benchmarks(
+            ["videomme"], [], tmp_path, "nb", "fake", "fake", QAParams(), videos=["a", "b"]
+        )
