@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 PROMPTS = ("episodic_system", "episodic_user", "episodic_instruction", "reask")
 SEMANTIC_PROMPTS = ("semantic_system", "semantic_user")
 TASKS_FILE = "tasks.json"  # the run's task stream, written beside the manifest
-PREPARE_AHEAD = 2  # clips decoded (and perceived) ahead of the one waiting on the model
+PREPARE_AHEAD = 2  # clips decoded ahead of the one waiting on the model (1 with perception)
 DECODE_NICE = 10  # niceness added to a stream's decode-ahead thread (see _background_priority)
 
 
@@ -427,12 +427,14 @@ def _memorize_locked(
     with ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="taskmem-decode", initializer=_background_priority
     ) as pool:
-        # Decode the next clips while the current one waits for the model.
+        # Decode the next clips while the current one waits for the model. A perceived clip
+        # holds annotated copies of its window and costs far more CPU than it waits: one ahead.
         ahead: deque[Future[PreparedClip]] = deque()
         queued = iter(todo)
+        depth = PREPARE_AHEAD if perceiver is None else 1
 
         def top_up() -> None:
-            while len(ahead) <= PREPARE_AHEAD and (c := next(queued, None)) is not None:
+            while len(ahead) <= depth and (c := next(queued, None)) is not None:
                 ahead.append(pool.submit(prepare_clip, frames, c, params, perceiver, schedule))
 
         top_up()

@@ -235,56 +235,55 @@ def test_perception_ids_subtitles_and_frames_reach_the_prompt(media, tmp_path):
     )
 
 
-class CountingPerceiver:
-    """A test double that records which clips were prepared and the decoding thread's priority."""
-
-    def __init__(self):
-        self.prepared: list[int] = []
-        self.nice: list[int] = []
-
-    def perceive(self, clip, window):
-        import os
-        import threading
-
-        from taskmem_lab.perception.base import Perception
-
-        self.prepared.append(clip.index)
-        self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return Perception()
-
-
 class WatchingModel(RecordingModel):
     """Notes, at each episodic call, the newest clip already prepared; answers after 50 ms."""
 
-    def __init__(self, perceiver):
+    def __init__(self, prepared):
         super().__init__()
-        self.perceiver = perceiver
+        self.prepared = prepared
         self.seen: list[tuple[int, int]] = []
 
     def generate(self, request):
         import time
 
         if request.purpose == "episodic":
-            self.seen.append((len(episodic(self.requests)), max(self.perceiver.prepared)))
+            self.seen.append((len(episodic(self.requests)), max(self.prepared)))
             time.sleep(0.05)
         return super().generate(request)
 
 
-def test_clips_are_prepared_ahead_within_a_bound_at_lower_priority(media, tmp_path):
+@pytest.mark.parametrize("perceived", [False, True])
+def test_clips_are_prepared_ahead_within_a_bound_at_lower_priority(
+    media, tmp_path, monkeypatch, perceived
+):
     import os
     import sys
+    import threading
 
+    import taskmem_lab.memorize as memorize_module
     from taskmem_lab.memorize import PREPARE_AHEAD
 
-    perceiver = CountingPerceiver()
-    model = WatchingModel(perceiver)
+    prepared: list[int] = []
+    nice: list[int] = []
+    real = memorize_module.prepare_clip
+
+    def watched(frames, clip, *args):
+        prepared.append(clip.index)
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(frames, clip, *args)
+
+    monkeypatch.setattr(memorize_module, "prepare_clip", watched)
+    model = WatchingModel(prepared)
     params = MemorizeParams(interval=2.0, context_duration=4.0)
     memorize(
         load_stream(media["tone_27_3"]), model, params, str(tmp_path / "r"),
-        perceiver=perceiver, progress=False,
+        perceiver=FakePerceiver() if perceived else None, progress=False,
     )  # fmt: skip
-    assert perceiver.prepared == list(range(14))  # each clip once, in order
-    # clip k's call never waits on more than PREPARE_AHEAD decoded clips beyond it
-    assert all(k <= newest <= k + PREPARE_AHEAD for k, newest in model.seen)
+    assert prepared == list(range(14))  # each clip once, in order
+    # clip k's call waits with at most PREPARE_AHEAD clips prepared beyond it (1 when perceived:
+    # a perceived clip holds annotated copies of its window)
+    depth = 1 if perceived else PREPARE_AHEAD
+    assert all(k <= newest <= k + depth for k, newest in model.seen)
+    assert any(newest == k + depth for k, newest in model.seen)  # and does prepare ahead
     if sys.platform.startswith("linux"):
-        assert min(perceiver.nice) > os.getpriority(os.PRIO_PROCESS, 0)
+        assert min(nice) > os.getpriority(os.PRIO_PROCESS, 0)
