@@ -8,10 +8,12 @@ backend reports a detection score in 0..1 and a quality on its own scale (`DEFAU
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,6 +383,79 @@ FACE_BACKENDS: dict[str, Callable[[FaceParams], FaceBackend]] = {
 def make_face_backend(params: FaceParams) -> FaceBackend:
     """The detection + embedding backend `params.backend`, models loaded."""
     return FACE_BACKENDS[params.backend](params)
+
+
+class _BackendPool:
+    """Backends of one `FaceParams`, each lent to one caller at a time."""
+
+    def __init__(self, params: FaceParams, size: int) -> None:
+        self.params, self.size = params, size
+        self.idle: list[FaceBackend] = []
+        self.made = 0
+        self.ready = threading.Condition()
+
+
+_POOLS: dict[FaceParams, _BackendPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def face_backend_slots(params: FaceParams) -> int:
+    """Backends one process keeps for `params`: one per `threads` cores, and at least two.
+
+    Detection is CPU-bound and each backend already runs `threads` threads, so more backends
+    add no speed, only memory: a dlib backend with its models is ~80 MB, and a stream's face
+    frames (`face_fps` frames a second at up to 640 pixels) ~70 MB per clip. The second one
+    overlaps a stream's single-threaded steps (decoding, identities) with another's detection:
+    20 one-minute streams on 2 cores took 58 s with two, 78 s with one, 70 s with one per
+    stream (4.8 GB instead of 2.4 GB).
+    """
+    return max(2, (os.cpu_count() or 1) // max(1, params.threads))
+
+
+@contextlib.contextmanager
+def borrow_face_backend(params: FaceParams) -> Iterator[FaceBackend]:
+    """A backend for `params` from the process's pool, for this caller alone until returned.
+
+    Many streams in one process (`taskmem bench`) share `face_backend_slots(params)` backends
+    instead of loading one each; a caller waits while all are lent. Backends stay loaded for
+    the next caller; `close_face_backends` releases them.
+    """
+    with _POOLS_LOCK:
+        pool = _POOLS.setdefault(params, _BackendPool(params, face_backend_slots(params)))
+    with pool.ready:
+        while not pool.idle and pool.made >= pool.size:
+            pool.ready.wait()
+        if pool.idle:
+            backend = pool.idle.pop()
+        else:
+            pool.made += 1  # counted before loading, so no other caller loads one too many
+            backend = None
+    if backend is None:
+        try:
+            backend = make_face_backend(params)
+        except BaseException:
+            with pool.ready:
+                pool.made -= 1
+                pool.ready.notify()
+            raise
+    try:
+        yield backend
+    finally:
+        with pool.ready:
+            pool.idle.append(backend)
+            pool.ready.notify()
+
+
+def close_face_backends() -> None:
+    """Close and forget every pooled backend that is not lent out."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+    for pool in pools:
+        with pool.ready:
+            idle, pool.idle = pool.idle, []
+            pool.made -= len(idle)
+        for backend in idle:
+            backend.close()
 
 
 # --------------------------------------------------------------------------- box helpers

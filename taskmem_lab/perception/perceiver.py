@@ -33,7 +33,8 @@ from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.perception.asr import ClipTranscriber, make_asr
 from taskmem_lab.perception.base import Perception
-from taskmem_lab.perception.faces import clip_faces, make_face_backend
+from taskmem_lab.perception.face_backends import borrow_face_backend
+from taskmem_lab.perception.faces import clip_faces
 from taskmem_lab.perception.identities import IdentityRegistry
 from taskmem_lab.perception.params import (
     BUNDLED_WHISPER,
@@ -258,7 +259,6 @@ class StreamPerceiver:
         self.lock = FolderLock(self.path, "perception")
         self.model = speaker_model
         self._load()
-        self._face_backend: Any = None
         self._face_frames: StreamFrames | None = None
         self._transcriber: ClipTranscriber | None = None
         self._embedder: Any = None
@@ -318,11 +318,6 @@ class StreamPerceiver:
             self._load()
 
     # ------------------------------------------------------------------ lazily built parts
-
-    def _faces_backend(self) -> Any:
-        if self._face_backend is None and self.params.faces is not None:
-            self._face_backend = make_face_backend(self.params.faces)
-        return self._face_backend
 
     def _asr(self) -> ClipTranscriber | None:
         if self.params.asr is None:
@@ -400,18 +395,7 @@ class StreamPerceiver:
         new_ids: list[str] = []
         fp = self.params.faces
         if fp is not None:
-            t0 = time.perf_counter()
-            if self._face_frames is None:
-                self._face_frames = StreamFrames(self.stream, self.mp.max_side, self.decoder)
-            self._face_frames.evict_before(clip.start)
-            frames = self._face_frames.window(sample_times(clip.start, clip.end, fp.face_fps))
-            timings["face_decode_s"] = time.perf_counter() - t0
-            dets = clip_faces(frames, fp, self._faces_backend(), timings)
-            t1 = time.perf_counter()
-            new_ids = self.registry.assign(dets, frames)
-            dets = [d for d in dets if d.identity]
-            timings["identities_s"] = time.perf_counter() - t1
-            self._face_frames.evict_before(clip.end)
+            dets, new_ids = self._faces(clip, fp, timings)
         segments: list[Segment] = []
         speakers_how: list[str] = []
         links_before = set(self.registry.links)
@@ -477,13 +461,36 @@ class StreamPerceiver:
         self.records[clip.index] = record
         return record
 
+    def _faces(
+        self, clip: ClipSpec, fp: FaceParams, timings: dict[str, float]
+    ) -> tuple[list[FaceDetection], list[str]]:
+        """The clip's identified faces and the identities first seen in it.
+
+        Decoding, detection and identity assignment run on a backend borrowed from the
+        process's pool, so streams side by side hold a few backends and face windows at a time,
+        not one each; the clip's face frames are released before the backend is returned.
+        """
+        t0 = time.perf_counter()
+        with borrow_face_backend(fp) as backend:
+            timings["face_wait_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if self._face_frames is None:
+                self._face_frames = StreamFrames(self.stream, self.mp.max_side, self.decoder)
+            self._face_frames.evict_before(clip.start)
+            frames = self._face_frames.window(sample_times(clip.start, clip.end, fp.face_fps))
+            timings["face_decode_s"] = time.perf_counter() - t0
+            dets = clip_faces(frames, fp, backend, timings)
+            t1 = time.perf_counter()
+            new_ids = self.registry.assign(dets, frames)
+            timings["identities_s"] = time.perf_counter() - t1
+            self._face_frames.evict_before(clip.end)
+            del frames
+        return [d for d in dets if d.identity], new_ids
+
     def close(self) -> None:
         self.lock.release()
         if self._face_frames is not None:
             self._face_frames.close()
-        backend = self._face_backend
-        if backend is not None and hasattr(backend, "close"):
-            backend.close()
 
 
 def perception_params(

@@ -733,3 +733,52 @@ def test_shot_cuts_find_hard_cuts_and_ignore_a_drifting_camera():
     frames += [Frame(round((5 + k) * STEP, 6), scene_b) for k in range(3)]
     frames += [Frame(0.8, np.full((36, 64, 3), (200, 30, 30), np.uint8))]
     assert shot_cuts(frames) == [0.5, 0.8]
+
+
+def test_streams_share_a_bounded_pool_of_face_backends(monkeypatch):
+    """One backend per `threads` cores in a process, each lent to one stream at a time."""
+    import threading
+    import time
+
+    from taskmem_lab.perception import face_backends as FB
+
+    made: list[object] = []
+    closed: list[object] = []
+
+    class CountingBackend:
+        """A test double standing in for a loaded dlib backend."""
+
+        def __init__(self, params):
+            made.append(self)
+
+        def close(self):
+            closed.append(self)
+
+    monkeypatch.setattr(FB, "make_face_backend", CountingBackend)
+    monkeypatch.setattr(FB.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(FB, "_POOLS", {})
+    params = FaceParams(threads=2, face_fps=3.0)  # a key no other test uses
+    assert FB.face_backend_slots(params) == 2
+    busy, most = [0], [0]
+    lock = threading.Lock()
+
+    def stream() -> None:
+        for _ in range(3):
+            with FB.borrow_face_backend(params):
+                with lock:
+                    busy[0] += 1
+                    most[0] = max(most[0], busy[0])
+                time.sleep(0.01)
+                with lock:
+                    busy[0] -= 1
+
+    threads = [threading.Thread(target=stream) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 2 and most[0] == 2  # six streams, two backends, never more lent at once
+    FB.close_face_backends()
+    assert sorted(map(id, closed)) == sorted(map(id, made))
+    with FB.borrow_face_backend(params) as again:
+        assert len(made) == 3 and again is made[-1]  # closed backends are not lent again
