@@ -11,7 +11,10 @@ latency per request (1.0 s) and an endpoint of 32 slots, then memorizes every st
 - calls in flight, sampled at the server every 20 ms: mean / slots (the concurrency reached);
 - pipeline overhead per clip: per stream, (its wall time - the latency of its calls) / clips;
 - peak RSS of the child's whole process tree (Ray: driver, workers and Ray's own daemons),
-  sampled every 0.1 s (target: 20 streams <= 2 GB in one process).
+  sampled every 0.1 s (target: 20 streams <= 2 GB in one process);
+- for the in-process engines, the CPU seconds of the pipeline and of the test server, and the
+  wall time that much CPU needs on this machine's cores: when it nears the ideal, the run is
+  bound by the cores (decoding, mostly), not by the pipeline's scheduling.
 
 Engines: `local` (threads in one process), `ray` (a local Ray instance with 2 CPUs started by the
 child), `sequential` (the local engine with one stream at a time: what a shell loop does).
@@ -55,6 +58,9 @@ def child(
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    import resource
+
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     result = run_benchmark(
         "videomme",
@@ -72,6 +78,8 @@ def child(
         decoder=decoder,
     )
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     status = json.loads((result.folder / "bench.json").read_text())
     from taskmem_lab.store import RunDir
 
@@ -93,6 +101,7 @@ def child(
                 "failed": [o.stream_id for o in result.failed],
                 "overhead_per_clip_s": statistics.mean(per_stream),
                 "first_decode_s": statistics.mean(first_decode) if first_decode else 0.0,
+                "cpu_s": cpu,  # this process only: Ray's workers are not counted
             }
         )
     )
@@ -212,8 +221,10 @@ def main() -> None:
                 text=True,
             )  # fmt: skip
             sampler = Sampler(server, proc.pid)
+            server_cpu0 = time.process_time()
             sampler.start()
             stdout, _ = proc.communicate()
+            server_cpu = time.process_time() - server_cpu0  # the test server (and the sampler)
             sampler.stop.set()
             sampler.join()
             samples, peak = sampler.in_flight or [0], sampler.peak_rss
@@ -232,6 +243,13 @@ def main() -> None:
                 f"{r['overhead_per_clip_s']:.3f} s/clip, peak RSS {peak / 2**20:.0f} MB"
                 + (f", failed: {r['failed']}" if r["failed"] else "")
             )
+            if engine != "ray":
+                cores = os.cpu_count() or 1
+                floor = (r["cpu_s"] + server_cpu) / cores
+                print(
+                    f"{'':<16} CPU {r['cpu_s']:.1f} s (pipeline) + {server_cpu:.1f} s (test "
+                    f"server) on {cores} cores: the CPU alone needs >= {floor:.1f} s"
+                )
 
 
 if __name__ == "__main__":
