@@ -14,11 +14,7 @@ and text only.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -65,7 +61,6 @@ PROMPTS = ("episodic_system", "episodic_user", "episodic_instruction", "reask")
 SEMANTIC_PROMPTS = ("semantic_system", "semantic_user")
 TASKS_FILE = "tasks.json"  # the run's task stream, written beside the manifest
 PREPARE_AHEAD = 2  # clips decoded ahead of the one waiting on the model (1 with perception)
-DECODE_NICE = 10  # niceness added to a stream's decode-ahead thread (see _background_priority)
 
 
 @dataclass
@@ -310,18 +305,6 @@ def memorize_clip(
     return base
 
 
-def _background_priority() -> None:
-    """Lower the calling thread's CPU priority (Linux: `nice` is per thread).
-
-    Decoding ahead is throughput work; building and sending the current clip's request is on
-    the stream's critical path. With many streams on few cores, equal priority lets the decoders
-    starve the requests (a second per call on 2 cores with 20 streams).
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
-
-
 def run_manifest(
     stream: Stream, model_id: str, params: MemorizeParams, tasks: Sequence[Task], tag: str
 ) -> dict[str, Any]:
@@ -424,9 +407,7 @@ def _memorize_locked(
         desc=stream.stream_id,
     )
     failure: ClipRecord | None = None
-    with ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="taskmem-decode", initializer=_background_priority
-    ) as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmem-decode") as pool:
         # Decode the next clips while the current one waits for the model. A perceived clip
         # holds annotated copies of its window and costs far more CPU than it waits: one ahead.
         ahead: deque[Future[PreparedClip]] = deque()
