@@ -184,11 +184,22 @@ def resolve(params: Any) -> Any:
 _SCALARS = {"bool", "int", "float", "str"}
 
 
+def _unquoted(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 def _convert(kind: str, value: Any) -> Any:
     if kind.startswith("list[") and kind.endswith("]"):
         inner = kind[5:-1]
         if isinstance(value, str):
-            items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
+            # `a,b`, `[a, b]` and `["a", "b"]` (how a list is typed on a command line) all read
+            # as the two items
+            text = value.strip()
+            if text.startswith("[") and text.endswith("]"):
+                text = text[1:-1]
+            items: list[Any] = [_unquoted(v.strip()) for v in text.split(",") if v.strip()]
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:

@@ -76,6 +76,18 @@ def test_list_parameters_are_lists():
         coerce(EpisodicNotebook, {"end": True})
 
 
+def test_bracketed_lists_from_the_command_line_read_like_comma_lists():
+    """`-p models='[fake, openai:gpt-4o]'` (docs/cli.md) and JSON-style quotes give the items."""
+    nb = coerce(
+        AblationsNotebook,
+        {"models": "[fake, openai:gpt-4o]", "context_durations": "[20, 40]", "asr": "[true]"},
+    )
+    assert nb.models == ["fake", "openai:gpt-4o"] and nb.context_durations == [20.0, 40.0]
+    assert nb.asr == [True]
+    qa = coerce(QaNotebook, {"videos": '["/data/mme", "/data/ego"]', "benchmarks": "['videomme']"})
+    assert qa.videos == ["/data/mme", "/data/ego"] and qa.benchmarks == ["videomme"]
+
+
 def test_notebooks_01_02_03_share_one_perception_by_default():
     from taskmem_lab.params import MemorizeParams
     from taskmem_lab.perception.perceiver import settings_hash, settings_of
