@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from taskmem_lab.media.video import (
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.perception.base import Perceiver, Perception
+from taskmem_lab.prefetch import shared_prefetch
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
@@ -407,21 +406,14 @@ def _memorize_locked(
         desc=stream.stream_id,
     )
     failure: ClipRecord | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmem-decode") as pool:
-        # Decode the next clips while the current one waits for the model. A perceived clip
-        # holds annotated copies of its window and costs far more CPU than it waits: one ahead.
-        ahead: deque[Future[PreparedClip]] = deque()
-        queued = iter(todo)
-        depth = PREPARE_AHEAD if perceiver is None else 1
-
-        def top_up() -> None:
-            while len(ahead) <= depth and (c := next(queued, None)) is not None:
-                ahead.append(pool.submit(prepare_clip, frames, c, params, perceiver, schedule))
-
-        top_up()
-        for clip in todo:
-            prepared = ahead.popleft().result()
-            top_up()
+    # Decode the next clips while the current one waits for the model, on the process's
+    # prepare threads (shared by every stream, nearest need first). A perceived clip holds
+    # annotated copies of its window and costs far more CPU than it waits: one ahead.
+    depth = PREPARE_AHEAD if perceiver is None else 1
+    with shared_prefetch().sequence(
+        lambda c: prepare_clip(frames, c, params, perceiver, schedule), todo, depth
+    ) as ahead:
+        for clip, prepared in zip(todo, ahead, strict=False):
             record = memorize_clip(model, prepared, done, tasks, params)
             run.append(record)
             if not record.ok:
@@ -429,8 +421,6 @@ def _memorize_locked(
                 break
             done[clip.index] = record
             bar.update(1)
-        for pending in ahead:
-            pending.cancel()
     bar.close()
     frames.close()
     status = "failed" if failure else "complete"

@@ -21,6 +21,7 @@ FLOORS: dict[str, int] = {
     # foundation: records, parameters, paths, errors; imports nothing of the package but itself
     "errors": 0,
     "timefmt": 0,
+    "prefetch": 0,
     "schema": 0,
     "paths": 0,
     "plugins": 0,
