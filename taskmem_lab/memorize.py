@@ -47,7 +47,7 @@ from taskmem_lab.media.video import (
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import file_sha256, safe_name
 from taskmem_lab.perception.base import Perceiver, Perception
-from taskmem_lab.prefetch import shared_prefetch
+from taskmem_lab.prefetch import SharedPrefetch, shared_prefetch
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
@@ -407,20 +407,27 @@ def _memorize_locked(
     )
     failure: ClipRecord | None = None
     # Decode the next clips while the current one waits for the model, on the process's
-    # prepare threads (shared by every stream, nearest need first). A perceived clip holds
-    # annotated copies of its window and costs far more CPU than it waits: one ahead.
+    # prepare threads (shared by every stream, nearest need first). A perceiver gets a thread
+    # of its own: its step may wait on a model (speakers) and would hold a shared thread. A
+    # perceived clip holds annotated copies of its window and costs far more CPU than it
+    # waits: one ahead.
+    own = None if perceiver is None else SharedPrefetch(1, f"taskmem-perceive-{stream.stream_id}")
     depth = PREPARE_AHEAD if perceiver is None else 1
-    with shared_prefetch().sequence(
-        lambda c: prepare_clip(frames, c, params, perceiver, schedule), todo, depth
-    ) as ahead:
-        for clip, prepared in zip(todo, ahead, strict=False):
-            record = memorize_clip(model, prepared, done, tasks, params)
-            run.append(record)
-            if not record.ok:
-                failure = record
-                break
-            done[clip.index] = record
-            bar.update(1)
+    try:
+        with (own or shared_prefetch()).sequence(
+            lambda c: prepare_clip(frames, c, params, perceiver, schedule), todo, depth
+        ) as ahead:
+            for clip, prepared in zip(todo, ahead, strict=False):
+                record = memorize_clip(model, prepared, done, tasks, params)
+                run.append(record)
+                if not record.ok:
+                    failure = record
+                    break
+                done[clip.index] = record
+                bar.update(1)
+    finally:
+        if own is not None:
+            own.close()
     bar.close()
     frames.close()
     status = "failed" if failure else "complete"

@@ -1,6 +1,6 @@
 """Work prepared ahead for many sequences at once, on one set of threads, nearest need first.
 
-Floor 0. Each memorizing stream decodes (and perceives) its next clips while the current one
+Floor 0. Each memorizing stream decodes its next clips while the current one
 waits on the model. With one thread per stream, twenty streams on two cores share the CPU
 equally: every stream's next clip is half done when its call returns, and all of them wait
 together. Here the streams' prepare steps go to one pool of about a thread per core, and a free
@@ -10,6 +10,8 @@ for, then the next step of the consumer that has held its current item longest.
 The rules for one sequence are those of a per-stream thread: its steps run one at a time, in
 order (a stream's frame reader and perceiver are not thread-safe), at most `depth` items beyond
 the one its consumer holds; a step that raises hands its error to the consumer at that item.
+Steps that wait (on a model, a lock) would hold a shared thread: give such a caller a pool of its
+own (`SharedPrefetch(1, name)`, then `close()`), as the memorizer does for a perceiving stream.
 """
 
 from __future__ import annotations
@@ -99,12 +101,14 @@ class Prefetched(Generic[T, R]):
 class SharedPrefetch:
     """Threads shared by every sequence of the process (see the module docstring)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, name: str = "taskmem-prepare") -> None:
         self.workers = max(1, workers)
+        self.name = name
         self.cv = threading.Condition()
         self.sequences: list[_Sequence] = []
         self._threads: list[threading.Thread] = []
         self._order = itertools.count()
+        self._closed = False
 
     def sequence(self, fn: Callable[[T], R], items: Sequence[T], depth: int) -> Prefetched[T, R]:
         """Prepare `fn(item)` for `items` in order, up to `depth` ahead of the consumer."""
@@ -113,19 +117,27 @@ class SharedPrefetch:
             self.sequences.append(seq)
             while len(self._threads) < self.workers:
                 t = threading.Thread(
-                    target=self._work, name=f"taskmem-prepare-{len(self._threads)}", daemon=True
+                    target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
                 )
                 self._threads.append(t)
                 t.start()
             self.cv.notify_all()
         return Prefetched(self, seq)
 
-    def _pick(self) -> tuple[_Sequence, int, Future]:
+    def close(self) -> None:
+        """Let the threads end once idle (a pool made for one caller; never the shared one)."""
+        with self.cv:
+            self._closed = True
+            self.cv.notify_all()
+
+    def _pick(self) -> tuple[_Sequence, int, Future] | None:
         with self.cv:
             while True:
                 ready = [s for s in self.sequences if s.ready()]
                 if ready:
                     break
+                if self._closed:
+                    return None
                 self.cv.wait()
             # the step needed soonest: fewest items ahead of its consumer, then the consumer
             # that has held its item longest (its model call returns first)
@@ -136,8 +148,8 @@ class SharedPrefetch:
             return seq, i, seq.future(i)
 
     def _work(self) -> None:
-        while True:
-            seq, i, future = self._pick()
+        while (picked := self._pick()) is not None:
+            seq, i, future = picked
             try:
                 if future.set_running_or_notify_cancel():
                     try:

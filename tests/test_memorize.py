@@ -258,10 +258,14 @@ def test_clips_are_prepared_ahead_within_a_bound(media, tmp_path, monkeypatch, p
     from taskmem_lab.memorize import PREPARE_AHEAD
 
     prepared: list[int] = []
+    threads: set[str] = set()
     real = memorize_module.prepare_clip
 
     def watched(frames, clip, *args):
+        import threading
+
         prepared.append(clip.index)
+        threads.add(threading.current_thread().name.rsplit("-", 1)[0])
         return real(frames, clip, *args)
 
     monkeypatch.setattr(memorize_module, "prepare_clip", watched)
@@ -277,3 +281,5 @@ def test_clips_are_prepared_ahead_within_a_bound(media, tmp_path, monkeypatch, p
     depth = 1 if perceived else PREPARE_AHEAD
     assert all(k <= newest <= k + depth for k, newest in model.seen)
     assert any(newest == k + depth for k, newest in model.seen)  # and does prepare ahead
+    # the process's shared prepare threads, or (a perceiver may wait on a model) its own one
+    assert threads == ({"taskmem-perceive-tone_27_3"} if perceived else {"taskmem-prepare"})

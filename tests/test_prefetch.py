@@ -126,3 +126,16 @@ def test_close_waits_for_the_running_step_and_drops_the_rest():
 def test_the_process_pool_is_one_per_process():
     assert shared_prefetch() is shared_prefetch()
     assert shared_prefetch().workers >= 2  # at least one core and one more
+
+
+def test_a_pool_made_for_one_caller_lets_its_threads_end():
+    pool = SharedPrefetch(workers=2, name="taskmem-test-own")
+    with pool.sequence(lambda i: i * 2, [1, 2, 3], 1) as results:
+        assert list(results) == [2, 4, 6]
+    pool.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+        t.name.startswith("taskmem-test-own") for t in threading.enumerate()
+    ):
+        time.sleep(0.01)
+    assert not any(t.name.startswith("taskmem-test-own") for t in threading.enumerate())
