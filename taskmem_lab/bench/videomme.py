@@ -33,7 +33,6 @@ NAME = "videomme"
 HUB_REPO = "lmms-lab/Video-MME"
 HUB_CONFIG = "videomme"
 HUB_IDS = (HUB_REPO, "lmms-eval/Video-MME")  # Hub ids that name the original
-DURATIONS = ("short", "medium", "long")
 FIELDS = (
     "video_id",
     "duration",

@@ -25,7 +25,6 @@ from taskmem_lab.evaluation.metrics import reading_differences
 from taskmem_lab.store import atomic_write_json
 
 PAPER_TABLE = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_results.csv"
-BENCHMARK_ORDER = ("videomme", "egolife", "egotempo")
 METRICS = ("accuracy", "coverage", "precision")
 COLUMNS = ("system", "benchmark", *METRICS, "source")
 ROUNDING_SLACK = 0.15  # |Acc - Cov x Prec| allowed by three figures rounded to 0.1

@@ -1,9 +1,9 @@
 """Video probing, the clip schedule, and exact frame sampling by timestamp.
 
-Floor 1 (media). Frames are decoded with decord's `get_batch` (PyAV when decord is missing or
-cannot open a file), resized in the decoder, and held in a ring buffer that never holds more than
-one context window: overlapping windows reuse decoded frames and their JPEG encodings, so each
-sampled frame of a stream is decoded and encoded once.
+Floor 1 (media). A stream's frames are read in order by a forward PyAV reader (decord's
+`get_batch` on request, or for random access), resized in the decoder, and held in a ring buffer
+that never holds more than the frames the next windows show: overlapping windows reuse decoded
+frames and their JPEG encodings, so each sampled frame of a stream is decoded and encoded once.
 """
 
 from __future__ import annotations
@@ -214,7 +214,8 @@ def passing_times(
     """
     clip = schedule[index]
     keep: set[float] = set()
-    for later in schedule[index:]:
+    for k in range(index, len(schedule)):  # not schedule[index:]: a week-long stream's copy
+        later = schedule[k]
         if later.window_start >= clip.end:
             break
         keep.update(t for t in window_times(later, fps, max_frames) if clip.start <= t < clip.end)

@@ -26,6 +26,7 @@ from taskmem_lab.media.video import Frame
 from taskmem_lab.perception.params import FACE_PLUGIN_ENV, FaceParams
 from taskmem_lab.perception.records import FaceDetection, unit
 from taskmem_lab.plugins import call_plugin, plugin_function
+from taskmem_lab.prefetch import cores
 
 # --------------------------------------------------------------------------- backends
 
@@ -388,8 +389,8 @@ def make_face_backend(params: FaceParams) -> FaceBackend:
 class _BackendPool:
     """Backends of one `FaceParams`, each lent to one caller at a time."""
 
-    def __init__(self, params: FaceParams, size: int) -> None:
-        self.params, self.size = params, size
+    def __init__(self, size: int) -> None:
+        self.size = size
         self.idle: list[FaceBackend] = []
         self.made = 0
         self.ready = threading.Condition()
@@ -409,7 +410,7 @@ def face_backend_slots(params: FaceParams) -> int:
     20 one-minute streams on 2 cores took 58 s with two, 78 s with one, 70 s with one per
     stream (4.8 GB instead of 2.4 GB).
     """
-    return max(2, (os.cpu_count() or 1) // max(1, params.threads))
+    return max(2, cores() // max(1, params.threads))
 
 
 @contextlib.contextmanager
@@ -421,7 +422,7 @@ def borrow_face_backend(params: FaceParams) -> Iterator[FaceBackend]:
     the next caller; `close_face_backends` releases them.
     """
     with _POOLS_LOCK:
-        pool = _POOLS.setdefault(params, _BackendPool(params, face_backend_slots(params)))
+        pool = _POOLS.setdefault(params, _BackendPool(face_backend_slots(params)))
     with pool.ready:
         while not pool.idle and pool.made >= pool.size:
             pool.ready.wait()

@@ -755,10 +755,11 @@ def test_streams_share_a_bounded_pool_of_face_backends(monkeypatch):
             closed.append(self)
 
     monkeypatch.setattr(FB, "make_face_backend", CountingBackend)
-    monkeypatch.setattr(FB.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(FB, "cores", lambda: 4)
     monkeypatch.setattr(FB, "_POOLS", {})
     params = FaceParams(threads=2, face_fps=3.0)  # a key no other test uses
     assert FB.face_backend_slots(params) == 2
+    assert FB.face_backend_slots(FaceParams(threads=1)) == 4  # one per `threads` cores
     busy, most = [0], [0]
     lock = threading.Lock()
 
