@@ -718,17 +718,17 @@ def _figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
     """Accuracy (with its 95% interval), coverage and precision per task type, as `04_qa` draws
     them; skipped when matplotlib (the `notebooks` extra) is not installed."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A bare Figure, not pyplot: no backend switch and no figure left registered in the
+        # caller's process (a notebook cell calling run_benchmark keeps its inline plots).
+        from matplotlib.figure import Figure
     except ImportError:
         log.info("matplotlib is not installed: no figure")
         return
     lines = [r for r in rows if r.get("group") in ("all", "task_type")]
     if not lines:
         return
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(lines) + 2), 3.0))
+    fig = Figure(figsize=(max(4.0, 0.9 * len(lines) + 2), 3.0))
+    ax = fig.subplots()
     x = range(len(lines))
     for k, metric in enumerate(("accuracy", "coverage", "precision")):
         values = [float(r.get(metric) or 0.0) for r in lines]
@@ -753,4 +753,3 @@ def _figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -128,3 +128,23 @@ def test_stream_runner_takes_the_drivers_settings_and_makes_its_client_first(
     assert os.environ["TASKMEM_API_CONFIG"] == str(api_config)
     model = runner.counter.model
     assert len(model._clients) == len(model.endpoints) == 1
+
+
+def test_the_bench_figure_leaves_the_callers_plotting_alone(bench, tmp_path):
+    """A notebook cell that calls run_benchmark keeps its backend (inline plots) and its figures."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    source, videos = bench
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        figures = plt.get_fignums()
+        result = run_benchmark(
+            "videomme", source, videos, "fake", "fake",
+            params=PARAMS, out=tmp_path / "runs", progress=False, cache=False,
+        )  # fmt: skip
+        assert (result.evaluation.out / "figure.png").read_bytes()[:4] == b"\x89PNG"
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+    finally:
+        matplotlib.use(before)
