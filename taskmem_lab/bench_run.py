@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -710,13 +711,14 @@ def _evaluate(
     rows = to_records(result.table)
     for folder in [out, root / "results"] if selected_all else [out]:
         write_metrics(folder, benchmark, rows, answerer, judge, tag, fake, result.out)
-    _figure(rows, out / "figure.png", f"{benchmark} · {answerer} on {tag}")
+    _figure(rows, out / "figure.png", f"{benchmark} · {answerer} on {tag}", fake)
     return result
 
 
-def _figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
+def _figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str, fake: bool) -> None:
     """Accuracy (with its 95% interval), coverage and precision per task type, as `04_qa` draws
-    them; skipped when matplotlib (the `notebooks` extra) is not installed."""
+    them (undefined precision marked n/a; a fake model's figure says so); skipped when
+    matplotlib (the `notebooks` extra) is not installed."""
     try:
         # A bare Figure, not pyplot: no backend switch and no figure left registered in the
         # caller's process (a notebook cell calling run_benchmark keeps its inline plots).
@@ -731,7 +733,8 @@ def _figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
     ax = fig.subplots()
     x = range(len(lines))
     for k, metric in enumerate(("accuracy", "coverage", "precision")):
-        values = [float(r.get(metric) or 0.0) for r in lines]
+        given = [math.nan if r.get(metric) is None else float(r[metric]) for r in lines]
+        values = [0.0 if math.isnan(v) else v for v in given]
         err = None
         if metric == "accuracy":
             err = [
@@ -744,12 +747,19 @@ def _figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
                     for v, r in zip(values, lines, strict=True)
                 ],
             ]
-        ax.bar([i + 0.27 * (k - 1) for i in x], values, width=0.27, yerr=err, label=metric)
+        xs = [i + 0.27 * (k - 1) for i in x]
+        ax.bar(xs, values, width=0.27, yerr=err, label=metric)
+        for at, v in zip(xs, given, strict=True):
+            if math.isnan(v):  # nothing answered: no precision, not a zero
+                ax.text(at, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(
         list(x), [str(r.get("value")) for r in lines], rotation=30, ha="right", fontsize=7
     )
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
+    if fake:
+        fig.text(0.99, 0.0, "fake model output: not a result", ha="right", va="bottom",
+                 fontsize=7, color="red")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=120)
