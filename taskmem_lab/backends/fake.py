@@ -23,6 +23,12 @@ slot is missing the answer still has the right shape (a choice question gets E, 
 - qa_choice: the option whose text the memory mentions last (E when none), in one of several
   real reply styles; qa_open: the memory line sharing most words with the question.
 - judge: yes (score 5) when every content word of the reference is in the candidate.
+  `fake:flipN` (N >= 1) judges the same way but turns the verdict over on the questions whose
+  digest of question, reference and candidate is divisible by N (`judge_flipped`): all of them
+  for `fake:flip1`, about half for `fake:flip2`. A second judge whose disagreement with `fake`
+  is known by construction (`taskmem judge-agreement`).
+- attribute: the memory holds the answer ("yes") when at least half of the content words of the
+  correct answer are in the memory notes.
 - `fake:reader` (the smoke profile's answerer) answers qa_choice and qa_open by reading the
   memory instead (see `READER_RULES`), so the smoke figures have data.
 - reward_video: supported unless the entry holds UNSUPPORTED or no frame was sent; coherent
@@ -56,6 +62,7 @@ PURPOSES = (
     "qa_choice",
     "qa_open",
     "judge",
+    "attribute",
     "reward_video",
     "reward_text",
     "reward_richness",
@@ -344,18 +351,47 @@ READER_RULES: dict[str, Callable[[FakeAsk, str], str]] = {
 }
 
 
-def _judge(ask: FakeAsk, mark: str) -> str:
+def _judge_slots(ask: FakeAsk) -> tuple[str, str, str]:
     m = _JUDGE.search(ask.user)
-    question, reference, candidate = (
-        (m.group("question"), m.group("reference"), m.group("candidate")) if m else ("", "", "")
-    )
+    return (m.group("question"), m.group("reference"), m.group("candidate")) if m else ("", "", "")
+
+
+def _judge(ask: FakeAsk, mark: str, flip_every: int = 0) -> str:
+    question, reference, candidate = _judge_slots(ask)
     ref, cand = _words(reference), _words(candidate)
     share = len(ref & cand) / len(ref) if ref else 0.0
     correct, score = ("yes", 5) if share >= 0.99 else ("no", 3) if share >= 0.5 else ("no", 1)
-    verdict = {"correct": correct, "score": score, "reason": f"{mark} {share:.0%} of the words"}
+    reason = f"{mark} {share:.0%} of the words"
+    if flip_every and judge_flipped(question, reference, candidate, flip_every):
+        correct, score = ("no", 1) if correct == "yes" else ("yes", 5)
+        reason += " (turned over by the flip rule)"
+    verdict = {"correct": correct, "score": score, "reason": reason}
     if _digest(question, reference, candidate) % 2:
         return json.dumps(verdict)
     return repr(verdict)  # the Python-dict style some judges answer in
+
+
+_FLIP = re.compile(r"flip(\d+)")
+
+
+def judge_flipped(question: str, reference: str, candidate: str, every: int) -> bool:
+    """Whether `fake:flip<every>` turns the `fake` judge's verdict over on this answer."""
+    return _digest("flip", question, reference, candidate) % every == 0
+
+
+_ATTRIBUTE = re.compile(
+    r"CORRECT ANSWER:\n(?P<answer>.*?)\n\nMEMORY NOTES \([^\n]*\):\n(?P<memory>.*?)\n\nDo these",
+    re.DOTALL,
+)
+
+
+def _attribute(ask: FakeAsk, mark: str) -> str:
+    m = _ATTRIBUTE.search(ask.user)
+    answer, memory = (m.group("answer"), m.group("memory")) if m else ("", "")
+    wanted = _words(re.sub(r"^[A-E]\. ", "", answer.strip()))
+    share = len(wanted & _memory_words(memory)) / len(wanted) if wanted else 0.0
+    found = "yes" if share >= 0.5 else "no"
+    return json.dumps({"in_memory": found, "reason": f"{mark} {share:.0%} of the answer's words"})
 
 
 # --------------------------------------------------------------------------- rewards and pairs
@@ -428,6 +464,7 @@ _RULES: dict[str, Callable[[FakeAsk, str], str]] = {
     "qa_choice": _qa_choice,
     "qa_open": _qa_open,
     "judge": _judge,
+    "attribute": _attribute,
     "reward_video": _reward_video,
     "reward_text": _reward_text,
     "reward_richness": _reward_richness,
@@ -450,9 +487,13 @@ class FakeModel:
     def generate(self, request: Request) -> Reply:
         self.calls += 1
         ask = FakeAsk.of(request)
-        reader = READER_RULES.get(ask.purpose) if self.model_id == "fake:reader" else None
+        rule = READER_RULES.get(ask.purpose) if self.model_id == "fake:reader" else None
+        flip = _FLIP.fullmatch(self.model_id.partition(":")[2])
+        if flip and ask.purpose == "judge":
+            every = int(flip.group(1))
+            rule = lambda ask, mark: _judge(ask, mark, every)  # noqa: E731
         return Reply(
-            text=reader(ask, FAKE_MARK) if reader else answer(ask),
+            text=rule(ask, FAKE_MARK) if rule else answer(ask),
             usage={
                 "prompt_tokens": len(ask.user.split()) + 85 * ask.images,
                 "completion_tokens": 20,
@@ -464,4 +505,11 @@ class FakeModel:
 
 
 def from_spec(name: str) -> FakeModel:
+    """`fake`, `fake:reader` (reads the memory to answer), `fake:flipN` (a judge that turns over
+    the verdict on a deterministic subset, see the module docstring) or any other name."""
+    flip = _FLIP.fullmatch(name or "")
+    if flip and int(flip.group(1)) < 1:
+        from taskmem_lab.errors import ConfigError
+
+        raise ConfigError(f"fake:{name}: the flip rule needs N >= 1 (fake:flip1, fake:flip2, ...)")
     return FakeModel(name or "fake")

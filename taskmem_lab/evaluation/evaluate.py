@@ -18,6 +18,13 @@ Output folder: `run.json` (what was evaluated, with which models, prompts and pa
 `results.jsonl`, `missing.json`, `table.md` and `table.parquet` (Acc/Cov/Prec per benchmark,
 task type and benchmark group, with 95% bootstrap intervals), `summary.json` (counts, tokens,
 cost).
+
+With `EvalParams.attribute` ("evidence" or "memory") each wrong or abstained answer also gets an
+`attribution` (`attribution.py`: was the needed fact in memory?), asked of the judge model; a
+finished row that lacks one (or has one asked under other settings) is attributed on the next
+run without answering again. `summary.json` then has `errors` (memorization_miss,
+answering_miss, unattributed: they sum to the wrong plus abstained answers) and `table.md` their
+shares per task type.
 """
 
 from __future__ import annotations
@@ -36,6 +43,17 @@ from taskmem_lab.backends.base import ChatModel, model_identity, sum_usage
 from taskmem_lab.bench import get_benchmark
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError, ModelError
+from taskmem_lab.evaluation.attribution import (
+    EVIDENCE,
+    MODES,
+    NONE,
+    attribute,
+    attribution_key,
+    error_counts,
+    error_split,
+    errors_markdown,
+    is_current,
+)
 from taskmem_lab.evaluation.judge import Verdict, judge
 from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
 from taskmem_lab.evaluation.metrics import (
@@ -87,6 +105,10 @@ class EvalParams:
         max_consecutive_failures: stop dispatching after this many failed questions in a row.
         unparseable: how a reply with no readable answer counts: "wrong" (answered and wrong,
             the paper's reading) or "abstain" (not answered).
+        attribute: why wrong and abstained answers failed (`attribution`): "evidence" asks the
+            judge model whether the entries at the evidence windows hold the answer, "memory"
+            asks it over the whole memory before the question (one long prompt per error: more
+            expensive), "none" does not ask.
     """
 
     concurrency: int = 8
@@ -95,8 +117,10 @@ class EvalParams:
     n_boot: int = DEFAULT_N_BOOT
     max_consecutive_failures: int = 8
     unparseable: str = field(default=WRONG, metadata={"choices": READINGS})
+    attribute: str = field(default=NONE, metadata={"choices": MODES})
 
     def __post_init__(self) -> None:
+        check_param(self.attribute in MODES, "attribute", f"must be one of {MODES}")
         check_param(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
         check_param(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
         check_param(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
@@ -377,6 +401,11 @@ def usage_summary(
         if judged:  # usage is summed over the judge's re-asks; each reply is a call
             cached = [bool(c) for c in judged.get("cached") or []]
             add("judge", judged["model"], judged.get("usage") or {}, len(cached), sum(cached))
+        attributed = row.get("attribution")
+        if attributed and attributed.get("cached"):  # verdicts decided without a call have none
+            cached = [bool(c) for c in attributed["cached"]]
+            model = attributed["key"]["model"]
+            add("attributor", model, attributed.get("usage") or {}, len(cached), sum(cached))
     for entry in per.values():
         price = (prices or {}).get(entry["model"])
         entry["cost_usd"] = (
@@ -394,10 +423,14 @@ def fresh_calls(rows: Sequence[Mapping[str, Any]]) -> int:
     n = 0
     for row in rows:
         n += sum(not s.get("cached") for s in row["answerer"]["samples"])
-        judged = row.get("judge")
-        if judged:
-            n += sum(not c for c in judged.get("cached") or [])
+        for part in ("judge", "attribution"):
+            n += attribution_calls(row.get(part))
     return n
+
+
+def attribution_calls(asked: Mapping[str, Any] | None) -> int:
+    """Fresh calls behind a judge verdict or an attribution (replies not from the cache)."""
+    return sum(not c for c in (asked or {}).get("cached") or [])
 
 
 # --------------------------------------------------------------------------- the run
@@ -493,6 +526,16 @@ def _evaluate_locked(
         raise ConfigError(
             f"{records[0].benchmark} has no evidence windows: use --context full or retrieval"
         )
+    if params.attribute != NONE and judge_model is None:
+        raise ConfigError(
+            f"--attribute {params.attribute} asks the judge model whether the memory holds each "
+            "wrong answer's fact: pass --judge SPEC"
+        )
+    if params.attribute == EVIDENCE and not any(r.evidence for r in records):
+        raise ConfigError(
+            f"{records[0].benchmark} has no evidence windows: use --attribute memory (it asks "
+            "over the whole memory before each question, which costs more)"
+        )
     selected = list(records[: params.limit] if params.limit else records)
     paths: dict[str, Path | None] = {}
     for r in selected:
@@ -518,29 +561,57 @@ def _evaluate_locked(
         for key, row in store.good().items()
         if key in by_id and row.get("memory_hash") == hashes.get(by_id[key].video_id)
     }
-    todo = [r for r in selected if r.id not in done and paths[r.video_id] is not None]
+    key = (
+        attribution_key(params.attribute, judge_model, qa)
+        if params.attribute != NONE and judge_model is not None
+        else None
+    )
+
+    def unattributed(row: Mapping[str, Any]) -> bool:
+        return (
+            key is not None and not row["correct"] and not is_current(row.get("attribution"), key)
+        )
+
+    # new questions, and finished ones whose wrong answer still needs its attribution
+    todo = [
+        (r, done.get(r.id))
+        for r in selected
+        if paths[r.video_id] is not None and (r.id not in done or unattributed(done[r.id]))
+    ]
 
     retriever = None
-    if qa.context == "retrieval" and todo:
+    if qa.context == "retrieval" and any(row is None for _, row in todo):
         retriever = Retriever(qa.embedder)
-        for vid in sorted({r.video_id for r in todo}):
+        for vid in sorted({r.video_id for r, row in todo if row is None}):
             retriever.index(str(paths[vid]), memories[vid])
 
-    def ask_one(r: QARecord) -> dict[str, Any]:
-        return evaluate_question(
-            r,
-            memories[r.video_id],
-            str(paths[r.video_id]),
-            answerer,
-            judge_model,
-            qa,
-            retriever,
-            params.judge_reasks,
-            hashes[r.video_id],
-        )
+    def ask_one(item: tuple[QARecord, dict[str, Any] | None]) -> tuple[dict[str, Any], int]:
+        """The row (answered now, or kept) with its attribution; and the fresh calls made."""
+        r, row = item
+        calls = 0
+        if row is None:
+            row = evaluate_question(
+                r,
+                memories[r.video_id],
+                str(paths[r.video_id]),
+                answerer,
+                judge_model,
+                qa,
+                retriever,
+                params.judge_reasks,
+                hashes[r.video_id],
+            )
+            calls = fresh_calls([row])
+        if unattributed(row):
+            assert judge_model is not None and key is not None
+            verdict = attribute(judge_model, r, memories[r.video_id], key, params.judge_reasks)
+            row = {**row, "attribution": verdict, "fake": bool(row["fake"] or verdict["fake"])}
+            calls += attribution_calls(verdict)
+        return row, calls
 
     failures: list[str] = []
     new_rows: list[dict[str, Any]] = []
+    calls = 0
     bar = Progress(
         f"eval {selected[0].benchmark}",
         total=len(selected) - len(missing),
@@ -552,7 +623,7 @@ def _evaluate_locked(
         ask_one,
         todo,
         params.concurrency,
-        key=lambda r: r.id,
+        key=lambda item: item[0].id,
         progress=bar,
         catch=(ModelError,),
         stop_after_failures=params.max_consecutive_failures,
@@ -560,8 +631,9 @@ def _evaluate_locked(
         if not outcome.ok:
             failures.append(outcome.message)
             continue
-        row = outcome.value
-        assert row is not None
+        assert outcome.value is not None
+        row, made = outcome.value
+        calls += made
         store.append(row)
         new_rows.append(row)
         done[row["id"]] = row
@@ -592,18 +664,34 @@ def _evaluate_locked(
         "incomplete_memories": incomplete,
         "fake_models": any(row.get("fake") for row in rows),
         "usage": list(usage_summary(rows, prices).values()),
-        "this_run": {"questions": len(new_rows), "model_calls": fresh_calls(new_rows)},
+        "this_run": {"questions": len(new_rows), "model_calls": calls},
         "updated": utc_now(),
     }
-    _write_outputs(store, table, summary)
+    extra = ""
+    if key is not None and rows:
+        summary["outcomes"] = outcome_counts(table)
+        summary["errors"] = error_counts(rows, params.attribute)
+        summary["attribution"] = {"mode": params.attribute, "model": key["model"]}
+        extra = errors_markdown(error_split(rows, params.attribute), params.attribute)
+    _write_outputs(store, table, summary, extra)
     return EvalResult(out, rows, table, missing, failures, summary)
 
 
+def outcome_counts(table: Sequence[MetricRow]) -> dict[str, int]:
+    """Correct, wrong and abstained answers over every benchmark's overall line (unparseable
+    replies fall under the run's reading)."""
+    overall = [r for r in table if r.group == "all"]
+    correct = sum(r.correct for r in overall)
+    answered = sum(r.answered for r in overall)
+    n = sum(r.n for r in overall)
+    return {"correct": correct, "wrong": answered - correct, "abstained": n - answered}
+
+
 def _write_outputs(
-    store: ResumableDir, table: Sequence[MetricRow], summary: dict[str, Any]
+    store: ResumableDir, table: Sequence[MetricRow], summary: dict[str, Any], extra: str = ""
 ) -> None:
     out = store.path
-    (out / TABLE_MD).write_text(to_markdown(table), encoding="utf-8")
+    (out / TABLE_MD).write_text(to_markdown(table) + extra, encoding="utf-8")
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

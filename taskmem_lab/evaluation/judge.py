@@ -35,7 +35,7 @@ _LOOSE_CORRECT = re.compile(
 _LOOSE_SCORE = re.compile(r"\bscore\W{0,4}(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-def _object(text: str) -> dict[str, Any] | None:
+def reply_object(text: str) -> dict[str, Any] | None:
     """The first `{...}` of a reply as a dict: JSON, then a Python literal, then repaired JSON."""
     start, end = text.find("{"), text.rfind("}")
     if start >= 0 and end > start:
@@ -57,7 +57,7 @@ def _object(text: str) -> dict[str, Any] | None:
     return None
 
 
-def _yes_no(value: Any) -> bool:
+def yes_no(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float) and value in (0, 1):
@@ -96,7 +96,7 @@ def parse_verdict(text: str) -> tuple[bool, float, str]:
     """(correct, score 0-5, reason) from a judge reply; `ParseError` says what is missing."""
     if not text or not text.strip():
         raise ParseError("the reply was empty")
-    obj = _object(text)
+    obj = reply_object(text)
     if obj is not None:
         correct, score = _pick(obj, _CORRECT_KEYS), _pick(obj, _SCORE_KEYS)
         reason = _pick(obj, _REASON_KEYS)
@@ -108,7 +108,7 @@ def parse_verdict(text: str) -> tuple[bool, float, str]:
         raise ParseError("the reply has no 'correct' field (yes or no)")
     if score is None:
         raise ParseError(f"the reply has no 'score' field (0-{MAX_SCORE})")
-    return _yes_no(correct), _score(score), "" if reason is None else str(reason).strip()
+    return yes_no(correct), _score(score), "" if reason is None else str(reason).strip()
 
 
 def judge_request(question: str, reference: str, candidate: str, max_tokens: int = 256) -> Request:

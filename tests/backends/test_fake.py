@@ -15,6 +15,7 @@ from taskmem_lab.backends.fake import PURPOSES, FakeModel
 from taskmem_lab.backends.openai_compat import to_openai_messages
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ParseError
+from taskmem_lab.evaluation.attribution import attribution_request, parse_presence
 from taskmem_lab.evaluation.judge import judge_request, parse_verdict
 from taskmem_lab.evaluation.qa import QAParams, build_context, parse_reply, qa_request
 from taskmem_lab.face_ids import IdMap
@@ -123,6 +124,10 @@ def build_requests() -> dict[str, tuple[Request, object]]:
             judge_request("What?", "strawberries in the fridge", "Strawberries, in the fridge"),
             parse_verdict,
         ),
+        "attribute": (
+            attribution_request(choice, MEMORY.to_text(), "the notes at the evidence"),
+            parse_presence,
+        ),
         "reward_video": (video_judge_request(ctx, entries[0], reward), parse_video_verdict),
         "reward_text": (text_judge_request(ctx, "Overall a red cup.", reward), parse_text_verdict),
         "reward_richness": (
@@ -155,6 +160,7 @@ def test_every_purpose_has_a_request_and_a_readable_meaningful_answer() -> None:
     assert got["qa_choice"].value == "B"  # the option the memory mentions
     assert "strawberries" in got["qa_open"].value.lower()
     assert got["judge"][0] is True
+    assert got["attribute"][0] is True  # the memory names the strawberries
     assert got["pairs"] == "B"  # the entry with more distinct words
     assert got["reward_richness"] == [[2], [1]]
     assert got["reward_text"].flags["conclusion_statement"] is True
