@@ -23,6 +23,7 @@ from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
     from taskmem_lab.bench.record import QARecord
+    from taskmem_lab.evaluation.agreement import AgreementParams, AgreementResult
     from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
     from taskmem_lab.evaluation.qa import QAParams
     from taskmem_lab.perception.base import Perception
@@ -151,6 +152,25 @@ def run_eval(
         params or EvalParams(),
         prices,
         progress=progress,
+    )
+
+
+def run_judge_agreement(
+    results: str | Path,
+    judge: str,
+    params: AgreementParams | None = None,
+    out: str | Path | None = None,
+    cache: bool | str | Path = True,
+    prices: dict[str, tuple[float, float]] | None = None,
+    progress: bool = True,
+) -> AgreementResult:
+    """Re-judge a finished free-form evaluation (`results`) with the judge `judge` and write
+    their agreement (`evaluation.agreement`)."""
+    from taskmem_lab.evaluation.agreement import AgreementParams, judge_agreement
+
+    store = open_cache(cache)
+    return judge_agreement(
+        results, make_model(judge, store), params or AgreementParams(), out, prices, progress
     )
 
 
@@ -289,4 +309,5 @@ __all__ = [
     "perceive_stream",
     "run_benchmark",
     "run_eval",
+    "run_judge_agreement",
 ]

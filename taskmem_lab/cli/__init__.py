@@ -5,6 +5,7 @@
     taskmem show RUN [--kind episodic|semantic|both]
     taskmem bench BENCH --source PATH --videos DIR --model SPEC --answerer SPEC [--plan] ...
     taskmem eval BENCH --source PATH --memories DIR --tag TAG --answerer SPEC [--judge SPEC] ...
+    taskmem judge-agreement RESULTS --judge SPEC
     taskmem publish BENCH --source PATH [--push REPO_ID]
     taskmem import FOLDER --tag TAG [--as TAG] [--out DIR]
     taskmem export-training RUN... --out DIR
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 
 from taskmem_lab.cli import bench, data, evaluate, lab, memorize, training
 from taskmem_lab.errors import ModelError, ParseError, TaskmemError
+from taskmem_lab.evaluation.agreement import AgreementParams
 from taskmem_lab.evaluation.evaluate import EvalParams
 from taskmem_lab.evaluation.qa import QAParams
 from taskmem_lab.params import MemorizeParams
@@ -44,6 +46,7 @@ COMMAND_PARAMS: dict[str, list[tuple[type, tuple[str, ...] | None]]] = {
     "memorize": [(MemorizeParams, None), (PerceptionChoices, None)],
     "perceive": [(MemorizeParams, memorize.SCHEDULE), (PerceptionChoices, None)],
     "eval": [(QAParams, None), (EvalParams, None)],
+    "judge-agreement": [(AgreementParams, None)],
     "bench": [
         (MemorizeParams, bench.BENCH_SCHEDULE),
         (PerceptionChoices, None),

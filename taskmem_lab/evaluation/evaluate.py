@@ -370,42 +370,43 @@ def _clustered(benchmark: str) -> bool:
 # --------------------------------------------------------------------------- usage and cost
 
 
-def usage_summary(
-    rows: Sequence[Mapping[str, Any]], prices: Mapping[str, tuple[float, float]] | None = None
+def tally(
+    per: dict[str, dict[str, Any]],
+    role: str,
+    model: str,
+    usage: Mapping[str, int],
+    calls: int,
+    cached: int,
+) -> None:
+    """Add one row's calls and tokens to `per` (keyed `role:model`)."""
+    entry = per.setdefault(
+        f"{role}:{model}",
+        {
+            "role": role,
+            "model": model,
+            "calls": 0,
+            "cached_calls": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        },
+    )
+    entry["calls"] += calls
+    entry["cached_calls"] += cached
+    entry["prompt_tokens"] += int(usage.get("prompt_tokens", 0))
+    entry["completion_tokens"] += int(usage.get("completion_tokens", 0))
+
+
+def tally_asked(per: dict[str, dict[str, Any]], role: str, asked: Mapping[str, Any]) -> None:
+    """Add a stored verdict (a judge's or an attribution): each reply is a call."""
+    cached = [bool(c) for c in asked.get("cached") or []]
+    model = asked["model"] if "model" in asked else asked["key"]["model"]
+    tally(per, role, model, asked.get("usage") or {}, len(cached), sum(cached))
+
+
+def priced(
+    per: dict[str, dict[str, Any]], prices: Mapping[str, tuple[float, float]] | None
 ) -> dict[str, dict[str, Any]]:
-    """Calls, cached calls, tokens and cost (USD, from per-million-token prices) per model."""
-    per: dict[str, dict[str, Any]] = {}
-
-    def add(role: str, model: str, usage: Mapping[str, int], calls: int, cached: int) -> None:
-        entry = per.setdefault(
-            f"{role}:{model}",
-            {
-                "role": role,
-                "model": model,
-                "calls": 0,
-                "cached_calls": 0,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-            },
-        )
-        entry["calls"] += calls
-        entry["cached_calls"] += cached
-        entry["prompt_tokens"] += int(usage.get("prompt_tokens", 0))
-        entry["completion_tokens"] += int(usage.get("completion_tokens", 0))
-
-    for row in rows:
-        model = row["answerer"]["model"]
-        for s in row["answerer"]["samples"]:
-            add("answerer", model, s.get("usage") or {}, 1, int(bool(s.get("cached"))))
-        judged = row.get("judge")
-        if judged:  # usage is summed over the judge's re-asks; each reply is a call
-            cached = [bool(c) for c in judged.get("cached") or []]
-            add("judge", judged["model"], judged.get("usage") or {}, len(cached), sum(cached))
-        attributed = row.get("attribution")
-        if attributed and attributed.get("cached"):  # verdicts decided without a call have none
-            cached = [bool(c) for c in attributed["cached"]]
-            model = attributed["key"]["model"]
-            add("attributor", model, attributed.get("usage") or {}, len(cached), sum(cached))
+    """`per` with `cost_usd` (from USD per million input/output tokens; None: no price)."""
     for entry in per.values():
         price = (prices or {}).get(entry["model"])
         entry["cost_usd"] = (
@@ -416,6 +417,23 @@ def usage_summary(
             else None
         )
     return per
+
+
+def usage_summary(
+    rows: Sequence[Mapping[str, Any]], prices: Mapping[str, tuple[float, float]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Calls, cached calls, tokens and cost (USD, from per-million-token prices) per model."""
+    per: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        model = row["answerer"]["model"]
+        for s in row["answerer"]["samples"]:
+            tally(per, "answerer", model, s.get("usage") or {}, 1, int(bool(s.get("cached"))))
+        if row.get("judge"):  # usage is summed over the judge's re-asks
+            tally_asked(per, "judge", row["judge"])
+        attributed = row.get("attribution")
+        if attributed and attributed.get("cached"):  # verdicts decided without a call have none
+            tally_asked(per, "attributor", attributed)
+    return priced(per, prices)
 
 
 def fresh_calls(rows: Sequence[Mapping[str, Any]]) -> int:

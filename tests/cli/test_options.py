@@ -64,6 +64,7 @@ def test_parsing_no_options_gives_the_dataclass_defaults(command, tmp_path):
         "memorize": ["v.mp4", "--model", "fake"],
         "perceive": ["v.mp4"],
         "eval": ["videomme", "--memories", "m", "--answerer", "fake"],
+        "judge-agreement": ["results", "--judge", "fake"],
         "bench": ["videomme", "--videos", "v", "--model", "fake"],
         "export-training": ["run", "--out", "o"],
         "score-memory": ["run", "--judge", "fake", "--video-judge", "fake"],
