@@ -31,6 +31,16 @@ def prices(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
     return out
 
 
+def add_price_arg(p: argparse.ArgumentParser) -> None:
+    """`--price SPEC=IN,OUT` (repeatable)."""
+    p.add_argument(
+        "--price",
+        action="append",
+        metavar="SPEC=IN,OUT",
+        help="USD per 1M input,output tokens of a model, for the cost summary (repeatable)",
+    )
+
+
 def eval_command(args: argparse.Namespace) -> int:
     from taskmem_lab.pipeline import run_eval
 
@@ -150,12 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_options(
         e.add_argument_group("run (EvalParams)"), EvalParams, aliases={"n_boot": ["--bootstrap"]}
     )
-    e.add_argument(
-        "--price",
-        action="append",
-        metavar="SPEC=IN,OUT",
-        help="USD per 1M input,output tokens of a model, for the cost summary (repeatable)",
-    )
+    add_price_arg(e)
     e.add_argument("--out", help="results folder (default: <memories>/eval/<benchmark>/<...>)")
     add_cache_args(e)
     e.set_defaults(func=eval_command)
@@ -167,12 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("results", help="an evaluation results folder (what `taskmem eval` wrote)")
     a.add_argument("--judge", required=True, help="model spec of the second judge")
     add_options(a.add_argument_group("run (AgreementParams)"), AgreementParams)
-    a.add_argument(
-        "--price",
-        action="append",
-        metavar="SPEC=IN,OUT",
-        help="USD per 1M input,output tokens of a model, for the cost summary (repeatable)",
-    )
+    add_price_arg(a)
     a.add_argument("--out", help="output folder (default: RESULTS/agreement/<judge>)")
     add_cache_args(a)
     a.set_defaults(func=agreement_command)
