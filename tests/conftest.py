@@ -85,3 +85,32 @@ def api_config(tmp_path: Path, server: FakeOpenAIServer, monkeypatch: pytest.Mon
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKMEM_CACHE", str(tmp_path / "cache.sqlite"))
+
+
+EGOLIFE_SAMPLE = Path(__file__).resolve().parents[1] / "benchmarks" / "egolife" / "sample"
+
+
+@pytest.fixture()
+def egolife_memories(tmp_path: Path) -> Path:
+    """A JSONL memory of the EgoLife sample's A1_JAKE in which, answered by the `fake` model with
+    the full context, question 1's strawberries are in memory but a later cola misleads it (an
+    answering miss), question 2's scissors and question 5's shopping list were never written
+    (memorization misses), and questions 3 and 4 are answered right."""
+    import json
+
+    from taskmem_lab.bench.egolife import stream_time as t
+
+    entries = [
+        (t("DAY1", "08301000"), "Jake brews a cup of coffee in the kitchen."),
+        (t("DAY1", "11094000"), "Jake puts strawberries in the fridge."),
+        (t("DAY1", "11300000"), "Jake drinks a cola on the sofa."),
+        (t("DAY1", "11595000"), "Jake checks his phone."),
+        (t("DAY1", "17095500"), "Lucia trims flowers at the table."),
+        (t("DAY2", "13120500"), "Katrina carries a box upstairs with Jake."),
+    ]
+    folder = tmp_path / "mem"
+    folder.mkdir()
+    with open(folder / "A1_JAKE.jsonl", "w") as fh:
+        for i, (start, text) in enumerate(entries):
+            fh.write(json.dumps({"clip": i, "start": start, "end": start + 10, "text": text}) + "\n")
+    return folder

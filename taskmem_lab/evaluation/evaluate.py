@@ -314,6 +314,7 @@ def evaluate_question(
         "task_type": record.task_type,
         "answer_kind": record.answer_kind,
         "query_time": record.query_time,
+        "evidence": [list(w) for w in record.evidence],
         "groups": {g: record.meta.get(g) for g in _groups(record.benchmark)},
         "question": record.question,
         "options": list(record.options),
@@ -329,6 +330,8 @@ def evaluate_question(
             "memory_entries": len(memory),
             "entries": context.entries,
             "span": span,
+            # the retrieved entries cannot be derived again without the embedder: keep them
+            "spans": [list(x) for x in context.spans] if qa.context == "retrieval" else None,
             "chars": len(context.text),
             "truncated": context.truncated,
             "note": context.note,

@@ -32,7 +32,7 @@ _SUBTITLE_WINDOW_S = 2.0  # speech this close to the frame's time is drawn as a 
 Annotator = Callable[[np.ndarray, float, ClipRecord], np.ndarray]
 
 
-def _jpeg_b64(image: np.ndarray, quality: int = 80) -> str:
+def jpeg_b64(image: np.ndarray, quality: int = 80) -> str:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -152,6 +152,21 @@ class MemoryBrowser:
             self._frames[index] = image
         return self._frames[index]
 
+    def frame_at(self, t: float) -> np.ndarray | None:
+        """The frame at stream time `t`, annotated with the perception of the clip holding it
+        (None when the video is gone or no clip holds `t`)."""
+        holding = [r for r in self.records if r.start <= t <= r.end]
+        if self.missing_video or not holding:
+            return None
+        from taskmem_lab.media.video import StreamFrames
+
+        frames = StreamFrames(self.stream, self.max_side)
+        try:
+            image = frames.window([round(t, 6)])[0].image
+        finally:
+            frames.close()
+        return self.annotate(image, t, holding[-1])
+
     def _draw_perception(self, image: np.ndarray, t: float, rec: ClipRecord) -> np.ndarray:
         """Boxes with `[face_N]` labels for the faces detected at `t`, and the speech near `t`
         as subtitles, from the run's perception records (the clip record's transcript when the
@@ -245,7 +260,7 @@ class MemoryBrowser:
             return "<p><i>(video not available)</i></p>"
         return (
             f"<img class='taskmem-frame' data-clip='{self.records[index].clip}' width='{width}' "
-            f"src='data:image/jpeg;base64,{_jpeg_b64(image)}'/>"
+            f"src='data:image/jpeg;base64,{jpeg_b64(image)}'/>"
         )
 
     def timeline_html(self, current: int | None = None) -> str:
@@ -346,19 +361,26 @@ class MemoryBrowser:
         return w.VBox([slider, timeline, w.HBox([frame, details]), gallery, notice])
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: dict[str, Any] = {
-            "text/plain": f"MemoryBrowser({self.run.path}, {len(self.records)} clips)",
-            "text/html": self.static_html(),
-        }
-        try:
-            view = self.widget()._repr_mimebundle_()
-        except ImportError:
-            return bundle
-        if isinstance(view, tuple):  # (data, metadata) in some ipywidgets versions
-            view = view[0]
-        if view:
-            bundle.update({k: v for k, v in view.items() if k != "text/plain"})
+        return live_bundle(
+            f"MemoryBrowser({self.run.path}, {len(self.records)} clips)",
+            self.static_html(),
+            self.widget,
+        )
+
+
+def live_bundle(plain: str, static: str, widget: Callable[[], Any]) -> dict[str, Any]:
+    """A display bundle: the static HTML (what nbconvert and saved notebooks show) and, where
+    ipywidgets is installed, the live widget (what Jupyter shows)."""
+    bundle: dict[str, Any] = {"text/plain": plain, "text/html": static}
+    try:
+        view = widget()._repr_mimebundle_()
+    except ImportError:
         return bundle
+    if isinstance(view, tuple):  # (data, metadata) in some ipywidgets versions
+        view = view[0]
+    if view:
+        bundle.update({k: v for k, v in view.items() if k != "text/plain"})
+    return bundle
 
 
 def _gallery_entries(run_path: Path) -> list[tuple[str, str]]:

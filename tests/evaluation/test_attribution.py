@@ -1,6 +1,5 @@
 """Error attribution: was a wrong answer's fact ever written to memory? (`--attribute`)."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -20,17 +19,8 @@ from taskmem_lab.evaluation.evaluate import EvalParams, MemoryLocator, evaluate
 from taskmem_lab.evaluation.qa import QAParams
 
 SAMPLE = Path(__file__).resolve().parents[2] / "benchmarks" / "egolife" / "sample"
-# Question 1's strawberries are in memory but a later cola misleads the full context (an
-# answering miss); the scissors of question 2 and question 5's shopping list were never written
-# (memorization misses); questions 3 and 4 are answered right.
-ENTRIES = [
-    (t("DAY1", "08301000"), "Jake brews a cup of coffee in the kitchen."),
-    (t("DAY1", "11094000"), "Jake puts strawberries in the fridge."),
-    (t("DAY1", "11300000"), "Jake drinks a cola on the sofa."),
-    (t("DAY1", "11595000"), "Jake checks his phone."),
-    (t("DAY1", "17095500"), "Lucia trims flowers at the table."),
-    (t("DAY2", "13120500"), "Katrina carries a box upstairs with Jake."),
-]
+STRAWBERRIES = t("DAY1", "11094000")  # the entry at question 1's evidence (`egolife_memories`)
+ENTRIES = 6
 
 
 class Counting(FakeModel):
@@ -46,15 +36,8 @@ class Counting(FakeModel):
 
 
 @pytest.fixture()
-def memories(tmp_path):
-    folder = tmp_path / "mem"
-    folder.mkdir()
-    with open(folder / "A1_JAKE.jsonl", "w") as fh:
-        for i, (start, text) in enumerate(ENTRIES):
-            fh.write(
-                json.dumps({"clip": i, "start": start, "end": start + 10, "text": text}) + "\n"
-            )
-    return folder
+def memories(egolife_memories):
+    return egolife_memories
 
 
 def run(memories, out, judge, mode="evidence", answerer=None):
@@ -87,7 +70,7 @@ def test_evidence_attribution_sums_to_the_errors_and_a_rerun_makes_no_calls(memo
     }
     assert judge.purposes == ["attribute", "attribute"]  # wrong answers only, one call each
     first = next(r for r in result.rows if r["id"] == "A1_JAKE_1")["attribution"]
-    assert first["spans"] == [[t("DAY1", "11094000"), t("DAY1", "11094000") + 10]]
+    assert first["spans"] == [[STRAWBERRIES, STRAWBERRIES + 10]]
     usage = {u["role"]: u for u in result.summary["usage"]}
     assert usage["attributor"]["calls"] == 2
     table = (tmp_path / "out" / "table.md").read_text()
@@ -113,7 +96,7 @@ def test_attribution_added_later_does_not_answer_again(memories, tmp_path):
     assert wide.purposes == ["attribute"] * 3  # the question without window entries too
     assert sum(result.summary["errors"].values()) == 3
     five = next(r for r in result.rows if r["id"] == "A1_JAKE_5")["attribution"]
-    assert five["entries"] == len(ENTRIES) and five["key"]["mode"] == "memory"
+    assert five["entries"] == ENTRIES and five["key"]["mode"] == "memory"
 
 
 def test_unreadable_verdicts_are_unattributed(memories, tmp_path):
