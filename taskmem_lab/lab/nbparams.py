@@ -78,7 +78,16 @@ class QaNotebook:
     model: str = "fake"  # memorizer model spec for the benchmarks given `videos`
     tasks: str = "none"  # none | questions: online tasks while memorizing from `videos`
     limit_streams: int = 0  # memorize only the first N streams from `videos` (0: all)
+    attribute: str = "evidence"  # none | evidence | memory: why wrong answers failed
+    compare_tags: list[str] = field(default_factory=list)  # more memory tags in the error split
+    second_judge: str = ""  # re-judge free-form answers: agreement and kappa ("": no)
     figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
+
+    def __post_init__(self) -> None:
+        from taskmem_lab.evaluation.attribution import MODES
+
+        if self.attribute not in MODES:
+            raise ConfigError(f"attribute must be one of {MODES}, got {self.attribute!r}")
 
 
 @dataclass(frozen=True)

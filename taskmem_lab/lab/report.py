@@ -269,9 +269,14 @@ def evaluate_benchmarks(
     model: str = "fake",
     tasks: str = "none",
     limit_streams: int | None = None,
+    attribute: str | None = None,
+    write: bool = True,
 ) -> dict[str, Any]:
     """Run `pipeline.run_eval` per benchmark and write its metrics file under
-    `<memories>/results/`; returns `benchmark -> EvalResult`.
+    `<memories>/results/` (unless `write` is False: a memorizer compared with the main one);
+    returns `benchmark -> EvalResult`. `attribute` asks why wrong answers failed
+    (`EvalParams.attribute`, None: its default; `evidence` turns into `memory` for a benchmark
+    without windows).
 
     `sources` gives one source per benchmark (missing or "" entries use the repository's
     `benchmarks/<name>/sample`); with `stand_in`, memories missing for a question's video are
@@ -280,6 +285,7 @@ def evaluate_benchmarks(
     its streams with `model` (resuming, `limit_streams` of them when given), then evaluates; it
     writes the metrics file itself, and only when every stream was memorized."""
     from taskmem_lab.bench.hub import load_benchmark
+    from taskmem_lab.evaluation.evaluate import EvalParams
     from taskmem_lab.lab.samples import stand_in_memories
     from taskmem_lab.paths import repo_path
     from taskmem_lab.pipeline import run_benchmark, run_eval
@@ -287,6 +293,7 @@ def evaluate_benchmarks(
     for what, given_list in (("sources", sources), ("video folders", videos)):
         if len(given_list) > len(benchmarks):
             raise ConfigError(f"{len(given_list)} {what} given for {len(benchmarks)} benchmarks")
+    attribute = attribute or EvalParams().attribute
     results = {}
     for i, name in enumerate(benchmarks):
         given = sources[i] if i < len(sources) else ""
@@ -301,6 +308,7 @@ def evaluate_benchmarks(
                 name, source, input_path(folder, f"video folder of {name}"), model, answerer,
                 judge=judge, qa=qa, tag=tag, out=memories, tasks=tasks,
                 limit_streams=limit_streams, progress=progress,
+                eval_params=EvalParams(attribute=attribution_mode(name, source, attribute)),
             )  # fmt: skip
             if bench.evaluation is None:
                 failed = "; ".join(f"{o.stream_id}: {o.error}" for o in bench.failed[:3])
@@ -310,9 +318,21 @@ def evaluate_benchmarks(
         if stand_in:
             made = stand_in_memories(load_benchmark(name, source), memories, tag)
             print(f"{name}: stand-in memories for {len(made)} videos (generated, not real)")
+        params = EvalParams(attribute=attribution_mode(name, source, attribute))
         result = run_eval(
-            name, source, memories, answerer, qa, tag=tag, judge=judge, progress=progress
+            name,
+            source,
+            memories,
+            answerer,
+            qa,
+            tag=tag,
+            judge=judge,
+            params=params,
+            progress=progress,
         )
+        results[name] = result
+        if not write:
+            continue
         from taskmem_lab.evaluation.metrics import to_records
 
         write_metrics(
@@ -430,6 +450,178 @@ def plot_metrics(
     axes[0, 0].legend(fontsize=7, ncols=3, loc="lower right", bbox_to_anchor=(1.0, 1.08))
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- 04: why wrong
+
+_ERROR_COLOURS = {
+    "memorization_miss": "tab:red",
+    "answering_miss": "tab:blue",
+    "unattributed": "0.7",
+}
+
+
+def error_split_frame(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per memorizer, benchmark and line (all, each task type): questions, errors and
+    each error class's count and percent of the questions. `runs` maps a memorizer's label (a
+    memory tag, a policy) to `benchmark -> EvalResult` (or a results folder); benchmarks
+    evaluated without `--attribute` are left out."""
+    import pandas as pd
+
+    from taskmem_lab.evaluation.attribution import ERROR_CLASSES, error_split
+    from taskmem_lab.evaluation.evaluate import results_dir
+
+    lines = []
+    for label, results in runs.items():
+        for bench, result in results.items():
+            if isinstance(result, (str, Path)):
+                folder = Path(result)
+                rows = list(results_dir(folder).good().values())
+                summary = _summary(folder)
+            else:
+                rows, summary = result.rows, result.summary
+            attribution = summary.get("attribution")
+            if not attribution:
+                continue
+            for line in error_split(rows, attribution["mode"]):
+                entry = {"memorizer": label, "mode": attribution["mode"], **line}
+                entry["benchmark"] = bench
+                for cls in ERROR_CLASSES:
+                    entry[f"{cls}_pct"] = 100 * line[cls] / line["n"] if line["n"] else math.nan
+                lines.append(entry)
+    return pd.DataFrame(lines)
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    import json
+
+    path = folder / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def plot_error_split(table: pd.DataFrame) -> Any:
+    """04's error split: per benchmark a panel, per line (all, each task type) one stacked bar
+    per memorizer, side by side: memorization misses (red), answering misses (blue) and
+    unattributed errors (grey), as percent of the questions (the stack is 100 - accuracy).
+    A bare matplotlib `Figure` (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    from taskmem_lab.evaluation.attribution import ERROR_CLASSES
+
+    if table.empty:
+        raise ConfigError("no error split to draw: evaluate with --attribute evidence or memory")
+    names = list(dict.fromkeys(table.benchmark))
+    memorizers = list(dict.fromkeys(table.memorizer))
+    widest = max(len(set(table[table.benchmark == b].value)) for b in names)
+    fig = Figure(figsize=(max(7.0, (0.45 + 0.3 * len(memorizers)) * widest + 2), 3.0 * len(names)))
+    axes = fig.subplots(len(names), 1, squeeze=False)
+    width = 0.8 / len(memorizers)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        part = table[table.benchmark == name]
+        values = list(dict.fromkeys(part.value))
+        for k, label in enumerate(memorizers):
+            mine = part[part.memorizer == label].set_index("value").reindex(values)
+            xs = [i + width * (k - (len(memorizers) - 1) / 2) for i in range(len(values))]
+            bottom = [0.0] * len(values)
+            for cls in ERROR_CLASSES:
+                heights = mine[f"{cls}_pct"].fillna(0).tolist()
+                ax.bar(
+                    xs,
+                    heights,
+                    width=width * 0.92,
+                    bottom=bottom,
+                    color=_ERROR_COLOURS[cls],
+                    edgecolor="white",
+                    linewidth=0.5,
+                    label=cls.replace("_", " ") if k == 0 else None,
+                )
+                bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+            for x, top, n in zip(xs, bottom, mine.n, strict=True):
+                if math.isnan(n):
+                    continue  # this memorizer has no such line
+                text = (f"{label} " if len(memorizers) > 1 else "") + ("0" if top == 0 else "")
+                if text:  # a real zero says so, since no bar is drawn
+                    ax.text(x, top + 1, text, ha="center", va="bottom", fontsize=6, rotation=90)
+        sizes = part.groupby("value", sort=False).n.max()
+        ticks = [f"{v} (n={int(sizes[v])})" for v in values]
+        ax.set_xticks(range(len(values)), ticks, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 135 if len(memorizers) > 1 else 108)
+        ax.set_ylabel("% of questions")
+        modes = ", ".join(sorted(set(part["mode"])))
+        n = int(part[part.value == "all"].n.iloc[0])
+        ax.set_title(
+            f"{name} ({n} questions): why answers were wrong (--attribute {modes})", fontsize=9
+        )
+    axes[0, 0].legend(fontsize=7, ncols=3, loc="lower right", bbox_to_anchor=(1.0, 1.1))
+    fig.tight_layout()
+    return fig
+
+
+def judge_agreements(
+    results: Mapping[str, Any], second_judge: str, progress: bool = True
+) -> pd.DataFrame:
+    """Re-judge every benchmark's judged answers with `second_judge` (`taskmem judge-agreement`;
+    benchmarks without free-form answers are skipped): one row per benchmark with both judges,
+    answers compared, raw agreement (percent), Cohen's kappa and the disagreements."""
+    import pandas as pd
+
+    from taskmem_lab.pipeline import run_judge_agreement
+
+    lines = []
+    for name, result in results.items():
+        if not any(row.get("judge") for row in result.rows):
+            continue
+        s = run_judge_agreement(result.out, second_judge, progress=progress).summary
+        lines.append(_agreement_line(name, s))
+    return pd.DataFrame(lines, columns=list(_AGREEMENT_COLUMNS))
+
+
+_AGREEMENT_COLUMNS = ("benchmark", "judge", "second judge", "compared", "agreement", "kappa",
+                      "disagreements")  # fmt: skip
+
+
+def _agreement_line(benchmark: str, s: Mapping[str, Any]) -> dict[str, Any]:
+    agreement = s.get("agreement")
+    return {
+        "benchmark": benchmark,
+        "judge": ", ".join(s["first_judge"]),
+        "second judge": s["second_judge"],
+        "compared": s["compared"],
+        "agreement": math.nan if agreement is None else 100 * agreement,
+        "kappa": math.nan if s.get("kappa") is None else s["kappa"],
+        "disagreements": len(s.get("disagreements", [])),
+    }
+
+
+def kappa_table(metrics: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """06's judge check: for each reproduced free-form benchmark whose results were re-judged
+    (`taskmem judge-agreement`, or 04's `second_judge`), its accuracy (percent) beside the
+    agreement and Cohen's kappa of its judge with the second one; empty when none was run."""
+    import pandas as pd
+
+    from taskmem_lab.evaluation.agreement import read_agreements
+
+    lines = []
+    for m in metrics:
+        if not m.get("results_dir"):
+            continue
+        for s in read_agreements(m["results_dir"]):
+            accuracy = m["overall"].get("accuracy")
+            line = {"system": f"taskmem_lab: {m['answerer']} on {m['tag']}"}
+            line.update(_agreement_line(m["benchmark"], s))
+            line["accuracy"] = math.nan if accuracy is None else 100 * float(accuracy)
+            lines.append(line)
+    columns = ["system", "benchmark", "accuracy", *list(_AGREEMENT_COLUMNS)[1:]]
+    return pd.DataFrame(lines, columns=columns)
+
+
+def attribution_mode(name: str, source: str | Path, wanted: str) -> str:
+    """`wanted`, except that a benchmark without evidence windows gets `memory` for `evidence`."""
+    if wanted != "evidence":
+        return wanted
+    from taskmem_lab.bench.hub import load_benchmark
+
+    return "evidence" if any(r.evidence for r in load_benchmark(name, source)) else "memory"
 
 
 # --------------------------------------------------------------------------- 05: ablations

@@ -99,6 +99,7 @@ def _smoke(work: Path) -> dict[str, dict[str, Any]]:
             "judge": "fake",
             "memories": runs,
             "stand_in": True,
+            "second_judge": "fake:flip2",
             "figures": figures,
         },
         "05_ablations": {
@@ -120,7 +121,7 @@ def _demo(work: Path) -> dict[str, dict[str, Any]]:
     base["01_audio"].update(speaker_model=vlm)
     base["02_faces"].update(speaker_model=vlm)
     base["03_episodic"].update(model=vlm)
-    base["04_qa"].update(answerer=vlm, judge=vlm)
+    base["04_qa"].update(answerer=vlm, judge=vlm, second_judge="")
     base["05_ablations"].update(models=[vlm], answerer=vlm, faces=[False, True], asr=[False, True])
     return base
 
