@@ -112,5 +112,7 @@ def egolife_memories(tmp_path: Path) -> Path:
     folder.mkdir()
     with open(folder / "A1_JAKE.jsonl", "w") as fh:
         for i, (start, text) in enumerate(entries):
-            fh.write(json.dumps({"clip": i, "start": start, "end": start + 10, "text": text}) + "\n")
+            fh.write(
+                json.dumps({"clip": i, "start": start, "end": start + 10, "text": text}) + "\n"
+            )
     return folder
