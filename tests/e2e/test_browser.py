@@ -1,6 +1,7 @@
 """JupyterLab in headless Chromium: open 03_episodic, wait for the kernel, Run All with smoke
 parameters (faces and ASR on), move the MemoryBrowser slider, and see frame, entry and
-transcript change.
+transcript change; open 04_qa (smoke, EgoLife only), Run All, and filter the ResultsBrowser by
+outcome and error class.
 
 Marked `browser` and `slow`; skipped unless Debian's chromium, the playwright Python package
 (driven with `executable_path`, so no browser download) and jupyterlab are installed, which
@@ -31,6 +32,14 @@ if CHROMIUM is None:
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "taskmem-test-token"
+SMOKE = {
+    "03_episodic": lambda f: {"end": 24.0, "out": str(f / "runs"), "figures": str(f / "figures")},
+    "04_qa": lambda f: {
+        "benchmarks": ["egolife"],
+        "memories": str(f / "runs"),
+        "figures": str(f / "figures"),
+    },
+}
 
 
 def free_port() -> int:
@@ -39,10 +48,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def smoke_copy(folder: Path) -> Path:
-    """03_episodic with the smoke parameters written into its parameters cell."""
-    nb = json.loads((ROOT / "notebooks" / "03_episodic.ipynb").read_text(encoding="utf-8"))
-    values = {"end": 24.0, "out": str(folder / "runs"), "figures": str(folder / "figures")}
+def smoke_copy(folder: Path, name: str = "03_episodic") -> Path:
+    """A notebook with smoke parameters written into its parameters cell."""
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
+    values = SMOKE[name](folder)
     for cell in nb["cells"]:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             lines = "".join(cell["source"]).splitlines()
@@ -52,14 +61,15 @@ def smoke_copy(folder: Path) -> Path:
                     kind = line.split(":", 1)[1].split("=", 1)[0].strip()
                     lines[i] = f"{name}: {kind} = {values[name]!r}"
             cell["source"] = "\n".join(lines)
-    path = folder / "03_episodic.ipynb"
+    path = folder / f"{name}.ipynb"
     path.write_text(json.dumps(nb), encoding="utf-8")
     return path
 
 
 @pytest.fixture()
 def lab(tmp_path):
-    smoke_copy(tmp_path)
+    for name in SMOKE:
+        smoke_copy(tmp_path, name)
     port = free_port()
     home = tmp_path / "jupyter"
     settings = home / "settings" / "@jupyterlab"
@@ -103,7 +113,7 @@ def lab(tmp_path):
                 break
         time.sleep(0.5)
     try:
-        yield f"http://127.0.0.1:{port}/lab/tree/03_episodic.ipynb?token={TOKEN}", tmp_path
+        yield f"http://127.0.0.1:{port}/lab/tree/{{}}.ipynb?token={TOKEN}", tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -126,33 +136,42 @@ def accept_kernel_dialog(page) -> None:
     dialog.click()
 
 
+def launch(pw):
+    return pw.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-background-networking",
+            "--disable-sync",
+        ],
+    )
+
+
+def run_all(page, url: str) -> None:
+    """Open a notebook, wait for its kernel and choose Run > Run All Cells."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    accept_kernel_dialog(page)
+    wait_idle(page, 120_000)  # the kernel has started and answered
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+    item.wait_for(state="visible", timeout=30_000)
+    item.click()
+    accept_kernel_dialog(page)
+
+
 def test_run_all_in_jupyterlab_and_move_the_slider(lab):
     url, work = lab
     shots = Path(os.environ.get("TASKMEM_TEST_ARTIFACTS", work))
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-component-update",
-                "--disable-background-networking",
-                "--disable-sync",
-            ],
-        )
+        browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(url)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-            accept_kernel_dialog(page)
-            wait_idle(page, 120_000)  # the kernel has started and answered
-            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-            item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
-            item.wait_for(state="visible", timeout=30_000)
-            item.click()
-            accept_kernel_dialog(page)
+            run_all(page, url.format("03_episodic"))
             slider = page.locator(".widget-slider").first
             slider.wait_for(state="visible", timeout=300_000)
             wait_idle(page, 240_000)
@@ -171,6 +190,50 @@ def test_run_all_in_jupyterlab_and_move_the_slider(lab):
             assert after[2] != before[2], "the transcript did not change"
         except Exception:
             page.screenshot(path=str(shots / "jupyterlab_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def test_results_browser_filters_in_jupyterlab(lab):
+    url, work = lab
+    shots = Path(os.environ.get("TASKMEM_TEST_ARTIFACTS", work))
+    with sync_api.sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            run_all(page, url.format("04_qa"))
+            details = page.locator(".widget-html .taskmem-result").first
+            details.wait_for(state="visible", timeout=300_000)
+            wait_idle(page, 240_000)
+            outcome, _, error_class, question = (
+                page.locator(".taskmem-filter select").nth(i) for i in range(4)
+            )
+            assert details.locator(".taskmem-question").get_attribute("data-id") == "A1_JAKE_1"
+            # fake:reader on the generated stand-in memories answers the TaskMaster question
+            # right, question 1 wrong and abstains on 2-4; every error is a memorization miss
+            # (nothing the questions ask about was written)
+            outcome.select_option("correct")
+            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_5']", timeout=60_000)
+            assert question.locator("option").all_inner_texts() == ["A1_JAKE_5"]
+            error_class.select_option("memorization_miss")
+            page.wait_for_selector("text=no question matches", timeout=60_000)
+            outcome.select_option("wrong")
+            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_1']", timeout=60_000)
+            assert "memorization miss" in details.inner_text()
+            assert "Context the answerer saw" in details.inner_text()
+            outcome.select_option("abstained")
+            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_2']", timeout=60_000)
+            assert question.locator("option").all_inner_texts() == [
+                "A1_JAKE_2",
+                "A1_JAKE_3",
+                "A1_JAKE_4",
+            ]
+            question.select_option("A1_JAKE_4")
+            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_4']", timeout=60_000)
+            assert "Replies of fake:reader" in details.inner_text()
+        except Exception:
+            page.screenshot(path=str(shots / "jupyterlab_results_failure.png"), full_page=True)
             raise
         finally:
             browser.close()
