@@ -56,10 +56,10 @@ def smoke_copy(folder: Path, name: str = "03_episodic") -> Path:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             lines = "".join(cell["source"]).splitlines()
             for i, line in enumerate(lines):
-                name = line.split(":", 1)[0]
-                if name in values:
+                key = line.split(":", 1)[0]
+                if key in values:
                     kind = line.split(":", 1)[1].split("=", 1)[0].strip()
-                    lines[i] = f"{name}: {kind} = {values[name]!r}"
+                    lines[i] = f"{key}: {kind} = {values[key]!r}"
             cell["source"] = "\n".join(lines)
     path = folder / f"{name}.ipynb"
     path.write_text(json.dumps(nb), encoding="utf-8")

@@ -98,6 +98,7 @@ def test_every_figure_has_data_and_provenance(smoke):
         "02_faces_timeline",
         "03_episodic_tokens",
         "04_qa_bars",
+        "04_qa_errors",
         "05_ablations",
         "06_paper_accuracy",
     ):
@@ -109,6 +110,11 @@ def test_every_figure_has_data_and_provenance(smoke):
     assert json.loads((figures / "03_episodic_tokens.json").read_text())["fake_model"] is True
     qa = (figures / "04_qa_table.md").read_text()
     assert "fake model" in qa
+    errors = (figures / "04_qa_errors.md").read_text()
+    assert "memorization_miss_pct" in errors and "egolife" in errors
+    # the smoke profile re-judges EgoTempo with fake:flip2; 06 shows the kappa beside it
+    assert "fake:flip2" in (figures / "04_qa_agreement.md").read_text()
+    assert "fake:flip2" in (figures / "06_paper_kappa.md").read_text()
     metrics = [json.loads(p.read_text()) for p in (work / "runs" / "results").glob("*.json")]
     overall = [next(r for r in m["rows"] if r["group"] == "all") for m in metrics]
     assert any(r["coverage"] > 0 for r in overall)  # the reader answers: bars are visible
@@ -149,6 +155,22 @@ def test_executed_03_exported_to_html_shows_the_memory(smoke, tmp_path):
     assert "taskmem-browser" in html and "taskmem-frame" in html and "taskmem-entry" in html
     assert "[face_" in html and "Tasks arrived by then" in html
     assert "widget-view+json" not in html
+
+
+def test_executed_04_exported_to_html_shows_the_results_browser(smoke, tmp_path):
+    pytest.importorskip("nbconvert")
+    work, _, _ = smoke
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output-dir",
+         str(tmp_path), str(work / "04_qa.ipynb")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    html = (tmp_path / "04_qa.html").read_text()
+    assert html.count("taskmem-results-browser") == 3  # one per benchmark
+    assert "taskmem-question" in html and "Context the answerer saw" in html
+    assert "Second judge fake:flip2 disagrees" in html
 
 
 def test_memory_browser_on_the_smoke_memory(smoke):
