@@ -470,7 +470,8 @@ class EvalResult:
 
     @property
     def markdown(self) -> str:
-        return to_markdown(self.table)
+        """`table.md`: the metrics, and the error split when errors were attributed."""
+        return to_markdown(self.table) + _errors_section(self.rows, self.summary)
 
 
 def _load_memories(
@@ -688,14 +689,20 @@ def _evaluate_locked(
         "this_run": {"questions": len(new_rows), "model_calls": calls},
         "updated": utc_now(),
     }
-    extra = ""
     if key is not None and rows:
         summary["outcomes"] = outcome_counts(table)
         summary["errors"] = error_counts(rows, params.attribute)
         summary["attribution"] = {"mode": params.attribute, "model": key["model"]}
-        extra = errors_markdown(error_split(rows, params.attribute), params.attribute)
-    _write_outputs(store, table, summary, extra)
+    _write_outputs(store, table, summary, _errors_section(rows, summary))
     return EvalResult(out, rows, table, missing, failures, summary)
+
+
+def _errors_section(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
+    attribution = summary.get("attribution")
+    if not attribution:
+        return ""
+    mode = attribution["mode"]
+    return errors_markdown(error_split(rows, mode), mode)
 
 
 def outcome_counts(table: Sequence[MetricRow]) -> dict[str, int]:

@@ -225,3 +225,17 @@ def test_marks_and_fallback() -> None:
     assert MARK in reply_for(body, "episodic")
     # a request without a purpose gets a memory entry (the most common kind)
     assert "description" in json.loads(reply_for(body, ""))
+
+
+def test_a_flip_judge_turns_verdicts_over_and_nothing_else() -> None:
+    from taskmem_lab.backends import make_model
+    from taskmem_lab.errors import ConfigError
+
+    request, parse = build_requests()["judge"]
+    assert parse(make_model("fake").generate(request).text)[0] is True
+    assert parse(make_model("fake:flip1").generate(request).text)[0] is False
+    for purpose in ("qa_open", "attribute"):
+        other, _ = build_requests()[purpose]
+        assert make_model("fake:flip1").generate(other).text == FakeModel().generate(other).text
+    with pytest.raises(ConfigError, match="N >= 1"):
+        make_model("fake:flip0")

@@ -146,3 +146,18 @@ def test_parse_presence(text, expected):
 def test_parse_presence_refuses(text):
     with pytest.raises(ParseError):
         parse_presence(text)
+
+
+def test_the_command_line_prints_the_split_and_a_rerun_makes_no_calls(memories, tmp_path, capsys):
+    from taskmem_lab.cli import main
+
+    args = ["eval", "egolife", "--source", str(SAMPLE), "--memories", str(memories)]
+    args += ["--answerer", "fake", "--judge", "fake", "--attribute", "evidence", "-q"]
+    args += ["--out", str(tmp_path / "out"), "--price", "fake:fake=1,2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "memorization_miss 2, answering_miss 1, unattributed 0" in printed
+    assert "attributor fake:fake: 2 calls" in printed and "$" in printed
+    assert "## Why answers were wrong (--attribute evidence)" in printed
+    assert main(args) == 0
+    assert "this run: 0 model calls" in capsys.readouterr().out
