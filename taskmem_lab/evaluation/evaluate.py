@@ -445,11 +445,11 @@ def fresh_calls(rows: Sequence[Mapping[str, Any]]) -> int:
     for row in rows:
         n += sum(not s.get("cached") for s in row["answerer"]["samples"])
         for part in ("judge", "attribution"):
-            n += attribution_calls(row.get(part))
+            n += fresh_replies(row.get(part))
     return n
 
 
-def attribution_calls(asked: Mapping[str, Any] | None) -> int:
+def fresh_replies(asked: Mapping[str, Any] | None) -> int:
     """Fresh calls behind a judge verdict or an attribution (replies not from the cache)."""
     return sum(not c for c in (asked or {}).get("cached") or [])
 
@@ -583,7 +583,7 @@ def _evaluate_locked(
         for key, row in store.good().items()
         if key in by_id and row.get("memory_hash") == hashes.get(by_id[key].video_id)
     }
-    key = (
+    asked_as = (
         attribution_key(params.attribute, judge_model, qa)
         if params.attribute != NONE and judge_model is not None
         else None
@@ -591,7 +591,9 @@ def _evaluate_locked(
 
     def unattributed(row: Mapping[str, Any]) -> bool:
         return (
-            key is not None and not row["correct"] and not is_current(row.get("attribution"), key)
+            asked_as is not None
+            and not row["correct"]
+            and not is_current(row.get("attribution"), asked_as)
         )
 
     # new questions, and finished ones whose wrong answer still needs its attribution
@@ -625,10 +627,10 @@ def _evaluate_locked(
             )
             calls = fresh_calls([row])
         if unattributed(row):
-            assert judge_model is not None and key is not None
-            verdict = attribute(judge_model, r, memories[r.video_id], key, params.judge_reasks)
+            assert judge_model is not None and asked_as is not None
+            verdict = attribute(judge_model, r, memories[r.video_id], asked_as, params.judge_reasks)
             row = {**row, "attribution": verdict, "fake": bool(row["fake"] or verdict["fake"])}
-            calls += attribution_calls(verdict)
+            calls += fresh_replies(verdict)
         return row, calls
 
     failures: list[str] = []
@@ -689,10 +691,10 @@ def _evaluate_locked(
         "this_run": {"questions": len(new_rows), "model_calls": calls},
         "updated": utc_now(),
     }
-    if key is not None and rows:
+    if asked_as is not None and rows:
         summary["outcomes"] = outcome_counts(table)
         summary["errors"] = error_counts(rows, params.attribute)
-        summary["attribution"] = {"mode": params.attribute, "model": key["model"]}
+        summary["attribution"] = {"mode": params.attribute, "model": asked_as["model"]}
     _write_outputs(store, table, summary, _errors_section(rows, summary))
     return EvalResult(out, rows, table, missing, failures, summary)
 
