@@ -39,6 +39,7 @@ slot is missing the answer still has the right shape (a choice question gets E, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -490,8 +491,7 @@ class FakeModel:
         rule = READER_RULES.get(ask.purpose) if self.model_id == "fake:reader" else None
         flip = _FLIP.fullmatch(self.model_id.partition(":")[2])
         if flip and ask.purpose == "judge":
-            every = int(flip.group(1))
-            rule = lambda ask, mark: _judge(ask, mark, every)  # noqa: E731
+            rule = functools.partial(_judge, flip_every=int(flip.group(1)))
         return Reply(
             text=rule(ask, FAKE_MARK) if rule else answer(ask),
             usage={
