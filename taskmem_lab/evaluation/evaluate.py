@@ -676,7 +676,7 @@ def _evaluate_locked(
         else []
     )
     complete = not failures and len(rows) + len(missing) == len(selected)
-    summary = {
+    summary: dict[str, Any] = {
         "benchmark": name,
         "status": "complete" if complete else "partial",
         "questions": len(selected),

@@ -607,7 +607,7 @@ def kappa_table(metrics: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             continue
         for s in read_agreements(m["results_dir"]):
             accuracy = m["overall"].get("accuracy")
-            line = {"system": f"taskmem_lab: {m['answerer']} on {m['tag']}"}
+            line: dict[str, Any] = {"system": f"taskmem_lab: {m['answerer']} on {m['tag']}"}
             line.update(_agreement_line(m["benchmark"], s))
             line["accuracy"] = math.nan if accuracy is None else 100 * float(accuracy)
             lines.append(line)
