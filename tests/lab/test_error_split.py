@@ -89,3 +89,11 @@ def test_kappa_beside_a_reproduced_number(tmp_path):
     assert line.benchmark == "egotempo" and line.accuracy == pytest.approx(40.0)
     assert line.kappa == 0.5 and line.agreement == 75.0 and line.disagreements == 1
     assert kappa_table(metrics[1:]).empty and not math.isnan(line.kappa)
+
+
+def test_04_refuses_an_unknown_attribution_mode():
+    from taskmem_lab.lab.nbparams import QaNotebook, coerce
+
+    assert coerce(QaNotebook, {"attribute": "memory"}).attribute == "memory"
+    with pytest.raises(ConfigError, match="attribute must be one of"):
+        coerce(QaNotebook, {"attribute": "always"})
