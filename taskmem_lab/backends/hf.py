@@ -566,6 +566,24 @@ def _check_steer_shape(matrix: Any, folder: Path, name: str) -> None:
         )
 
 
+def base_folder(spec: str) -> Path:
+    """The checkpoint folder on disk of an `hf:DIR` or cached `hf:HUB_ID` spec (no options)."""
+    prefix, _, name = spec.partition(":")
+    base, options = split_options(name)
+    if prefix != "hf" or not base:
+        raise ConfigError(f"expected a checkpoint as hf:DIR or hf:HUB_ID, got {spec!r}")
+    if options:
+        raise ConfigError(f"{spec!r}: give the base checkpoint alone, without ?{'&'.join(options)}")
+    location = locate(base, "hf")
+    found = location if is_local(location) else cached_folder(location)
+    if found is None:
+        raise ConfigError(
+            f"hf model {base!r} is not in the local Hugging Face cache; download it first "
+            f"(`hf download {base}`) or pass its folder as hf:/path/to/model"
+        )
+    return Path(found)
+
+
 def from_spec(name: str) -> HFModel:
     """`hf:<hub-id-or-directory>[?options]`; no name before `?` means the default small model."""
     base, options = split_options(name)

@@ -391,7 +391,9 @@ def test_hf_generation_with_a_steer_differs_and_a_zero_steer_does_not(tiny_idefi
     # Identity: the unsteered models keep the bare model id; the steered one adds the steer hash.
     assert base_model.identity == zero_model.identity == {}
     assert steered_model.identity["steer"] == steer.steer_identity(steer.load_steer(one))
-    assert steered_model.model_id == f"hf:{tiny_idefics3}?device=cpu&steer={quote(str(one), safe='')}"
+    assert (
+        steered_model.model_id == f"hf:{tiny_idefics3}?device=cpu&steer={quote(str(one), safe='')}"
+    )
     # The weights are shared, and hooks never stay on them.
     assert steered_model.load() is base_model.load()
     assert ask(str(tiny_idefics3))[1].text == base.text
@@ -433,3 +435,13 @@ def test_hf_on_an_exported_checkpoint_equals_the_base_with_the_steer_file(tiny_i
     wrong = steer.save_steer(torch.ones(3, 32), tmp_path / "wrong.pt")
     with pytest.raises(SteerError, match=r"steer shape \(3, 32\) does not fit"):
         ask(f"{tiny_idefics3}?steer={wrong}")
+
+
+def test_export_params_are_validated_and_sorted():
+    p = steer.SteerExportParams(layers=[23, 22, 22], scale_layer=[22], scale=1.5)
+    assert (p.layers, p.scale_layer, p.scale) == ((22, 23), (22,), 1.5)
+    for bad, why in [({"layers": (-1,)}, "'layers'"), ({"scale_layer": (True,)}, "'scale_layer'")]:
+        with pytest.raises(SteerError, match=why):
+            steer.SteerExportParams(**bad)
+    with pytest.raises(SteerError, match="'scale'"):
+        steer.SteerExportParams(scale=float("nan"))
