@@ -57,7 +57,6 @@ from taskmem_lab.backends.steer import (
     nonzero_layers,
     parse_layers,
     read_checkpoint_steer,
-    resolve_layers,
     steer_identity,
     text_config_dict,
 )
@@ -394,7 +393,6 @@ class HFModel:
                 return None
         if folder is not None:
             _check_steer_shape(matrix, folder, self.name)
-        resolve_layers(matrix, spec.layers)  # layers out of range fail here, before any load
         applied = effective_steer(matrix, spec.layers, spec.scale)
         return applied if bool((applied != 0).any()) else None
 

@@ -391,6 +391,12 @@ def test_hf_generation_with_a_steer_differs_and_a_zero_steer_does_not(tiny_idefi
     # Identity: the unsteered models keep the bare model id; the steered one adds the steer hash.
     assert base_model.identity == zero_model.identity == {}
     assert steered_model.identity["steer"] == steer.steer_identity(steer.load_steer(one))
+    # Runs record the identity and the response cache keys by it.
+    from taskmem_lab.backends.base import identity_key, model_identity
+
+    assert model_identity(steered_model)["steer"] == steered_model.identity["steer"]
+    assert model_identity(zero_model) == {"model_id": zero_model.model_id}
+    assert identity_key(base_model) == base_model.model_id != identity_key(steered_model)
     assert (
         steered_model.model_id == f"hf:{tiny_idefics3}?device=cpu&steer={quote(str(one), safe='')}"
     )
@@ -432,6 +438,8 @@ def test_hf_on_an_exported_checkpoint_equals_the_base_with_the_steer_file(tiny_i
     assert ask(f"{ckpt}?steer_scale=0")[1].text == base.text  # its own steer switched off
     with pytest.raises(ConfigError, match="there is no steer"):
         ask(f"{tiny_idefics3}?steer_layers=1")
+    with pytest.raises(SteerError, match="out of range"):
+        ask(f"{tiny_idefics3}?steer={path}&steer_layers=2")
     wrong = steer.save_steer(torch.ones(3, 32), tmp_path / "wrong.pt")
     with pytest.raises(SteerError, match=r"steer shape \(3, 32\) does not fit"):
         ask(f"{tiny_idefics3}?steer={wrong}")
