@@ -86,3 +86,7 @@ def missing_extra(what: str, extra: str, cause: BaseException | None = None) -> 
     return MissingExtraError(
         f"{what} cannot be imported{detail}: pip install 'taskmem_lab[{extra}]'"
     )
+
+
+class SteerError(ConfigError):
+    """A steer adapter (file, checkpoint weights or layers) is missing, malformed or does not fit."""

@@ -194,3 +194,77 @@ def build_tiny_idefics3(path: str | Path, vocab_size: int = 400, seed: int = 0) 
     _save_model(Idefics3ForConditionalGeneration(config), tokenizer, path)
     processor.save_pretrained(path)
     return path
+
+
+# Text settings of the in-memory tiny decoders below: 3 layers, hidden size 16.
+_TINY_TEXT = {
+    "vocab_size": 64,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 256,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+_QWEN_VISION = {
+    "depth": 1,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_heads": 2,
+    "out_hidden_size": 16,
+    "patch_size": 4,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+}
+TINY_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "idefics3", "smolvlm", "llama")
+
+
+def tiny_decoder_model(family: str, seed: int = 0):  # noqa: ANN201 - transformers type
+    """A random-weight model of `family` (one of `TINY_FAMILIES`), 3 text layers of width 16.
+
+    Built in memory from a config in well under a second (no processor): for tests of what
+    happens inside the decoder (steer hooks, checkpoint layouts), not of request formatting.
+    """
+    import torch
+    import transformers as tf
+
+    mrope = {"rope_type": "default", "mrope_section": [1, 1, 2]}
+    qwen3_text = {**_TINY_TEXT, "head_dim": 8, "rope_scaling": {**mrope, "mrope_interleaved": True}}
+    qwen3_vision = {**_QWEN_VISION, "num_position_embeddings": 16, "deepstack_visual_indexes": [0]}
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16}
+    builders = {
+        "qwen2_5_vl": lambda: tf.Qwen2_5_VLForConditionalGeneration(
+            tf.Qwen2_5_VLConfig(
+                text_config={**_TINY_TEXT, "rope_scaling": mrope},
+                vision_config={**_QWEN_VISION, "window_size": 8, "fullatt_block_indexes": [0]},
+            )
+        ),
+        "qwen3_vl": lambda: tf.Qwen3VLForConditionalGeneration(
+            tf.Qwen3VLConfig(text_config=qwen3_text, vision_config=qwen3_vision)
+        ),
+        "qwen3_vl_moe": lambda: tf.Qwen3VLMoeForConditionalGeneration(
+            tf.Qwen3VLMoeConfig(text_config={**qwen3_text, **moe}, vision_config=qwen3_vision)
+        ),
+        "idefics3": lambda: tf.Idefics3ForConditionalGeneration(
+            tf.Idefics3Config(
+                vision_config=_vision_config(),
+                text_config={"model_type": "llama", **_TINY_TEXT},
+                scale_factor=SCALE_FACTOR,
+            )
+        ),
+        "smolvlm": lambda: tf.SmolVLMForConditionalGeneration(
+            tf.SmolVLMConfig(
+                vision_config=_vision_config(),
+                text_config={"model_type": "llama", **_TINY_TEXT},
+                scale_factor=SCALE_FACTOR,
+            )
+        ),
+        "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(**_TINY_TEXT)),
+    }
+    if family not in builders:
+        raise ValueError(f"unknown tiny family {family!r}; one of {', '.join(TINY_FAMILIES)}")
+    torch.manual_seed(seed)
+    return builders[family]().eval()
