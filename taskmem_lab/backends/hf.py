@@ -10,15 +10,27 @@ when the processor has one (`video=auto|native`), otherwise as one image per fra
 response-cache hit never loads them); `<think>` reasoning is split from the answer; usage and
 latency are recorded like `openai_compat`.
 
+Steer adapters (`backends.steer`, TaskMem's Phase Two): `?steer=FILE` adds a steer file's vectors
+to the decoder layers' outputs, `steer_layers=22,23` picks rows (default: every non-zero row) and
+`steer_scale=1.5` multiplies them (default 1). A Phase-Two checkpoint (`adapter_layers` in its text
+config, `...layers.<i>.adapter.steer` weights) applies its own steer unless a file replaces it;
+`steer_scale=0` runs it without. The weights are shared by steered and unsteered models of one
+checkpoint: hooks go on for one generation at a time. The steer actually applied is part of the
+model's `identity`, so runs and the response cache tell steered replies from unsteered ones.
+
 Needs the `hf` extra: `pip install taskmem_lab[hf]`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from taskmem_lab.backends.base import (
@@ -37,6 +49,17 @@ from taskmem_lab.backends.options import (
     params_from_options,
     split_options,
 )
+from taskmem_lab.backends.steer import (
+    SteerSpec,
+    attach_steer,
+    effective_steer,
+    load_steer,
+    nonzero_layers,
+    parse_layers,
+    read_checkpoint_steer,
+    steer_identity,
+    text_config_dict,
+)
 from taskmem_lab.backends.visual import (
     frame_images,
     frame_label,
@@ -44,8 +67,14 @@ from taskmem_lab.backends.visual import (
     jpeg_image,
     window_label,
 )
-from taskmem_lab.backends.weights import SharedWeights, load_error, locate
-from taskmem_lab.errors import ConfigError, ModelError
+from taskmem_lab.backends.weights import (
+    SharedWeights,
+    cached_folder,
+    is_local,
+    load_error,
+    locate,
+)
+from taskmem_lab.errors import ConfigError, ModelError, SteerError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +102,10 @@ class HFParams:
         video: `auto` (the processor's video input when it has one), `native`, or `images`.
         attn_implementation: e.g. `sdpa`, `eager`, `flash_attention_2` (default: transformers').
         revision: hub branch, tag or commit to load.
+        steer: a steer file (`{"matrix": [num_layers, hidden]}`) to add to the decoder layers'
+            outputs, replacing a Phase-Two checkpoint's own steer (default: that one, if any).
+        steer_layers: comma-separated decoder layers to steer (default: every non-zero row).
+        steer_scale: multiplies the steer vectors (0 turns a checkpoint's own steer off).
     """
 
     device: str = "auto"
@@ -85,9 +118,23 @@ class HFParams:
     video: str = "auto"
     attn_implementation: str | None = None
     revision: str | None = None
+    steer: str | None = None
+    steer_layers: str | None = None
+    steer_scale: float = 1.0
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        check_option(
+            self.steer_scale == self.steer_scale and abs(self.steer_scale) != float("inf"),
+            name,
+            "steer_scale",
+            f"must be a finite number, got {self.steer_scale}",
+        )
+        if self.steer_layers is not None:
+            try:
+                parse_layers(self.steer_layers)
+            except SteerError as exc:
+                check_option(False, name, "steer_layers", str(exc))
         check_option(
             self.device in DEVICES or self.device.startswith("cuda:"),
             name,
@@ -300,12 +347,72 @@ class HFModel:
 
     def __init__(self, name: str, params: HFParams | None = None) -> None:
         self.name = name
-        self.params = params or HFParams()
+        params = params or HFParams()
+        if params.steer:  # named by its absolute path, as a model directory is
+            params = dataclasses.replace(params, steer=_steer_file(params.steer))
+        self.params = params
+        self.steer_spec = SteerSpec(
+            params.steer, parse_layers(params.steer_layers), params.steer_scale
+        )
         self._location = locate(name, "hf", self.params.revision)
         # A directory is named by its absolute path, so `./model` in two projects never shares
         # cached replies.
         self.model_id = model_id("hf", self._location, self.params)
         self._loaded: Loaded | None = None
+        self._steer: tuple[Any] | None = None  # (the applied steer or None,) once resolved
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What answers: empty for an unsteered model (its model id says it all), else the model
+        id and a hash of the steer actually applied (`steer.steer_identity`)."""
+        applied = self.applied_steer()
+        if applied is None:
+            return {}
+        return {"model_id": self.model_id, "steer": steer_identity(applied)}
+
+    def applied_steer(self) -> Any | None:
+        """The steer this model adds, `[num_layers, hidden]` float32 (chosen rows, scaled), or
+        None. Read from the steer file or the checkpoint's own weights, never the whole model."""
+        if self._steer is None:
+            self._steer = (self._resolve_steer(),)
+        return self._steer[0]
+
+    def _resolve_steer(self) -> Any | None:
+        spec = self.steer_spec
+        folder = self._checkpoint_dir()
+        if spec.file:
+            matrix = load_steer(spec.file)
+        else:
+            matrix = read_checkpoint_steer(folder) if folder is not None else None
+            if matrix is None:
+                if not spec.is_default:
+                    raise ConfigError(
+                        f"hf model {self.name!r}: steer_layers/steer_scale are set but there is "
+                        "no steer: give steer=FILE, or load a Phase-Two checkpoint"
+                    )
+                return None
+        if folder is not None:
+            _check_steer_shape(matrix, folder, self.name)
+        applied = effective_steer(matrix, spec.layers, spec.scale)
+        return applied if bool((applied != 0).any()) else None
+
+    def _checkpoint_dir(self) -> Path | None:
+        """The checkpoint's folder on disk (a hub id: its cached snapshot, loading it if needed)."""
+        if is_local(self._location):
+            return Path(self._location)
+        found = cached_folder(self._location, self.params.revision)
+        if found is None:
+            self.load()
+            found = cached_folder(self._location, self.params.revision)
+        return Path(found) if found else None
+
+    def _steered(self, loaded: Loaded) -> contextlib.AbstractContextManager[Any]:
+        """Steer hooks on the shared weights for one generation (nothing when unsteered)."""
+        applied = self.applied_steer()
+        if applied is None:
+            return contextlib.nullcontext()
+        matrix = applied.to(device=loaded.device, dtype=loaded.model.dtype)
+        return attach_steer(loaded.model, matrix, layers=nonzero_layers(applied))
 
     @property
     def load_key(self) -> tuple[Any, ...]:
@@ -412,7 +519,7 @@ class HFModel:
                 torch.manual_seed(seed)
             prompt_len = int(inputs["input_ids"].shape[1])
             try:
-                with torch.inference_mode():
+                with self._steered(loaded), torch.inference_mode():
                     out = loaded.model.generate(**inputs, **kwargs)
             except (RuntimeError, ValueError) as exc:  # e.g. out of memory, context too long
                 raise ModelError(f"hf model {self.name!r}: generation failed ({exc})") from exc
@@ -434,6 +541,45 @@ class HFModel:
             model=self.name,
             backend=self.backend,
         )
+
+
+def _steer_file(path: str) -> str:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"hf option steer: steer file not found: {p}")
+    return str(p.resolve())
+
+
+def _check_steer_shape(matrix: Any, folder: Path, name: str) -> None:
+    """`SteerError` unless the steer is `[num_hidden_layers, hidden_size]` of the checkpoint."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return
+    text = text_config_dict(json.loads(config_path.read_text()))
+    want = (text.get("num_hidden_layers"), text.get("hidden_size"))
+    if None not in want and tuple(matrix.shape) != want:
+        raise SteerError(
+            f"hf model {name!r}: steer shape {tuple(matrix.shape)} does not fit it: it has "
+            f"{want[0]} decoder layers of hidden size {want[1]}"
+        )
+
+
+def base_folder(spec: str) -> Path:
+    """The checkpoint folder on disk of an `hf:DIR` or cached `hf:HUB_ID` spec (no options)."""
+    prefix, _, name = spec.partition(":")
+    base, options = split_options(name)
+    if prefix != "hf" or not base:
+        raise ConfigError(f"expected a checkpoint as hf:DIR or hf:HUB_ID, got {spec!r}")
+    if options:
+        raise ConfigError(f"{spec!r}: give the base checkpoint alone, without ?{'&'.join(options)}")
+    location = locate(base, "hf")
+    found = location if is_local(location) else cached_folder(location)
+    if found is None:
+        raise ConfigError(
+            f"hf model {base!r} is not in the local Hugging Face cache; download it first "
+            f"(`hf download {base}`) or pass its folder as hf:/path/to/model"
+        )
+    return Path(found)
 
 
 def from_spec(name: str) -> HFModel:

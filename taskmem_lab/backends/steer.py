@@ -239,6 +239,45 @@ class SteerSpec:
         return self.file is None and self.layers is None and self.scale == 1.0
 
 
+@dataclass(frozen=True)
+class SteerExportParams:
+    """How `taskmem adapt-export` turns a steer file into a Phase-Two checkpoint.
+
+    Attributes:
+        layers: decoder layers written as `adapter.steer` weights (none given: every non-zero
+            row of the steer).
+        scale_layer: layers whose vector is multiplied by `scale` (none given: every written
+            layer); the public release scales layer 22 by 1.5.
+        scale: factor for the `scale_layer` vectors.
+    """
+
+    layers: tuple[int, ...] = ()
+    scale_layer: tuple[int, ...] = ()
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "scale_layer"):
+            value = tuple(getattr(self, name))
+            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
+                raise SteerError(
+                    f"SteerExportParams field {name!r} must be layer indices >= 0, got {value}"
+                )
+            object.__setattr__(self, name, tuple(sorted(set(value))))
+        if not isinstance(self.scale, int | float) or not -1e6 < self.scale < 1e6:
+            raise SteerError(f"SteerExportParams field 'scale' must be a number, got {self.scale}")
+
+    def export(self, base_dir: str | Path, matrix: torch.Tensor, out_dir: str | Path) -> Path:
+        """`export_checkpoint` with these settings."""
+        return export_checkpoint(
+            base_dir,
+            matrix,
+            out_dir,
+            scale_layers=self.scale_layer or None,
+            scale=self.scale,
+            layers=self.layers or None,
+        )
+
+
 # --------------------------------------------------------------------------- the model side
 
 
@@ -582,7 +621,7 @@ def export_checkpoint(
     dtype = getattr(torch, _base_dtype(config))
     tensors = {steer_key(prefix, i): applied[i].to(dtype).contiguous() for i in chosen}
 
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         for src in base.iterdir():
@@ -603,6 +642,7 @@ def export_checkpoint(
         every = chosen == tuple(range(want[0]))
         text[ADAPTER_LAYERS] = "all" if every else list(chosen)
         _write_json(config, staging / "config.json")
+        out.mkdir(exist_ok=True)
         for item in staging.iterdir():
             os.replace(item, out / item.name)
     finally:

@@ -12,17 +12,25 @@ and `generate(request)` from many threads is coalesced into such batches (`batch
 `<think>` reasoning is split from the answer; usage (prompt tokens include vision tokens) and
 latency (building the input plus the batch's wall time) are recorded as `openai_compat` does.
 
+A Phase-Two checkpoint (`adapter_layers` in its text config, `adapter.steer` weights; see
+`backends.steer`) runs with its steer adapters: the engine starts with the `taskmem_steer` plugin
+(`backends.vllm_steer`) registered, and the steer enters the model's `identity`. A steer file is
+not applied here: export it into a checkpoint first (`taskmem adapt-export`).
+
 For a long-running service prefer `vllm serve` + the `openai` backend (README, "Models").
 Needs a CUDA GPU and the `vllm` extra: `pip install taskmem_lab[vllm]`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from taskmem_lab.backends.base import (
@@ -44,7 +52,13 @@ from taskmem_lab.backends.options import (
     split_options,
 )
 from taskmem_lab.backends.visual import effective_fps, frame_images, jpeg_image, window_label
-from taskmem_lab.backends.weights import SharedWeights, load_error, locate
+from taskmem_lab.backends.weights import (
+    SharedWeights,
+    cached_folder,
+    is_local,
+    load_error,
+    locate,
+)
 from taskmem_lab.errors import ConfigError, ModelError, TaskmemError
 
 log = logging.getLogger(__name__)
@@ -309,6 +323,7 @@ class VllmModel:
         # cached replies.
         self.model_id = model_id("vllm", self._location, self.params)
         self._engine: Engine | None = None
+        self._identity: dict[str, Any] | None = None
         self._batcher: Batcher[Request, Reply] = Batcher(
             self._outcomes,
             max_batch=self.params.max_num_seqs,
@@ -319,6 +334,33 @@ class VllmModel:
     def batch_sizes(self) -> list[int]:
         """Sizes of the batches `generate` calls were coalesced into, in order."""
         return self._batcher.batch_sizes
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Empty for a checkpoint without steer adapters (its model id says it all), else the
+        model id and a hash of the checkpoint's steer (`steer.steer_identity`)."""
+        if self._identity is None:
+            applied = ""
+            folder = self._phase_two_folder()
+            if folder is not None:
+                from taskmem_lab.backends.steer import read_checkpoint_steer, steer_identity
+
+                applied = steer_identity(read_checkpoint_steer(folder))
+            self._identity = {"model_id": self.model_id, "steer": applied} if applied else {}
+        return self._identity
+
+    def _phase_two_folder(self) -> Path | None:
+        """The checkpoint's folder when its config asks for steer adapters, else None."""
+        from taskmem_lab.backends.vllm_steer import needs_plugin
+
+        if is_local(self._location):
+            folder: str | None = self._location
+        else:
+            folder = cached_folder(self._location, self.params.revision)
+        if folder is None or not (Path(folder) / "config.json").is_file():
+            return None
+        config = json.loads((Path(folder) / "config.json").read_text())
+        return Path(folder) if needs_plugin(config) else None
 
     @property
     def engine_key(self) -> tuple[Any, ...]:
@@ -368,6 +410,8 @@ class VllmModel:
             raise load_error(self.name, "vllm", exc) from exc
         model_type = str(getattr(config, "model_type", ""))
         check_model_type(model_type)
+        if self._phase_two_folder() is not None:
+            enable_steer_plugin()
         try:
             llm = vllm.LLM(
                 model=self._location,
@@ -467,6 +511,23 @@ class VllmModel:
         """One reply; concurrent callers (one per stream) share engine batches."""
         self.load()
         return self._batcher.submit(request)
+
+
+def enable_steer_plugin() -> None:
+    """Register the `taskmem_steer` plugin here and in the engine's worker processes.
+
+    Workers load the general plugins that `VLLM_PLUGINS` allows (all when it is unset), so a
+    list that leaves ours out gets it added.
+    """
+    from taskmem_lab.backends import vllm_steer
+
+    vllm_steer.register()
+    allowed = os.environ.get("VLLM_PLUGINS")
+    if allowed is not None and vllm_steer.PLUGIN_NAME not in allowed.split(","):
+        os.environ["VLLM_PLUGINS"] = ",".join(
+            p for p in (*allowed.split(","), vllm_steer.PLUGIN_NAME) if p
+        )
+    log.info("vllm: steer adapters on (plugin %s)", vllm_steer.PLUGIN_NAME)
 
 
 def from_spec(name: str) -> VllmModel:

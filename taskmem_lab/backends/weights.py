@@ -44,8 +44,8 @@ def is_local(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
 
 
-def is_cached(repo_id: str, revision: str | None = None) -> bool:
-    """Whether the hub id's `config.json` is in the local cache (no network access)."""
+def cached_folder(repo_id: str, revision: str | None = None) -> str | None:
+    """The cached snapshot folder of a hub id (where its `config.json` is), or None."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -53,8 +53,13 @@ def is_cached(repo_id: str, revision: str | None = None) -> bool:
             repo_id, "config.json", cache_dir=hf_cache_dir(), revision=revision
         )
     except ValueError:  # not a valid repo id
-        return False
-    return isinstance(found, str)
+        return None
+    return os.path.dirname(found) if isinstance(found, str) else None
+
+
+def is_cached(repo_id: str, revision: str | None = None) -> bool:
+    """Whether the hub id's `config.json` is in the local cache (no network access)."""
+    return cached_folder(repo_id, revision) is not None
 
 
 def not_available(name: str, backend: str, why: str) -> str:

@@ -11,6 +11,7 @@
     taskmem score-memory RUN --judge SPEC --video-judge SPEC [--rollouts TAG]
     taskmem rollout RUN --n N --model SPEC
     taskmem pairs RUN --rollouts TAG --tasks FILE --judge SPEC --video-judge SPEC
+    taskmem adapt-export --model hf:DIR --steer FILE --out CKPT [--scale-layer 22 --scale 1.5]
     taskmem reproduce [--profile smoke|demo|paper] [--only NOTEBOOK] [-p KEY=VALUE]
 
 The options of each command that set a stage's parameters are generated from that stage's
@@ -27,7 +28,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from taskmem_lab.cli import bench, data, evaluate, lab, memorize, training
+from taskmem_lab.backends.steer import SteerExportParams
+from taskmem_lab.cli import bench, data, evaluate, lab, memorize, steer, training
 from taskmem_lab.errors import ModelError, ParseError, TaskmemError
 from taskmem_lab.evaluation.evaluate import EvalParams
 from taskmem_lab.evaluation.qa import QAParams
@@ -54,6 +56,7 @@ COMMAND_PARAMS: dict[str, list[tuple[type, tuple[str, ...] | None]]] = {
     "score-memory": [(RewardParams, None)],
     "rollout": [(RolloutParams, None)],
     "pairs": [(PairParams, None), (RewardParams, None)],
+    "adapt-export": [(SteerExportParams, None)],
 }
 
 
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(sub)
     data.register(sub)
     training.register(sub)
+    steer.register(sub)
     lab.register(sub)
     return parser
 

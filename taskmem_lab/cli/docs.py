@@ -49,7 +49,7 @@ def options_table(command: str) -> str:
             default = "required"
         elif action.nargs == 0 or action.default in (None, ""):
             default = ""
-        elif isinstance(action.default, list):
+        elif isinstance(action.default, list | tuple):
             default = " ".join(str(v) for v in action.default)
         else:
             default = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -332,3 +333,123 @@ def test_pickle_module_is_what_torch_raises_for_planted_code(tmp_path):
     torch.save({"matrix": Planted()}, tmp_path / "p.pt")
     with pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / "p.pt", weights_only=True)
+
+
+# --------------------------------------------------------------------------- the hf backend
+
+
+def test_hf_steer_options_are_checked_before_anything_loads(tmp_path):
+    from taskmem_lab.backends import hf
+
+    with pytest.raises(ConfigError, match=r"option 'steer_layers'.*layer indices"):
+        hf.HFParams(steer_layers="22;23")
+    with pytest.raises(ConfigError, match=r"option 'steer_scale'.*finite"):
+        hf.HFParams(steer_scale=float("inf"))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="steer file not found"):
+        hf.from_spec(f"{tmp_path}?steer={tmp_path / 'none.pt'}")
+
+
+@pytest.fixture(scope="module")
+def tiny_idefics3(tmp_path_factory) -> Path:
+    from taskmem_lab.testing.tiny_vlm import build_tiny_idefics3
+
+    return build_tiny_idefics3(tmp_path_factory.mktemp("tiny_idefics3"))
+
+
+def ask(spec: str, cache=None):
+    from taskmem_lab.backends import make_model
+    from taskmem_lab.backends.base import Message, Request, Sampling
+
+    request = Request(
+        (Message.text("user", "Describe the new span of the video."),),
+        Sampling(temperature=0.0, max_tokens=8),
+        purpose="qa",
+    )
+    model = make_model(f"hf:{spec}" + ("&" if "?" in spec else "?") + "device=cpu", cache)
+    return model, model.generate(request)
+
+
+def steer_file(tmp_path: Path, name: str, rows: tuple[int, ...], magnitude: float = 4.0) -> Path:
+    hidden = 32  # the tiny Idefics3's text width
+    matrix = torch.zeros(2, hidden)
+    g = torch.Generator().manual_seed(len(name))
+    for i in rows:
+        matrix[i] = magnitude * torch.randn(hidden, generator=g)
+    return steer.save_steer(matrix, tmp_path / name)
+
+
+@pytest.mark.slow  # builds or runs the tiny real model
+def test_hf_generation_with_a_steer_differs_and_a_zero_steer_does_not(tiny_idefics3, tmp_path):
+    base_model, base = ask(str(tiny_idefics3))
+    zero = steer_file(tmp_path, "zero.pt", ())
+    one = steer_file(tmp_path, "one.pt", (1,))
+    zero_model, zero_reply = ask(f"{tiny_idefics3}?steer={zero}")
+    steered_model, steered = ask(f"{tiny_idefics3}?steer={one}")
+    assert zero_reply.text == base.text and zero_reply.usage == base.usage
+    assert steered.text != base.text
+    # Identity: the unsteered models keep the bare model id; the steered one adds the steer hash.
+    assert base_model.identity == zero_model.identity == {}
+    assert steered_model.identity["steer"] == steer.steer_identity(steer.load_steer(one))
+    # Runs record the identity and the response cache keys by it.
+    from taskmem_lab.backends.base import identity_key, model_identity
+
+    assert model_identity(steered_model)["steer"] == steered_model.identity["steer"]
+    assert model_identity(zero_model) == {"model_id": zero_model.model_id}
+    assert identity_key(base_model) == base_model.model_id != identity_key(steered_model)
+    assert (
+        steered_model.model_id == f"hf:{tiny_idefics3}?device=cpu&steer={quote(str(one), safe='')}"
+    )
+    # The weights are shared, and hooks never stay on them.
+    assert steered_model.load() is base_model.load()
+    assert ask(str(tiny_idefics3))[1].text == base.text
+
+
+@pytest.mark.slow  # builds or runs the tiny real model
+def test_a_steered_run_never_reuses_an_unsteered_reply(tiny_idefics3, tmp_path):
+    from taskmem_lab.backends import ResponseCache
+
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    path = steer_file(tmp_path, "s.pt", (1,))
+    _, first = ask(f"{tiny_idefics3}?steer={path}&steer_scale=0", cache)  # scale 0: unsteered
+    _, plain = ask(str(tiny_idefics3), cache)
+    _, steered = ask(f"{tiny_idefics3}?steer={path}", cache)
+    _, again = ask(f"{tiny_idefics3}?steer={path}", cache)
+    assert not first.cached and not plain.cached and plain.text == first.text
+    assert not steered.cached and steered.text != plain.text
+    assert again.cached and again.text == steered.text
+    # The same spec with other steer contents is another key: the file is hashed, not named.
+    steer.save_steer(2 * steer.load_steer(path), path)
+    _, rewritten = ask(f"{tiny_idefics3}?steer={path}", cache)
+    assert not rewritten.cached
+
+
+@pytest.mark.slow  # builds or runs the tiny real model
+def test_hf_on_an_exported_checkpoint_equals_the_base_with_the_steer_file(tiny_idefics3, tmp_path):
+    path = steer_file(tmp_path, "layer1.pt", (1,), magnitude=2.0)
+    ckpt = steer.export_checkpoint(
+        tiny_idefics3, steer.load_steer(path), tmp_path / "ckpt", scale_layers=[1], scale=1.5
+    )
+    from_file_model, from_file = ask(f"{tiny_idefics3}?steer={path}&steer_scale=1.5")
+    ckpt_model, from_ckpt = ask(str(ckpt))
+    _, base = ask(str(tiny_idefics3))
+    assert from_ckpt.text == from_file.text != base.text
+    assert ckpt_model.identity["steer"] == from_file_model.identity["steer"]
+    assert ask(f"{ckpt}?steer_scale=0")[1].text == base.text  # its own steer switched off
+    with pytest.raises(ConfigError, match="there is no steer"):
+        ask(f"{tiny_idefics3}?steer_layers=1")
+    with pytest.raises(SteerError, match="out of range"):
+        ask(f"{tiny_idefics3}?steer={path}&steer_layers=2")
+    wrong = steer.save_steer(torch.ones(3, 32), tmp_path / "wrong.pt")
+    with pytest.raises(SteerError, match=r"steer shape \(3, 32\) does not fit"):
+        ask(f"{tiny_idefics3}?steer={wrong}")
+
+
+def test_export_params_are_validated_and_sorted():
+    p = steer.SteerExportParams(layers=[23, 22, 22], scale_layer=[22], scale=1.5)
+    assert (p.layers, p.scale_layer, p.scale) == ((22, 23), (22,), 1.5)
+    for bad, why in [({"layers": (-1,)}, "'layers'"), ({"scale_layer": (True,)}, "'scale_layer'")]:
+        with pytest.raises(SteerError, match=why):
+            steer.SteerExportParams(**bad)
+    with pytest.raises(SteerError, match="'scale'"):
+        steer.SteerExportParams(scale=float("nan"))
