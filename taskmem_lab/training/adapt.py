@@ -29,6 +29,7 @@ A folder lock (`store.FolderLock`) keeps a second process out while one trains.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskmem_lab.errors import ConfigError, StoreError
-from taskmem_lab.jobs import ResumableDir
+from taskmem_lab.jobs import SUMMARY, ResumableDir
 from taskmem_lab.params import check_param
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import atomic_file, locked
@@ -287,10 +288,9 @@ def _hf_model(model: str | HFModel) -> HFModel:
             f"(hf:DIR or hf:HUB_ID), got {model!r}"
         )
     hf = from_spec(model[3:])
-    steer = getattr(hf.params, "steer", None)
-    if steer:
+    if hf.applied_steer() is not None:
         raise ConfigError(
-            f"{model}: train from the base model, without a steer option (the reference "
+            f"{model} adds a steer; train from the base model without one (the reference "
             "policy is the base with no steer)"
         )
     return hf
@@ -443,6 +443,9 @@ def adapt(
     root = Path(out)
     with locked(root, "adapt"):
         store = adapt_dir(root).open(settings_of(hf, file, all_pairs, params))
+        finished = finished_summary(root, params.steps)
+        if finished is not None:  # a rerun of a complete run: nothing to train or score
+            return store.write_summary(finished, "complete")
         loaded = hf.load()
         with loaded.lock:  # no generation on these weights while the hooks are on
             trainer = Trainer.start(loaded, params)
@@ -467,6 +470,21 @@ def adapt(
             ),
         )
         return store.write_summary(summary, "complete")
+
+
+def finished_summary(root: Path, steps: int) -> dict[str, Any] | None:
+    """The stored summary of a run whose checkpoint holds all `steps`, else None."""
+    import torch
+
+    summary, checkpoint = root / SUMMARY, root / CHECKPOINT
+    if not (summary.is_file() and checkpoint.is_file() and (root / STEER_FILE).is_file()):
+        return None
+    try:
+        done = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+        data = json.loads(summary.read_text(encoding="utf-8"))
+    except (RuntimeError, KeyError, ValueError, EOFError, OSError):
+        return None  # unreadable: train and score again from what the checkpoint holds
+    return data if done == steps and isinstance(data, dict) else None
 
 
 def _train(
