@@ -128,7 +128,7 @@ def pairs_command(args: argparse.Namespace) -> int:
 
 
 def adapt_command(args: argparse.Namespace) -> int:
-    from taskmem_lab.training.adapt import adapt
+    from taskmem_lab.pipeline import adapt
 
     s = adapt(args.model, args.pairs, args.out, params_from(AdaptParams, args), not args.quiet)
     held = s["held_out"]
@@ -139,6 +139,7 @@ def adapt_command(args: argparse.Namespace) -> int:
         else "no pairs held out (--holdout 0)"
     )
     print(f"steer: {s['steer_file']} (layers {s['steered_layers']}; {scored})")
+    print(f"memorize with it: --model '{s['steered_spec']}'")
     return 0
 
 
