@@ -13,7 +13,7 @@
    layer's peak, logits of the completion only); the time assumes a model-FLOP utilisation
    (`--mfu`, 35% dense, 15% for the MoE's expert loop) of an H100's 989 bf16 TFLOP/s.
 
-    python benchmarks/perf/adapt.py [--skip-tiny] [--pairs 40] [--workdir /tmp/taskmem-perf-adapt]
+    python benchmarks/perf/adapt.py [--skip-tiny] [--pairs 40] [--seeds 0 1 2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def estimate(d: Decoder, steer_layer: int, prompt: int, completion: int, batch: 
     }
 
 
-def tiny_runs(work: Path, pairs: int) -> None:
+def tiny_runs(work: Path, pairs: int, seeds: list[int]) -> None:
     from taskmem_lab.testing.preference_pairs import write_signal_pairs
     from taskmem_lab.testing.tiny_vlm import build_tiny_idefics3
     from taskmem_lab.training.adapt import AdaptParams, adapt
@@ -162,7 +162,7 @@ def tiny_runs(work: Path, pairs: int) -> None:
         "public recipe (lr 1e-3, 10 steps, batch 8)": {"lr": 1e-3, "steps": 10, "batch_size": 8},
     }
     print("tiny Idefics3 (2 layers, hidden 32), steer on layer 1, 30% of prompts held out:")
-    for seed in (0, 1, 2):
+    for seed in seeds:
         file = write_signal_pairs(work / f"pairs_{seed}.jsonl", pairs, seed=seed)
         for label, kwargs in settings.items():
             params = AdaptParams(layers=(1,), holdout=0.3, seed=seed, **kwargs)
@@ -182,11 +182,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-tiny", action="store_true", help="only the computed figures")
     parser.add_argument("--pairs", type=int, default=40, help="generated pairs per run (40)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(0 1 2)")
     parser.add_argument("--workdir", default="/tmp/taskmem-perf-adapt")
     parser.add_argument("--batch", type=int, default=8, help="pairs per DPO step (8)")
     args = parser.parse_args()
     if not args.skip_tiny:
-        tiny_runs(Path(args.workdir), args.pairs)
+        tiny_runs(Path(args.workdir), args.pairs, args.seeds)
     print(
         f"\ncomputed: steer on layer 22, one DPO step = {args.batch} pairs, bf16 weights, "
         "gradient checkpointing, completion logits only"

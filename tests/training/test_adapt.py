@@ -220,6 +220,18 @@ def test_adapt_learns_the_preference_on_held_out_prompts(tiny_model, tmp_path, c
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # zero steer = reference
     assert {"reward_accuracy", "chosen_reward", "rejected_reward", "margin"} <= set(rows[0])
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the spec pipeline.adapt hands back generates with the steer, unlike the base
+    from taskmem_lab.backends import make_model
+    from taskmem_lab.backends.base import Request, Sampling
+    from taskmem_lab.pipeline import steered_spec
+
+    ask = Request.chat(
+        "You write episodic memory.", "Where did Anna put the keys?", Sampling(0.0, 12), "episodic"
+    )
+    spec = steered_spec(f"hf:{tiny_model}?device=cpu", out / "steer.pt")
+    assert spec == f"hf:{tiny_model}?device=cpu&steer={out / 'steer.pt'}"
+    base, steered = make_model(argv[2]), make_model(spec)
+    assert base.generate(ask).text != steered.generate(ask).text
     # the same options again: nothing left to train, the same steer
     assert main(argv) == 0
     assert bool((load_steer(out / "steer.pt") == matrix).all())
@@ -233,19 +245,19 @@ def test_a_killed_run_resumes_to_the_steer_an_unbroken_run_trains(tiny_model, tm
     from taskmem_lab.backends.steer import load_steer
     from taskmem_lab.training import adapt as adapt_mod
 
-    pairs = write_signal_pairs(tmp_path / "pairs.jsonl", 8, seed=3, images=True)
-    params = AdaptParams(layers=(0,), lr=0.05, steps=4, batch_size=3, holdout=0.25, seed=2)
+    pairs = write_signal_pairs(tmp_path / "pairs.jsonl", 5, seed=3, images=True)
+    params = AdaptParams(layers=(0,), lr=0.05, steps=3, batch_size=2, holdout=0.2, seed=2)
     spec = f"hf:{tiny_model}?device=cpu"
     whole = adapt_mod.adapt(spec, pairs, tmp_path / "whole", params, progress=False)
 
     real_save = adapt_mod.Trainer.save
 
-    def killed_at_step_3(self, path, step):  # the row of step 3 is stored, its checkpoint not
-        if step == 3:
+    def killed_at_step_2(self, path, step):  # the row of step 2 is stored, its checkpoint not
+        if step == 2:
             raise KeyboardInterrupt
         real_save(self, path, step)
 
-    adapt_mod.Trainer.save = killed_at_step_3
+    adapt_mod.Trainer.save = killed_at_step_2
     try:
         with pytest.raises(KeyboardInterrupt):
             adapt_mod.adapt(spec, pairs, tmp_path / "broken", params, progress=False)
@@ -259,4 +271,10 @@ def test_a_killed_run_resumes_to_the_steer_an_unbroken_run_trains(tiny_model, tm
     assert float((a - b).abs().max()) < 1e-6
     assert resumed["held_out"] == pytest.approx(whole["held_out"])
     steps = adapt_mod.read_steps(tmp_path / "broken")
-    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in (tmp_path / "broken" / "steps.jsonl").open()] == [
+        1,
+        2,
+        2,
+        3,
+    ]  # step 2 was redone after the kill
