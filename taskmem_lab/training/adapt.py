@@ -190,6 +190,19 @@ def completion_logp(loaded: Loaded, prompt: Mapping[str, Any], completion: Any) 
     return logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum()
 
 
+def pair_logps(loaded: Loaded, pair: PreferencePair) -> tuple[Any, Any]:
+    """(chosen, rejected) summed completion log-probs of one pair under the model as it is now.
+
+    The pair is encoded here, each time: holding every pair's pixels for a whole run would cost
+    tens of GB for long clips, and encoding is cheap next to the forward pass.
+    """
+    enc = encode_pair(loaded, pair)
+    return (
+        completion_logp(loaded, enc.prompt, enc.chosen),
+        completion_logp(loaded, enc.prompt, enc.rejected),
+    )
+
+
 # --------------------------------------------------------------------------- DPO
 
 
@@ -221,7 +234,7 @@ def step_row(step: int, loss: float, chosen: Sequence[float], rejected: Sequence
 
 def evaluate_pairs(
     loaded: Loaded,
-    encoded: Sequence[Encoded],
+    pairs: Sequence[PreferencePair],
     reference: Sequence[tuple[float, float]],
 ) -> dict[str, Any]:
     """Reward accuracy and mean margin rise of the steered model against the reference.
@@ -229,15 +242,14 @@ def evaluate_pairs(
     A pair's margin rise is `(pi_c - pi_r) - (ref_c - ref_r)` in nats (summed log-probs); reward
     accuracy is the share of pairs whose rise is positive (TRL's rewards/accuracies).
     """
-    if not encoded:
+    if not pairs:
         return {"pairs": 0, "reward_accuracy": None, "mean_margin_rise": None}
     torch = loaded.torch
     rises = []
     with torch.no_grad():
-        for enc, (ref_c, ref_r) in zip(encoded, reference, strict=True):
-            pi_c = float(completion_logp(loaded, enc.prompt, enc.chosen))
-            pi_r = float(completion_logp(loaded, enc.prompt, enc.rejected))
-            rises.append((pi_c - pi_r) - (ref_c - ref_r))
+        for pair, (ref_c, ref_r) in zip(pairs, reference, strict=True):
+            pi_c, pi_r = pair_logps(loaded, pair)
+            rises.append((float(pi_c) - float(pi_r)) - (ref_c - ref_r))
     return {
         "pairs": len(rises),
         "reward_accuracy": sum(r > 0 for r in rises) / len(rises),
@@ -246,19 +258,15 @@ def evaluate_pairs(
 
 
 def reference_logps(
-    loaded: Loaded, encoded: Sequence[Encoded], handle: Any
+    loaded: Loaded, pairs: Sequence[PreferencePair], handle: Any
 ) -> list[tuple[float, float]]:
     """(ref_c, ref_r) per pair: the same model with the steer switched off."""
     torch = loaded.torch
     out = []
     with torch.no_grad(), handle.disabled():
-        for enc in encoded:
-            out.append(
-                (
-                    float(completion_logp(loaded, enc.prompt, enc.chosen)),
-                    float(completion_logp(loaded, enc.prompt, enc.rejected)),
-                )
-            )
+        for pair in pairs:
+            chosen, rejected = pair_logps(loaded, pair)
+            out.append((float(chosen), float(rejected)))
     return out
 
 
@@ -372,16 +380,18 @@ class Trainer:
             torch.save(state, fh)
 
     def step(
-        self, step: int, batch: Sequence[Encoded], reference: Sequence[tuple[float, float]]
+        self,
+        step: int,
+        batch: Sequence[PreferencePair],
+        reference: Sequence[tuple[float, float]],
     ) -> dict[str, Any]:
         """One optimizer step on `batch`; its `steps.jsonl` row (metrics before the update)."""
         torch = self.loaded.torch
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         total, chosen, rejected = 0.0, [], []
-        for enc, (ref_c, ref_r) in zip(batch, reference, strict=True):
-            pi_c = completion_logp(self.loaded, enc.prompt, enc.chosen)
-            pi_r = completion_logp(self.loaded, enc.prompt, enc.rejected)
+        for pair, (ref_c, ref_r) in zip(batch, reference, strict=True):
+            pi_c, pi_r = pair_logps(self.loaded, pair)
             loss, c, r = dpo_terms(self.params.beta, pi_c, pi_r, ref_c, ref_r)
             (loss / len(batch)).backward()
             total += float(loss.detach()) / len(batch)
@@ -496,10 +506,8 @@ def _train(
     progress: bool,
 ) -> dict[str, Any]:
     params, loaded = trainer.params, trainer.loaded
-    train_enc = [encode_pair(loaded, p) for p in train]
-    held_enc = [encode_pair(loaded, p) for p in held]
-    train_ref = reference_logps(loaded, train_enc, trainer.handle)
-    held_ref = reference_logps(loaded, held_enc, trainer.handle)
+    train_ref = reference_logps(loaded, train, trainer.handle)
+    held_ref = reference_logps(loaded, held, trainer.handle)
     done = trainer.load(root / CHECKPOINT)
     if done > params.steps:
         raise StoreError(
@@ -509,10 +517,8 @@ def _train(
     bar = _progress(params.steps, done, progress)
     try:
         for step in range(done, params.steps):
-            index = batch_indices(len(train_enc), params.batch_size, params.seed, step)
-            row = trainer.step(
-                step + 1, [train_enc[i] for i in index], [train_ref[i] for i in index]
-            )
+            index = batch_indices(len(train), params.batch_size, params.seed, step)
+            row = trainer.step(step + 1, [train[i] for i in index], [train_ref[i] for i in index])
             store.append(row)  # before the checkpoint: a kill between the two redoes the step
             trainer.save(root / CHECKPOINT, step + 1)
             bar.update(1)
@@ -525,8 +531,8 @@ def _train(
         "steps": params.steps,
         "train_pairs": len(train),
         "held_out_pairs": len(held),
-        "held_out": evaluate_pairs(loaded, held_enc, held_ref),
-        "train": evaluate_pairs(loaded, train_enc, train_ref),
+        "held_out": evaluate_pairs(loaded, held, held_ref),
+        "train": evaluate_pairs(loaded, train, train_ref),
         "params": params.to_json(),
     }
 
