@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from taskmem_lab.perception.params import PerceptionParams
     from taskmem_lab.perception.perceiver import StreamPerceiver
     from taskmem_lab.schema import ClipSpec, Stream
+    from taskmem_lab.training.adapt import AdaptParams
 
 
 def build_memory(
@@ -300,7 +301,41 @@ def ablate(
     return rows
 
 
+def steered_spec(spec: str, steer_file: str | Path, scale: float = 1.0) -> str:
+    """`spec` with `steer=FILE` (and `steer_scale`) added: the `hf:` spec of the adapted model."""
+    from urllib.parse import quote
+
+    options = f"steer={quote(str(Path(steer_file).resolve()), safe='/')}"
+    if scale != 1.0:
+        options += f"&steer_scale={scale:g}"
+    return f"{spec}{'&' if '?' in spec else '?'}{options}"
+
+
+def adapt(
+    model: str,
+    pairs: str | Path,
+    out: str | Path | None = None,
+    params: AdaptParams | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a steer adapter by DPO on preference pairs (`taskmem adapt`, notebook 07_adapt).
+
+    `model` is the frozen base (`hf:DIR` or `hf:HUB_ID`); `pairs` a pair file or the folder
+    `taskmem pairs` wrote; `out` defaults to `<pairs folder>/adapt`. A killed run resumes in the
+    same folder. Returns the summary with `steered_spec`, the spec that memorizes with the steer.
+    """
+    from taskmem_lab.training.adapt import AdaptParams
+    from taskmem_lab.training.adapt import adapt as train
+    from taskmem_lab.training.preference import pair_file
+
+    params = params or AdaptParams()
+    root = Path(out) if out is not None else pair_file(pairs).parent / "adapt"
+    summary = train(model, pairs, root, params, progress)
+    return {**summary, "steered_spec": steered_spec(model, summary["steer_file"])}
+
+
 __all__ = [
+    "adapt",
     "ablate",
     "build_memory",
     "default_tag",
@@ -310,4 +345,5 @@ __all__ = [
     "run_benchmark",
     "run_eval",
     "run_judge_agreement",
+    "steered_spec",
 ]

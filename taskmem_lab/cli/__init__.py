@@ -12,6 +12,7 @@
     taskmem score-memory RUN --judge SPEC --video-judge SPEC [--rollouts TAG]
     taskmem rollout RUN --n N --model SPEC
     taskmem pairs RUN --rollouts TAG --tasks FILE --judge SPEC --video-judge SPEC
+    taskmem adapt --model hf:DIR --pairs FILE --layers 22 --out DIR [--steps 10 --lr 1e-3]
     taskmem adapt-export --model hf:DIR --steer FILE --out CKPT [--scale-layer 22 --scale 1.5]
     taskmem reproduce [--profile smoke|demo|paper] [--only NOTEBOOK] [-p KEY=VALUE]
 
@@ -37,6 +38,7 @@ from taskmem_lab.evaluation.evaluate import EvalParams
 from taskmem_lab.evaluation.qa import QAParams
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.perception.params import PerceptionChoices
+from taskmem_lab.training.adapt import AdaptParams
 from taskmem_lab.training.export import ExportParams
 from taskmem_lab.training.pairs import PairParams
 from taskmem_lab.training.reward_rules import RewardParams
@@ -60,6 +62,7 @@ COMMAND_PARAMS: dict[str, list[tuple[type, tuple[str, ...] | None]]] = {
     "rollout": [(RolloutParams, None)],
     "pairs": [(PairParams, None), (RewardParams, None)],
     "adapt-export": [(SteerExportParams, None)],
+    "adapt": [(AdaptParams, None)],
 }
 
 

@@ -1,4 +1,5 @@
-"""`taskmem export-training`, `score-memory`, `rollout` and `pairs`: memory runs as training data."""
+"""`taskmem export-training`, `score-memory`, `rollout`, `pairs` and `adapt`: memory runs as training
+data, and steer training on the pairs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from taskmem_lab.cli.common import add_cache_args, response_cache
 from taskmem_lab.cli.options import add_options, params_from
 from taskmem_lab.paths import slug
+from taskmem_lab.training.adapt import AdaptParams
 from taskmem_lab.training.export import ExportParams
 from taskmem_lab.training.pairs import PairParams
 from taskmem_lab.training.reward_rules import RewardParams
@@ -125,6 +127,22 @@ def pairs_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def adapt_command(args: argparse.Namespace) -> int:
+    from taskmem_lab.pipeline import adapt
+
+    s = adapt(args.model, args.pairs, args.out, params_from(AdaptParams, args), not args.quiet)
+    held = s["held_out"]
+    scored = (
+        f"held-out reward accuracy {held['reward_accuracy']:.0%} on {held['pairs']} pairs, "
+        f"mean margin rise {held['mean_margin_rise']:+.3f} nats"
+        if held["pairs"]
+        else "no pairs held out (--holdout 0)"
+    )
+    print(f"steer: {s['steer_file']} (layers {s['steered_layers']}; {scored})")
+    print(f"memorize with it: --model '{s['steered_spec']}'")
+    return 0
+
+
 def _add_run_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-tasks", help="the run's task file (for runs that do not store it)")
     p.add_argument("--source-dir", help="folder that now holds the run's source videos")
@@ -144,7 +162,7 @@ def _add_rewards(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `export-training`, `score-memory`, `rollout` and `pairs`."""
+    """Add `export-training`, `score-memory`, `rollout`, `pairs` and `adapt`."""
     x = sub.add_parser("export-training", help="memory runs as training data (JSONL, parquet)")
     x.add_argument("runs", nargs="+", help="memory run directories")
     x.add_argument("--out", required=True, help="dataset folder")
@@ -178,3 +196,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_rewards(q)
     _add_replay(q)
     q.set_defaults(func=pairs_command)
+
+    a = sub.add_parser("adapt", help="train a steer adapter by DPO on preference pairs")
+    a.add_argument("--model", required=True, help="base model, hf:DIR or hf:HUB_ID (frozen)")
+    a.add_argument(
+        "--pairs", required=True, help="pair file or folder (taskmem pairs, or TRL's format)"
+    )
+    a.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+    add_options(a.add_argument_group("training (AdaptParams)"), AdaptParams)
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=adapt_command)

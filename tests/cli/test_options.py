@@ -71,6 +71,7 @@ def test_parsing_no_options_gives_the_dataclass_defaults(command, tmp_path):
         "rollout": ["run", "--model", "fake"],
         "pairs": ["run", "--rollouts", "r", "--tasks", "t", "--judge", "f", "--video-judge", "f"],
         "adapt-export": ["--model", "hf:d", "--steer", "s.pt", "--out", "o"],
+        "adapt": ["--model", "hf:d", "--pairs", "p.jsonl", "--out", "o"],
     }
     args = build_parser().parse_args([command, *required[command]])
     for cls, only in COMMAND_PARAMS[command]:
