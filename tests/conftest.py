@@ -64,7 +64,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> LazyMedia:
 
 @pytest.fixture(scope="session")
 def group_photo_path() -> Path:
-    """insightface's six-person group photo (t1.jpg), fetched once from PyPI into the cache."""
+    """insightface's six-person group photo (t1.jpg), from the `samples` extra."""
     from taskmem_lab.errors import VideoError
     from taskmem_lab.testing.media import group_photo
 

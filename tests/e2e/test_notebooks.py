@@ -1,6 +1,7 @@
-"""The smoke profile end to end (papermill, every notebook) run from another folder: everything
-under `--work`, nothing in the repository, quiet outputs, figures with data, no secrets, and an
-executed 03 that shows the memory when exported to HTML."""
+"""The smoke profile end to end (papermill, every notebook) run from another folder with the
+network blocked: everything under `--work`, nothing in the repository, nothing fetched, quiet
+outputs, figures with data, no secrets, and an executed 03 that shows the memory when exported to
+HTML."""
 
 import json
 import os
@@ -37,20 +38,85 @@ def repo_files() -> set[str]:
     return set(out.splitlines())
 
 
+# Loaded by every Python process of the run (PYTHONPATH): connections to anything but loopback
+# and name look-ups of other hosts fail, and each attempt is logged to $TASKMEM_BLOCKED_LOG.
+SOCKET_GUARD = """
+import ipaddress, os, socket
+
+def _blocked(what):
+    with open(os.environ["TASKMEM_BLOCKED_LOG"], "a") as log:
+        log.write(f"{os.getpid()} {what}\\n")
+    raise OSError(f"network blocked by the offline test: {what}")
+
+def _local(host):
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return str(host) in ("localhost", "")
+
+_connect, _connect_ex, _getaddrinfo = (
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
+
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+        _blocked(address)
+    return _connect(self, address)
+
+def connect_ex(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+        _blocked(address)
+    return _connect_ex(self, address)
+
+def getaddrinfo(host, *args, **kwargs):
+    if host is not None and not _local(host if isinstance(host, str) else host.decode()):
+        _blocked(host)
+    return _getaddrinfo(host, *args, **kwargs)
+
+socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = (
+    connect, connect_ex, getaddrinfo)
+"""
+
+
+def without_network(guard_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """A command prefix and environment that take the network away: a network namespace with only
+    loopback where this user may make one (root, with `unshare` and `ip`), and in any case the
+    socket guard above and proxies that lead nowhere (pip and other clients)."""
+    (guard_dir / "sitecustomize.py").write_text(SOCKET_GUARD)
+    dead = "http://127.0.0.1:9"
+    env = {
+        "TASKMEM_BLOCKED_LOG": str(guard_dir / "blocked.log"),
+        "PIP_NO_INDEX": "1",
+        "HF_HUB_OFFLINE": "1",
+        **{k: dead for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")},
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    prefix: list[str] = []
+    if shutil.which("unshare") and shutil.which("ip"):
+        probe = subprocess.run(
+            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30
+        )
+        if probe.returncode == 0:
+            prefix = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "offline"]
+    return prefix, env
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
     elsewhere = tmp_path_factory.mktemp("elsewhere")
+    guard = tmp_path_factory.mktemp("guard")
+    prefix, offline = without_network(guard)
     env = {
         **os.environ,
+        **offline,
         "OPENAI_API_KEY": FAKE_KEY,
         "TASKMEM_CACHE": str(elsewhere / "cache.sqlite"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(guard), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     before = repo_files()
     proc = subprocess.run(
-        [sys.executable, "-m", "taskmem_lab.cli", "reproduce", "--profile", "smoke"]
+        [*prefix, sys.executable, "-m", "taskmem_lab.cli", "reproduce", "--profile", "smoke"]
         + ["--work", "out"],
         capture_output=True,
         text=True,
@@ -59,6 +125,8 @@ def smoke(tmp_path_factory):
         cwd=elsewhere,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    blocked = guard / "blocked.log"
+    assert not blocked.exists(), f"the smoke run tried the network: {blocked.read_text()[:500]}"
     return elsewhere / "out", proc, before
 
 

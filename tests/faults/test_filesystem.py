@@ -31,6 +31,7 @@ def test_a_read_only_cache_is_one_line(media, tmp_path):
     one_line_error(proc, r"response cache .*c\.sqlite: it is not writable.*--no-cache")
 
 
+@pytest.mark.slow
 def test_a_corrupt_cache_is_one_line(media, tmp_path):
     cache = tmp_path / "c.sqlite"
     cache.write_bytes(b"this is not a database" * 100)

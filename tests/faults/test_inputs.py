@@ -119,6 +119,7 @@ def test_memorize_parameters_have_sane_bounds(kw, name):
         MemorizeParams(**kw)
 
 
+@pytest.mark.slow
 def test_interval_from_the_cli_is_one_line(media, tmp_path):
     proc = taskmem("memorize", media["silent"], "--model", "fake", "--interval", "nan",
                    "--out", tmp_path, check=False)  # fmt: skip
@@ -203,6 +204,7 @@ def test_names_that_become_paths_cannot_leave_their_root(tmp_path, name):
             call()
 
 
+@pytest.mark.slow
 def test_cli_tag_escape_is_one_line_and_writes_nothing(media, tmp_path):
     proc = taskmem("memorize", media["silent"], "--model", "fake", "--out", tmp_path / "root",
                    "--tag", "../../escaped", check=False)  # fmt: skip

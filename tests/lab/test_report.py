@@ -75,6 +75,7 @@ def test_paper_table_is_the_checked_table_in_percent(tmp_path, monkeypatch):
         paper_table("nowhere.csv")
 
 
+@pytest.mark.slow
 def test_main_table_in_percent_keeps_undefined_as_missing(tmp_path):
     write_metrics(tmp_path, "videomme", ROWS, "fake:reader", "fake", "nb", True, "x")
     nan_rows = [{**ROWS[0], "precision": float("nan")}]
@@ -170,6 +171,7 @@ def test_evaluate_benchmarks_writes_the_metrics_06_reads(tmp_path, monkeypatch):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
 def test_evaluate_benchmarks_can_start_from_the_videos(tmp_path, monkeypatch):
     """04_qa's `videos`: memorize the benchmark's streams with run_benchmark, then evaluate."""
