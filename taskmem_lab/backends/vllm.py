@@ -12,7 +12,8 @@ and `generate(request)` from many threads is coalesced into such batches (`batch
 `<think>` reasoning is split from the answer; usage (prompt tokens include vision tokens) and
 latency (building the input plus the batch's wall time) are recorded as `openai_compat` does.
 
-For a long-running service prefer `vllm serve` + the `openai` backend (README, "Models").
+For a long-running service prefer `vllm serve` + the `openai` backend (docs/models.md,
+section 'Many streams: serve the model, point the `openai` backend at it').
 Needs a CUDA GPU and the `vllm` extra: `pip install taskmem_lab[vllm]`.
 """
 

@@ -16,8 +16,8 @@
 The options of each command that set a stage's parameters are generated from that stage's
 dataclass (`COMMAND_PARAMS`, `cli.options`): their names, types, defaults and help text live in
 the dataclass only. Errors the user can fix (a missing video, an unknown model spec, a missing
-endpoint config or key, a server that stays unreachable) print one line and exit with status 2
-(1 for a failed clip or question).
+endpoint config or key) print one line and exit with status 2 (1 for a failed model call, clip or
+question: a server still unreachable after its retries; 130 after Ctrl-C).
 """
 
 from __future__ import annotations
