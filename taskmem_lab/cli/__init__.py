@@ -57,9 +57,24 @@ COMMAND_PARAMS: dict[str, list[tuple[type, tuple[str, ...] | None]]] = {
 }
 
 
+EXAMPLES = """examples:
+  taskmem reproduce --profile smoke --work out     # everything offline, with a fake model
+  taskmem memorize talk.mp4 --model fake --asr     # a memory of one video, offline
+  taskmem eval videomme --source lmms-lab/Video-MME --memories runs --tag gpt4o \\
+      --answerer openai:gpt-4o                     # answer a benchmark from stored memories
+
+`taskmem COMMAND --help` lists a command's options. Documentation: README.md and docs/
+(docs/cli.md for every command and option) in the taskmem_lab repository."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `taskmem` parser with every command."""
-    parser = argparse.ArgumentParser(prog="taskmem", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="taskmem",
+        description=__doc__.split("\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log retries and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     memorize.register(sub)
