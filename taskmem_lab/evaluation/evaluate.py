@@ -69,6 +69,8 @@ RESULTS = "results.jsonl"
 RUN = "run.json"
 MISSING = "missing.json"
 TABLE_MD = "table.md"
+# table.md's first line when a fake model answered or judged (summary.json: "fake_models": true)
+FAKE_NOTE = "*Made with a fake model (a test double): these numbers are not a result.*\n\n"
 TABLE_PARQUET = "table.parquet"
 # Recorded since results were keyed by what a model spec resolved to; older folders lack them.
 LATER_SETTINGS = ("answerer_endpoint", "judge_endpoint")
@@ -416,7 +418,9 @@ class EvalResult:
 
     @property
     def markdown(self) -> str:
-        return to_markdown(self.table)
+        """table.md's text: the table, after a note when a fake model made the numbers."""
+        note = FAKE_NOTE if self.summary.get("fake_models") else ""
+        return note + to_markdown(self.table)
 
 
 def _load_memories(
@@ -603,7 +607,8 @@ def _write_outputs(
     store: ResumableDir, table: Sequence[MetricRow], summary: dict[str, Any]
 ) -> None:
     out = store.path
-    (out / TABLE_MD).write_text(to_markdown(table), encoding="utf-8")
+    note = FAKE_NOTE if summary.get("fake_models") else ""
+    (out / TABLE_MD).write_text(note + to_markdown(table), encoding="utf-8")  # = .markdown
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -1,5 +1,6 @@
 """04's metrics file, the paper's table, the main-table assembly and the figures' conventions."""
 
+import json
 import math
 import shutil
 
@@ -165,6 +166,11 @@ def test_evaluate_benchmarks_writes_the_metrics_06_reads(tmp_path, monkeypatch):
     (data,) = read_metrics(tmp_path / "results")
     assert data["benchmark"] == "videomme" and data["results_dir"] == str(results["videomme"].out)
     assert data["overall"]["coverage"] > 0  # the reader answers from the stand-in memories
+    # table.md says what summary.json says: a fake model made these numbers
+    out = results["videomme"].out
+    assert json.loads((out / "summary.json").read_text())["fake_models"] is True
+    assert (out / "table.md").read_text().startswith("*Made with a fake model")
+    assert results["videomme"].markdown == (out / "table.md").read_text()
     with pytest.raises(ConfigError, match="source of egolife not found"):
         evaluate_benchmarks(
             ["egolife"], ["nowhere.json"], tmp_path, "nb", "fake", "fake", QAParams()
