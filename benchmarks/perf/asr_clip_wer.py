@@ -3,8 +3,8 @@
 A 38 s generated speech video (nine espeak-ng lines in three voices, several crossing the 10 s
 clip boundaries) is transcribed twice with the bundled whisper tiny.en (int8, CPU): once whole,
 once through `ClipTranscriber` over 10 s clips. The WER between the two says how much the cuts
-change what Whisper hears. It depends on the CPU (int8 kernels differ): measured 0-5 % on one
-2-core VM and 5.9-10.1 % on another, so it is a figure, not a test
+change what Whisper hears. It depends on the CPU (int8 kernels differ): 3.0 % (beam 1) and 1.5 %
+(beam 5) on one 2-core VM, 10.1 % and 5.9 % on another, so it is a figure, not a test
 (tests/perception/test_asr.py checks that no line is lost or doubled at a cut).
 
     python benchmarks/perf/asr_clip_wer.py [--beams 1 5] [--workdir DIR]
