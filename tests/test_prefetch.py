@@ -70,7 +70,8 @@ def test_a_step_someone_waits_for_goes_before_steps_ahead():
     b = pool.sequence(b_step, [0, 1, 2], 2)
     b_results = iter(b)
     next(b_results)  # b's consumer holds b0; the only thread prepares b1 and waits at the gate
-    while not pool.sequences[0].running:
+    # b1 has been picked (not only b0 still marked running: its result is handed over first)
+    while pool.sequences[0].next < 2 or not pool.sequences[0].running:
         time.sleep(0.001)
     a = pool.sequence(lambda i: order.append(f"a{i}"), [0], 0)
     a_consumer = threading.Thread(target=lambda: list(a))
