@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -100,34 +101,68 @@ def without_network(guard_dir: Path) -> tuple[list[str], dict[str, str]]:
     return prefix, env
 
 
+class SmokeRun:
+    """`taskmem reproduce --profile smoke --only NAME` for each notebook in turn, into one `--work`
+    folder, offline: the run of the whole profile, one notebook (and so one test) at a time."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.elsewhere = tmp_path_factory.mktemp("elsewhere")
+        self.guard = tmp_path_factory.mktemp("guard")
+        self.prefix, offline = without_network(self.guard)
+        self.env = {
+            **os.environ,
+            **offline,
+            "OPENAI_API_KEY": FAKE_KEY,
+            "TASKMEM_CACHE": str(self.elsewhere / "cache.sqlite"),
+            "PYTHONPATH": os.pathsep.join(
+                [str(self.guard), str(ROOT), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        self.before = repo_files()
+        self.done: dict[str, subprocess.CompletedProcess] = {}
+
+    def run(self, name: str) -> subprocess.CompletedProcess:
+        """Run notebook `name` (and those before it that have not run)."""
+        for earlier in NOTEBOOKS[: NOTEBOOKS.index(name) + 1]:
+            if earlier in self.done:
+                continue
+            proc = subprocess.run(
+                [*self.prefix, sys.executable, "-m", "taskmem_lab.cli", "reproduce"]
+                + ["--profile", "smoke", "--only", earlier, "--work", "out"],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=300,
+                cwd=self.elsewhere,
+            )
+            self.done[earlier] = proc
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            blocked = self.guard / "blocked.log"
+            assert not blocked.exists(), f"{earlier} tried the network: {blocked.read_text()[:500]}"
+        return self.done[name]
+
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke_run(tmp_path_factory) -> SmokeRun:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    elsewhere = tmp_path_factory.mktemp("elsewhere")
-    guard = tmp_path_factory.mktemp("guard")
-    prefix, offline = without_network(guard)
-    env = {
-        **os.environ,
-        **offline,
-        "OPENAI_API_KEY": FAKE_KEY,
-        "TASKMEM_CACHE": str(elsewhere / "cache.sqlite"),
-        "PYTHONPATH": os.pathsep.join([str(guard), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    before = repo_files()
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "taskmem_lab.cli", "reproduce", "--profile", "smoke"]
-        + ["--work", "out"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        cwd=elsewhere,
+    return SmokeRun(tmp_path_factory)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_smoke_notebook_runs_offline(smoke_run, name):
+    """The smoke profile, notebook by notebook in order, with the network blocked."""
+    smoke_run.run(name)
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    """(work folder, the runs' joined output, the repository's state before)."""
+    runs = [smoke_run.run(name) for name in NOTEBOOKS]
+    joined = types.SimpleNamespace(
+        stdout="".join(p.stdout for p in runs), stderr="".join(p.stderr for p in runs)
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    blocked = guard / "blocked.log"
-    assert not blocked.exists(), f"the smoke run tried the network: {blocked.read_text()[:500]}"
-    return elsewhere / "out", proc, before
+    return smoke_run.elsewhere / "out", joined, smoke_run.before
 
 
 def outputs(work: Path, name: str) -> list[dict]:
