@@ -12,6 +12,9 @@ order (a stream's frame reader and perceiver are not thread-safe), at most `dept
 the one its consumer holds; a step that raises hands its error to the consumer at that item.
 Steps that wait (on a model, a lock) would hold a shared thread: give such a caller a pool of its
 own (`SharedPrefetch(1, name)`, then `close()`), as the memorizer does for a perceiving stream.
+A pool's threads end once no open sequence has a step left to prepare for `idle_s` seconds, and
+start again with the next sequence: an idle process (a test, a notebook kernel that forks a
+subprocess) holds no prepare threads.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ class _Sequence(Generic[T, R]):
         self.running = False
         self.closed = False
         self.futures: dict[int, Future[R]] = {}
+
+    def pending(self) -> bool:
+        """Has a step left that may become ready (now or once the consumer moves on)."""
+        return not self.closed and self.next < len(self.items)
 
     def ready(self) -> bool:
         return (
@@ -101,13 +108,15 @@ class Prefetched(Generic[T, R]):
 class SharedPrefetch:
     """Threads shared by every sequence of the process (see the module docstring)."""
 
-    def __init__(self, workers: int, name: str = "taskmem-prepare") -> None:
+    def __init__(self, workers: int, name: str = "taskmem-prepare", idle_s: float = 0.5) -> None:
         self.workers = max(1, workers)
         self.name = name
+        self.idle_s = idle_s
         self.cv = threading.Condition()
         self.sequences: list[_Sequence] = []
         self._threads: list[threading.Thread] = []
         self._order = itertools.count()
+        self._started = itertools.count()
         self._closed = False
 
     def sequence(self, fn: Callable[[T], R], items: Sequence[T], depth: int) -> Prefetched[T, R]:
@@ -117,7 +126,7 @@ class SharedPrefetch:
             self.sequences.append(seq)
             while len(self._threads) < self.workers:
                 t = threading.Thread(
-                    target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
+                    target=self._work, name=f"{self.name}-{next(self._started)}", daemon=True
                 )
                 self._threads.append(t)
                 t.start()
@@ -132,13 +141,22 @@ class SharedPrefetch:
 
     def _pick(self) -> tuple[_Sequence, int, Future] | None:
         with self.cv:
+            idle_since = None
             while True:
                 ready = [s for s in self.sequences if s.ready()]
                 if ready:
                     break
                 if self._closed:
-                    return None
-                self.cv.wait()
+                    return self._leave()
+                if any(s.pending() for s in self.sequences):
+                    idle_since = None
+                    self.cv.wait()
+                    continue
+                now = time.monotonic()
+                idle_since = now if idle_since is None else idle_since
+                if now - idle_since >= self.idle_s:
+                    return self._leave()
+                self.cv.wait(self.idle_s - (now - idle_since))
             # the step needed soonest: fewest items ahead of its consumer, then the consumer
             # that has held its item longest (its model call returns first)
             seq = min(ready, key=lambda s: (s.next - s.current, s.since, s.order))
@@ -146,6 +164,13 @@ class SharedPrefetch:
             seq.next += 1
             seq.running = True
             return seq, i, seq.future(i)
+
+    def _leave(self) -> None:
+        """Called with `cv` held by a thread about to end: `sequence()` starts a new one."""
+        me = threading.current_thread()
+        if me in self._threads:
+            self._threads.remove(me)
+        return None
 
     def _work(self) -> None:
         while (picked := self._pick()) is not None:

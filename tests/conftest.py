@@ -1,8 +1,15 @@
-"""Shared fixtures: generated media, a real local OpenAI-compatible server and its config."""
+"""Shared fixtures: generated media, a real local OpenAI-compatible server and its config.
+
+Every test runs with a home and a temp folder of the session's own (nothing is written to the
+real $HOME or the system temp folder) and fails when a `taskmem-*` thread it started outlives it.
+"""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -57,7 +64,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> LazyMedia:
 
 @pytest.fixture(scope="session")
 def group_photo_path() -> Path:
-    """insightface's six-person group photo (t1.jpg), fetched once from PyPI into the cache."""
+    """insightface's six-person group photo (t1.jpg), from the `samples` extra."""
     from taskmem_lab.errors import VideoError
     from taskmem_lab.testing.media import group_photo
 
@@ -116,3 +123,55 @@ def egolife_memories(tmp_path: Path) -> Path:
                 json.dumps({"clip": i, "start": start, "end": start + 10, "text": text}) + "\n"
             )
     return folder
+
+
+# How long a test's `taskmem-*` threads may take to end after it (pools end when idle for 0.5 s).
+THREAD_GRACE_S = 3.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_home_and_temp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$HOME, the XDG folders and $TMPDIR point into the session's temp folder, so caches,
+    Ray's auth token, Jupyter's runtime files and stray temp files stay there."""
+    root = tmp_path_factory.mktemp("home")
+    names = {
+        "HOME": root,
+        "XDG_CACHE_HOME": root / ".cache",
+        "XDG_CONFIG_HOME": root / ".config",
+        "XDG_DATA_HOME": root / ".local" / "share",
+        "XDG_RUNTIME_DIR": root / "run",
+        "MPLCONFIGDIR": root / ".config" / "matplotlib",
+        "IPYTHONDIR": root / ".ipython",
+        "TMPDIR": root / "tmp",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, folder in names.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            mp.setenv(name, str(folder))
+        mp.setattr(tempfile, "tempdir", None)  # re-read $TMPDIR
+        yield root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_tqdm_monitor() -> Iterator[None]:
+    """tqdm's monitor thread lives until every bar of the process is closed; tests need none."""
+    from tqdm import tqdm
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tqdm, "monitor_interval", 0)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_outlives_its_test() -> Iterator[None]:
+    """Fails the test when a `taskmem-*` thread that it started is still alive
+    `THREAD_GRACE_S` seconds after it ended (a pool, server or stream left running)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_S
+    new = [t for t in threading.enumerate() if t not in before and t.name.startswith("taskmem-")]
+    for thread in new:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = sorted(t.name for t in new if t.is_alive())
+    if left:
+        pytest.fail(f"threads outlived the test: {', '.join(left)}", pytrace=False)

@@ -70,7 +70,8 @@ def test_a_step_someone_waits_for_goes_before_steps_ahead():
     b = pool.sequence(b_step, [0, 1, 2], 2)
     b_results = iter(b)
     next(b_results)  # b's consumer holds b0; the only thread prepares b1 and waits at the gate
-    while not pool.sequences[0].running:
+    # b1 has been picked (not only b0 still marked running: its result is handed over first)
+    while pool.sequences[0].next < 2 or not pool.sequences[0].running:
         time.sleep(0.001)
     a = pool.sequence(lambda i: order.append(f"a{i}"), [0], 0)
     a_consumer = threading.Thread(target=lambda: list(a))
@@ -139,3 +140,28 @@ def test_a_pool_made_for_one_caller_lets_its_threads_end():
     ):
         time.sleep(0.01)
     assert not any(t.name.startswith("taskmem-test-own") for t in threading.enumerate())
+
+
+def test_an_idle_pool_ends_its_threads_and_starts_them_again_for_new_work():
+    pool = SharedPrefetch(workers=2, name="taskmem-test-idle", idle_s=0.05)
+
+    def alive() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("taskmem-test-idle")]
+
+    for round_ in range(2):
+        with pool.sequence(lambda i, r=round_: i + r, [1, 2, 3], 1) as results:
+            assert list(results) == [1 + round_, 2 + round_, 3 + round_]
+        deadline = time.monotonic() + 5
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert alive() == []
+
+
+def test_a_pool_keeps_its_threads_while_a_consumer_has_steps_left():
+    pool = SharedPrefetch(workers=1, name="taskmem-test-held", idle_s=0.01)
+    with pool.sequence(lambda i: i, list(range(10)), 1) as results:
+        it = iter(results)
+        assert next(it) == 0
+        time.sleep(0.1)  # the consumer holds item 0; steps 2.. wait for it, not for new work
+        assert [t for t in threading.enumerate() if t.name.startswith("taskmem-test-held")]
+        assert list(it) == list(range(1, 10))

@@ -29,7 +29,7 @@ class Batcher(Generic[I, R]):
         run_batch: Callable[[Sequence[I]], Sequence[R | BaseException]],
         max_batch: int,
         wait_s: float = 0.02,
-        idle_exit_s: float = 5.0,
+        idle_exit_s: float = 1.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")

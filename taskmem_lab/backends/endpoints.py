@@ -121,7 +121,7 @@ def read_config(path: str | Path | None = None) -> dict[str, Any]:
     if not where:
         raise ConfigError(
             f"no endpoint config: set {ENV_VAR} to a YAML/JSON file describing your endpoints "
-            "(see the README, section 'Models')"
+            "(see docs/models.md, section 'Endpoint files')"
         )
     p = Path(where)
     if not p.is_file():

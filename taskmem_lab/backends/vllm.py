@@ -17,7 +17,8 @@ A Phase-Two checkpoint (`adapter_layers` in its text config, `adapter.steer` wei
 (`backends.vllm_steer`) registered, and the steer enters the model's `identity`. A steer file is
 not applied here: export it into a checkpoint first (`taskmem adapt-export`).
 
-For a long-running service prefer `vllm serve` + the `openai` backend (README, "Models").
+For a long-running service prefer `vllm serve` + the `openai` backend (docs/models.md,
+section 'Many streams: serve the model, point the `openai` backend at it').
 Needs a CUDA GPU and the `vllm` extra: `pip install taskmem_lab[vllm]`.
 """
 

@@ -19,8 +19,8 @@
 The options of each command that set a stage's parameters are generated from that stage's
 dataclass (`COMMAND_PARAMS`, `cli.options`): their names, types, defaults and help text live in
 the dataclass only. Errors the user can fix (a missing video, an unknown model spec, a missing
-endpoint config or key, a server that stays unreachable) print one line and exit with status 2
-(1 for a failed clip or question).
+endpoint config or key) print one line and exit with status 2 (1 for a failed model call, clip or
+question: a server still unreachable after its retries; 130 after Ctrl-C).
 """
 
 from __future__ import annotations
@@ -66,9 +66,24 @@ COMMAND_PARAMS: dict[str, list[tuple[type, tuple[str, ...] | None]]] = {
 }
 
 
+EXAMPLES = """examples:
+  taskmem reproduce --profile smoke --work out     # everything offline, with a fake model
+  taskmem memorize talk.mp4 --model fake --asr     # a memory of one video, offline
+  taskmem eval videomme --source lmms-lab/Video-MME --memories runs --tag gpt4o \\
+      --answerer openai:gpt-4o                     # answer a benchmark from stored memories
+
+`taskmem COMMAND --help` lists a command's options. Documentation: README.md and docs/
+(docs/cli.md for every command and option) in the taskmem_lab repository."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `taskmem` parser with every command."""
-    parser = argparse.ArgumentParser(prog="taskmem", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="taskmem",
+        description=__doc__.split("\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log retries and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     memorize.register(sub)

@@ -10,7 +10,9 @@ from typing import Any
 def add_cache_args(p: argparse.ArgumentParser) -> None:
     """`--cache FILE` / `--no-cache` and `-q/--quiet`."""
     p.add_argument(
-        "--cache", help="response cache file (default: $TASKMEM_CACHE or ~/.cache/taskmem_lab)"
+        "--cache",
+        help="response cache file "
+        "(default: $TASKMEM_CACHE or ~/.cache/taskmem_lab/responses.sqlite)",
     )
     p.add_argument(
         "--no-cache", action="store_true", help="do not read or write the response cache"

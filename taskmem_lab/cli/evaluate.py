@@ -150,7 +150,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         " (original TaskMem, also under test_time/), <DIR>/<video_id>.jsonl or .pkl",
     )
     e.add_argument("--tag", help="memory tag of run directories or original pickles")
-    e.add_argument("--answerer", required=True, help="model spec that answers, e.g. openai:gpt-4o")
+    e.add_argument(
+        "--answerer",
+        required=True,
+        help="model spec that answers, e.g. openai:gpt-4o (offline: fake, or fake:reader, "
+        "a fixed rule that answers from the memory text)",
+    )
     e.add_argument("--judge", help="model spec that judges free-form answers (EgoTempo)")
     add_options(
         e.add_argument_group("answering (QAParams)"),

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         default=PROFILES[0],
         choices=PROFILES,
-        help="smoke (offline, fake model), demo, paper",
+        help="smoke: offline, generated media, a fake model (minutes on 2 cores); demo: "
+        "downloads real models from the Hugging Face hub on first use; paper: needs your "
+        "endpoints in $TASKMEM_API_CONFIG and the benchmark videos",
     )
     rp.add_argument(
         "--only",

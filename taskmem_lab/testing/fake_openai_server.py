@@ -170,7 +170,10 @@ class FakeOpenAIServer:
         # A short poll interval makes `stop()` return in ~50 ms instead of serve_forever's 0.5 s,
         # which every test using the server pays once.
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="taskmem-server",
+            daemon=True,
         )
 
     @property
@@ -209,7 +212,9 @@ class FakeOpenAIServer:
     def stop(self) -> None:
         self._stopping = True
         self.release.set()
-        self._httpd.shutdown()
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join()
         self._httpd.server_close()
 
     def __enter__(self) -> FakeOpenAIServer:

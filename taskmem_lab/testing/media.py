@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from taskmem_lab.errors import VideoError
-from taskmem_lab.store import atomic_write_bytes
 
 
 def _ffmpeg(*args: str) -> None:
@@ -172,10 +171,11 @@ def speech_video(
 
 # --------------------------------------------------------------------------- faces
 
-# The six-person group photo shipped inside the insightface package (read from its pure-Python
-# wheel; insightface itself is never imported). Its face boxes (x1, y1, x2, y2), left to right,
-# as dlib's HOG detector finds them on the full-size photo.
-GROUP_PHOTO_PACKAGE = "insightface==2.1"
+# The six-person group photo shipped inside the insightface package (package data of its
+# pure-Python wheel, installed by the `samples` extra, part of `all`; insightface itself is never
+# imported, and nothing is downloaded at run time). Its face boxes (x1, y1, x2, y2), left to
+# right, as dlib's HOG detector finds them on the full-size photo.
+GROUP_PHOTO_PACKAGE = "insightface>=2.1"
 GROUP_PHOTO_MEMBER = "insightface/data/images/t1.jpg"
 GROUP_PHOTO_SHA256 = "47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489"
 GROUP_PHOTO_FACES: dict[str, tuple[int, int, int, int]] = {
@@ -188,24 +188,17 @@ GROUP_PHOTO_FACES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
-def group_photo(cache_dir: str | Path | None = None) -> Path:
-    """Path to `insightface/data/images/t1.jpg` (1280x886, six people), found or fetched.
+def group_photo() -> Path:
+    """Path to `insightface/data/images/t1.jpg` (1280x886, six people), found, never fetched.
 
-    Looked up in order: `$TASKMEM_FACE_PHOTO`; an installed insightface package (located, not
-    imported); the cache (`cache_dir`, else `$XDG_CACHE_HOME/taskmem_lab/testdata`); else the
-    pure-Python insightface wheel is fetched with `pip download --no-deps` and the image read
-    from it into the cache. The file is checked against its sha256. Raises VideoError when the
-    photo can be neither found nor fetched.
+    Looked up in order: `$TASKMEM_FACE_PHOTO`; the installed insightface package (located, not
+    imported; `pip install 'taskmem_lab[samples]'`, part of `all`). The package's copy is
+    checked against its sha256. Raises VideoError, in one line naming both ways out, when
+    neither is there.
     """
     import hashlib
     import importlib.util
     import os
-    import sys
-    import tempfile
-    import zipfile
-
-    def verified(p: Path) -> bool:
-        return p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == GROUP_PHOTO_SHA256
 
     explicit = os.environ.get("TASKMEM_FACE_PHOTO")
     if explicit:
@@ -213,37 +206,20 @@ def group_photo(cache_dir: str | Path | None = None) -> Path:
             raise VideoError(f"TASKMEM_FACE_PHOTO={explicit} is not a file")
         return Path(explicit)
     spec = importlib.util.find_spec("insightface")
-    if spec is not None and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            p = Path(root) / "data" / "images" / "t1.jpg"
-            if verified(p):
-                return p
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    cache = Path(cache_dir) if cache_dir else base / "taskmem_lab" / "testdata"
-    target = cache / "insightface_t1.jpg"
-    if verified(target):
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-        cmd += ["--quiet", "-d", tmp, GROUP_PHOTO_PACKAGE]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-        except (OSError, subprocess.SubprocessError) as exc:
-            detail = getattr(exc, "stderr", b"") or b""
-            raise VideoError(
-                f"cannot fetch the group photo ({GROUP_PHOTO_PACKAGE} wheel): {exc} "
-                f"{detail.decode(errors='replace')[-300:]}; set TASKMEM_FACE_PHOTO to a copy of "
-                f"{GROUP_PHOTO_MEMBER}"
-            ) from exc
-        wheels = sorted(Path(tmp).glob("insightface-*.whl"))
-        if not wheels:
-            raise VideoError(f"pip download of {GROUP_PHOTO_PACKAGE} produced no wheel")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            data = zf.read(GROUP_PHOTO_MEMBER)
-    if hashlib.sha256(data).hexdigest() != GROUP_PHOTO_SHA256:
-        raise VideoError(f"{GROUP_PHOTO_MEMBER} in {GROUP_PHOTO_PACKAGE} has an unexpected sha256")
-    atomic_write_bytes(target, data)
-    return target
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        p = Path(root) / "data" / "images" / "t1.jpg"
+        if p.is_file():
+            if hashlib.sha256(p.read_bytes()).hexdigest() != GROUP_PHOTO_SHA256:
+                raise VideoError(
+                    f"{p} is not the expected group photo (sha256 differs); set "
+                    "TASKMEM_FACE_PHOTO to a copy of insightface's t1.jpg"
+                )
+            return p
+    raise VideoError(
+        "the sample group photo is not installed: pip install 'taskmem_lab[samples]' (it "
+        f"brings {GROUP_PHOTO_MEMBER} with {GROUP_PHOTO_PACKAGE}), or set TASKMEM_FACE_PHOTO "
+        "to a copy of that photo (see docs/install.md, section 'Sample media')"
+    )
 
 
 def head_region(

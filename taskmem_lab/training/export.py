@@ -568,8 +568,8 @@ configs:
 One record per memorized clip of a stream: the exact request the memorizer sent (system and user
 text, the window's frames), the entry it wrote as `response`, and the new span's media for judges.
 Written by `taskmem export-training` (taskmem_lab {taskmem_lab.__version__}); the format is
-described in the taskmem_lab README, section "Training data and rewards", and in
-`benchmarks/training/README.md`.
+described in taskmem_lab's docs/training.md, section "Training data and memory-quality rewards",
+and in `benchmarks/training/README.md`.
 
 | file | records | rows |
 | --- | --- | --- |

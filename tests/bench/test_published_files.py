@@ -156,6 +156,7 @@ def published_egotempo(n=500, seed=0):
     return {"info": {"release date": "29.01.2025", "version": "1.0"}, "annotations": annotations}
 
 
+@pytest.mark.slow
 def test_egotempo_published_file_loads_all_500_questions(tmp_path):
     path = tmp_path / "egotempo_openQA.json"
     path.write_text(json.dumps(published_egotempo()))

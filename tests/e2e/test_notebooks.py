@@ -1,12 +1,14 @@
-"""The smoke profile end to end (papermill, every notebook) run from another folder: everything
-under `--work`, nothing in the repository, quiet outputs, figures with data, no secrets, and an
-executed 03 that shows the memory when exported to HTML."""
+"""The smoke profile end to end (papermill, every notebook) run from another folder with the
+network blocked: everything under `--work`, nothing in the repository, nothing fetched, quiet
+outputs, figures with data, no secrets, and an executed 03 that shows the memory when exported to
+HTML."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -37,29 +39,130 @@ def repo_files() -> set[str]:
     return set(out.splitlines())
 
 
+# Loaded by every Python process of the run (PYTHONPATH): connections to anything but loopback
+# and name look-ups of other hosts fail, and each attempt is logged to $TASKMEM_BLOCKED_LOG.
+SOCKET_GUARD = """
+import ipaddress, os, socket
+
+def _blocked(what):
+    with open(os.environ["TASKMEM_BLOCKED_LOG"], "a") as log:
+        log.write(f"{os.getpid()} {what}\\n")
+    raise OSError(f"network blocked by the offline test: {what}")
+
+def _local(host):
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return str(host) in ("localhost", "")
+
+_connect, _connect_ex, _getaddrinfo = (
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
+
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+        _blocked(address)
+    return _connect(self, address)
+
+def connect_ex(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+        _blocked(address)
+    return _connect_ex(self, address)
+
+def getaddrinfo(host, *args, **kwargs):
+    if host is not None and not _local(host if isinstance(host, str) else host.decode()):
+        _blocked(host)
+    return _getaddrinfo(host, *args, **kwargs)
+
+socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = (
+    connect, connect_ex, getaddrinfo)
+"""
+
+
+def without_network(guard_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """A command prefix and environment that take the network away: a network namespace with only
+    loopback where this user may make one (root, with `unshare` and `ip`), and in any case the
+    socket guard above and proxies that lead nowhere (pip and other clients)."""
+    (guard_dir / "sitecustomize.py").write_text(SOCKET_GUARD)
+    dead = "http://127.0.0.1:9"
+    env = {
+        "TASKMEM_BLOCKED_LOG": str(guard_dir / "blocked.log"),
+        "PIP_NO_INDEX": "1",
+        "HF_HUB_OFFLINE": "1",
+        **{k: dead for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")},
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    prefix: list[str] = []
+    if shutil.which("unshare") and shutil.which("ip"):
+        probe = subprocess.run(
+            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30
+        )
+        if probe.returncode == 0:
+            prefix = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "offline"]
+    return prefix, env
+
+
+class SmokeRun:
+    """`taskmem reproduce --profile smoke --only NAME` for each notebook in turn, into one `--work`
+    folder, offline: the run of the whole profile, one notebook (and so one test) at a time."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.elsewhere = tmp_path_factory.mktemp("elsewhere")
+        self.guard = tmp_path_factory.mktemp("guard")
+        self.prefix, offline = without_network(self.guard)
+        self.env = {
+            **os.environ,
+            **offline,
+            "OPENAI_API_KEY": FAKE_KEY,
+            "TASKMEM_CACHE": str(self.elsewhere / "cache.sqlite"),
+            "PYTHONPATH": os.pathsep.join(
+                [str(self.guard), str(ROOT), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        self.before = repo_files()
+        self.done: dict[str, subprocess.CompletedProcess] = {}
+
+    def run(self, name: str) -> subprocess.CompletedProcess:
+        """Run notebook `name` (and those before it that have not run)."""
+        for earlier in NOTEBOOKS[: NOTEBOOKS.index(name) + 1]:
+            if earlier in self.done:
+                continue
+            proc = subprocess.run(
+                [*self.prefix, sys.executable, "-m", "taskmem_lab.cli", "reproduce"]
+                + ["--profile", "smoke", "--only", earlier, "--work", "out"],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=300,
+                cwd=self.elsewhere,
+            )
+            self.done[earlier] = proc
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            blocked = self.guard / "blocked.log"
+            assert not blocked.exists(), f"{earlier} tried the network: {blocked.read_text()[:500]}"
+        return self.done[name]
+
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke_run(tmp_path_factory) -> SmokeRun:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    elsewhere = tmp_path_factory.mktemp("elsewhere")
-    env = {
-        **os.environ,
-        "OPENAI_API_KEY": FAKE_KEY,
-        "TASKMEM_CACHE": str(elsewhere / "cache.sqlite"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    before = repo_files()
-    proc = subprocess.run(
-        [sys.executable, "-m", "taskmem_lab.cli", "reproduce", "--profile", "smoke"]
-        + ["--work", "out"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        cwd=elsewhere,
+    return SmokeRun(tmp_path_factory)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_smoke_notebook_runs_offline(smoke_run, name):
+    """The smoke profile, notebook by notebook in order, with the network blocked."""
+    smoke_run.run(name)
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    """(work folder, the runs' joined output, the repository's state before)."""
+    runs = [smoke_run.run(name) for name in NOTEBOOKS]
+    joined = types.SimpleNamespace(
+        stdout="".join(p.stdout for p in runs), stderr="".join(p.stderr for p in runs)
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return elsewhere / "out", proc, before
+    return smoke_run.elsewhere / "out", joined, smoke_run.before
 
 
 def outputs(work: Path, name: str) -> list[dict]:

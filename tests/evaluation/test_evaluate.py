@@ -203,6 +203,7 @@ def test_killed_eval_resumes_to_the_same_results(tmp_path, server, api_config):
     assert len(server.requests) == n
 
 
+@pytest.mark.slow
 def test_resumed_eval_re_asks_only_questions_whose_memory_changed(tmp_path, server, api_config):
     videomme_memories(tmp_path / "mem")
     out = tmp_path / "out"

@@ -181,3 +181,16 @@ def test_outcome_rules():
         Outcome("b", "t", ABSTAINED, True)
     with pytest.raises(ValueError, match="status must be one of"):
         Outcome("b", "t", "skipped")
+
+
+def test_one_video_or_one_question_has_no_interval():
+    """Resampling a single unit gives the point estimate back: n/a, not [100, 100]."""
+    one_video = [Outcome("b", "t", ANSWERED, True, video="v1")] * 3
+    one_question = outcomes(1, 0, 0, 0)
+    for data in (one_video, one_question):
+        row = metric_row(data, "b", "t", "x", n_boot=200)
+        assert row.accuracy == 1.0
+        assert all(math.isnan(v) for v in (*row.accuracy_ci, *row.coverage_ci, *row.precision_ci))
+        assert "100.0 [n/a]" in to_markdown([row]) and "[100.0, 100.0]" not in to_markdown([row])
+    two = metric_row(outcomes(2, 0, 0, 0), "b", "t", "x", n_boot=200)
+    assert two.accuracy_ci == (1.0, 1.0)  # two questions, both right: a real (narrow) interval

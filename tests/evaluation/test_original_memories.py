@@ -56,6 +56,7 @@ def eval_args(memories, out, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_original_layout_evaluates_with_no_extra_flags(tmp_path, server, api_config):
     mem = original_layout(tmp_path / "mem", test_time={"tmSmpl0002b"})
     out = tmp_path / "out"
@@ -77,6 +78,7 @@ def test_original_layout_evaluates_with_no_extra_flags(tmp_path, server, api_con
     assert "pass --tag" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_wrong_tag_or_folder_is_an_error_naming_what_was_looked_for(tmp_path, server, api_config):
     mem = original_layout(tmp_path / "mem")
     for args in (["--tag", "taskmem_typo"], []):
@@ -98,6 +100,7 @@ class Gadget:  # not one of the original's record classes
     pass
 
 
+@pytest.mark.slow
 def test_a_pickle_with_any_other_class_is_refused_in_eval(tmp_path, server, api_config):
     mem = original_layout(tmp_path / "mem")
 
@@ -108,6 +111,7 @@ def test_a_pickle_with_any_other_class_is_refused_in_eval(tmp_path, server, api_
     assert "refusing to load" in proc.stderr and "Gadget" in proc.stderr
 
 
+@pytest.mark.slow
 def test_import_writes_runs_that_evaluate_the_same(tmp_path, server, api_config):
     mem = original_layout(tmp_path / "mem")
     proc = taskmem("import", mem, "--tag", "taskmem_ep", "--as", "orig", "--out", tmp_path / "runs")
@@ -127,6 +131,7 @@ def test_import_writes_runs_that_evaluate_the_same(tmp_path, server, api_config)
     assert rows(tmp_path / "a") == rows(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_import_of_a_missing_tag_is_one_line(tmp_path):
     mem = original_layout(tmp_path / "mem")
     proc = taskmem("import", mem, "--tag", "nope", "--out", tmp_path / "runs", check=False)

@@ -1,7 +1,6 @@
 """Read-only and full filesystems, a corrupt cache, a closed pipe and the user's umask."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -32,6 +31,7 @@ def test_a_read_only_cache_is_one_line(media, tmp_path):
     one_line_error(proc, r"response cache .*c\.sqlite: it is not writable.*--no-cache")
 
 
+@pytest.mark.slow
 def test_a_corrupt_cache_is_one_line(media, tmp_path):
     cache = tmp_path / "c.sqlite"
     cache.write_bytes(b"this is not a database" * 100)
@@ -84,11 +84,12 @@ def test_show_into_a_closed_pipe_is_quiet(tmp_path):
     assert len(proc.stdout.splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_files_get_the_users_umask(media, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "taskmem_lab.cli", "memorize", str(media["silent"]), *FAKE,
          "--no-cache", "--out", str(tmp_path), "--tag", "m"],
-        capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(0o027),
+        capture_output=True, text=True, timeout=300, umask=0o027,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "silent" / "memory" / "m"

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import resource
 import subprocess
 import sys
 
@@ -71,23 +70,27 @@ def test_a_duration_past_the_file_is_clamped_with_a_warning(media, tmp_path, cap
     assert "runs past the file's decodable end" in caplog.text
 
 
+@pytest.mark.slow
 def test_nan_and_huge_manifests_fail_fast_under_a_memory_cap(media, tmp_path):
     """The CLI refuses them in a process limited to 3 GiB of address space, in seconds."""
     cases = [
         manifest(tmp_path, media["silent"], start=float("nan")),
         manifest(tmp_path / "..", media["silent"], duration=float("inf")),
     ]
+    # The cap is set by the child itself before the CLI starts (no `preexec_fn`: a fork that
+    # runs Python code while the test process has threads can hang).
+    capped = (
+        "import resource, runpy, sys; "
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+        "sys.argv = ['taskmem', *sys.argv[1:]]; "
+        "runpy.run_module('taskmem_lab.cli', run_name='__main__')"
+    )
     for path in cases:
-
-        def cap() -> None:
-            resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-
         proc = subprocess.run(
-            [sys.executable, "-m", "taskmem_lab.cli", "memorize", str(path), "--model", "fake"],
+            [sys.executable, "-c", capped, "memorize", str(path), "--model", "fake"],
             capture_output=True,
             text=True,
             timeout=120,
-            preexec_fn=cap,
             cwd=tmp_path,
         )
         one_line_error(proc, r"files\[0\]\.(start|duration) must be a finite number")
@@ -116,6 +119,7 @@ def test_memorize_parameters_have_sane_bounds(kw, name):
         MemorizeParams(**kw)
 
 
+@pytest.mark.slow
 def test_interval_from_the_cli_is_one_line(media, tmp_path):
     proc = taskmem("memorize", media["silent"], "--model", "fake", "--interval", "nan",
                    "--out", tmp_path, check=False)  # fmt: skip
@@ -200,6 +204,7 @@ def test_names_that_become_paths_cannot_leave_their_root(tmp_path, name):
             call()
 
 
+@pytest.mark.slow
 def test_cli_tag_escape_is_one_line_and_writes_nothing(media, tmp_path):
     proc = taskmem("memorize", media["silent"], "--model", "fake", "--out", tmp_path / "root",
                    "--tag", "../../escaped", check=False)  # fmt: skip

@@ -26,6 +26,7 @@ def twins(media, tmp_path):
     return a, b
 
 
+@pytest.mark.slow
 def test_same_named_videos_never_share_perception(twins, tmp_path):
     a, b = (load_stream(v) for v in twins)
     assert a.stream_id == b.stream_id == "clip"

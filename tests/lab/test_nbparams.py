@@ -88,6 +88,7 @@ def test_bracketed_lists_from_the_command_line_read_like_comma_lists():
     assert qa.videos == ["/data/mme", "/data/ego"] and qa.benchmarks == ["videomme"]
 
 
+@pytest.mark.slow
 def test_notebooks_01_02_03_share_one_perception_by_default():
     from taskmem_lab.params import MemorizeParams
     from taskmem_lab.perception.perceiver import settings_hash, settings_of

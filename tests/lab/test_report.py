@@ -1,5 +1,6 @@
 """04's metrics file, the paper's table, the main-table assembly and the figures' conventions."""
 
+import json
 import math
 import shutil
 
@@ -11,6 +12,7 @@ from taskmem_lab.lab.report import (
     main_table,
     metrics_path,
     paper_table,
+    plot_ablations,
     plot_main_table,
     plot_metrics,
     read_metrics,
@@ -75,6 +77,7 @@ def test_paper_table_is_the_checked_table_in_percent(tmp_path, monkeypatch):
         paper_table("nowhere.csv")
 
 
+@pytest.mark.slow
 def test_main_table_in_percent_keeps_undefined_as_missing(tmp_path):
     write_metrics(tmp_path, "videomme", ROWS, "fake:reader", "fake", "nb", True, "x")
     nan_rows = [{**ROWS[0], "precision": float("nan")}]
@@ -97,6 +100,32 @@ def test_main_table_in_percent_keeps_undefined_as_missing(tmp_path):
     fig = plot_main_table(table)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "n/a" in texts and "25.0" in texts  # egotempo missing on both rows; videomme drawn
+    assert "reproduced here (red)" in fig._suptitle.get_text()
+    # rows from a fake model: the title and labels say it checks the pipeline, and a 0.0 is
+    # drawn (a tick where its bar would start)
+    zero = table.copy()
+    zero.loc[zero.source == "reproduced", "videomme/accuracy"] = 0.0
+    fig = plot_main_table(zero, fake=True)
+    assert "not a reproduction" in fig._suptitle.get_text()
+    assert "reproduced here" not in fig._suptitle.get_text()
+    assert any("(fake model)" in t.get_text() for t in fig.axes[0].get_yticklabels())
+    ticks = [line for line in fig.axes[0].lines if list(line.get_xdata()) == [0]]
+    assert ticks and "0.0" in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_ablation_figure_says_why_a_panel_is_flat():
+    import pandas as pd
+
+    rows = [
+        {"model": "fake", "interval": 10.0, "context": c, "faces": False, "asr": a,
+         "tasks": False, "memory_tokens": 60, "cost_tokens": 1000 + 100 * c + a,
+         "accuracy": 25.0 * a, "coverage": 50.0, "precision": 50.0}
+        for c in (10.0, 20.0) for a in (False, True)
+    ]  # fmt: skip
+    fig = plot_ablations(pd.DataFrame(rows))
+    top, bottom = fig.axes[0], fig.axes[1]
+    assert any("fixed length" in t.get_text() for t in top.texts)  # every x is 60 tokens
+    assert not bottom.texts  # the cost axis spreads the settings: nothing to explain
 
 
 def test_plot_metrics_marks_undefined_precision_and_real_zeros():
@@ -164,12 +193,18 @@ def test_evaluate_benchmarks_writes_the_metrics_06_reads(tmp_path, monkeypatch):
     (data,) = read_metrics(tmp_path / "results")
     assert data["benchmark"] == "videomme" and data["results_dir"] == str(results["videomme"].out)
     assert data["overall"]["coverage"] > 0  # the reader answers from the stand-in memories
+    # table.md says what summary.json says: a fake model made these numbers
+    out = results["videomme"].out
+    assert json.loads((out / "summary.json").read_text())["fake_models"] is True
+    assert (out / "table.md").read_text().startswith("*Made with a fake model")
+    assert results["videomme"].markdown == (out / "table.md").read_text()
     with pytest.raises(ConfigError, match="source of egolife not found"):
         evaluate_benchmarks(
             ["egolife"], ["nowhere.json"], tmp_path, "nb", "fake", "fake", QAParams()
         )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
 def test_evaluate_benchmarks_can_start_from_the_videos(tmp_path, monkeypatch):
     """04_qa's `videos`: memorize the benchmark's streams with run_benchmark, then evaluate."""

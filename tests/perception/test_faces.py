@@ -266,6 +266,7 @@ def test_hdbscan_separates_people_and_keeps_one_person_whole():
     assert hdbscan_cosine(np.stack(a[:2]), 3) == [-1, -1]  # fewer than min_cluster_size
 
 
+@pytest.mark.slow
 def test_cluster_faces_copies_and_skips_unembedded():
     pytest.importorskip("hdbscan")
     rng = np.random.default_rng(1)

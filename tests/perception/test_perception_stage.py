@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("dlib")
 pytest.importorskip("faster_whisper")
 
+from taskmem_lab.errors import VideoError  # noqa: E402
 from taskmem_lab.testing.media import (  # noqa: E402
     VOICES,
     group_photo,
@@ -36,7 +37,7 @@ def talk(tmp_path_factory):
     d = tmp_path_factory.mktemp("talk")
     try:
         photo = group_photo()
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch the photo means skip
+    except VideoError as exc:  # not installed: the samples extra
         pytest.skip(f"group photo unavailable: {exc}")
     speech_video(d / "speech.mp4", LINES, 20.0)
     return shot_video(d / "talk.mp4", photo, group_photo_shots(5.0), audio_from=d / "speech.mp4")
@@ -142,7 +143,7 @@ def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
         pytest.skip("espeak-ng not installed")
     try:
         photo = group_photo()
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch the photo means skip
+    except VideoError as exc:  # not installed: the samples extra
         pytest.skip(f"group photo unavailable: {exc}")
     speech_video(tmp_path / "speech.mp4", ALONE_LINES, 20.0)
     alone = [
@@ -157,17 +158,18 @@ def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
     faces = [{d["identity"] for d in r["faces"]} for r in records]
     assert all(len(f) == 1 for f in faces) and faces[0] != faces[1]
     said = [
-        (s["start"], s["speaker"], how)
-        for r in records
+        (i, s["start"], s["speaker"], how)
+        for i, r in enumerate(records)
         for s, how in zip(r["transcript"], r["speakers_how"], strict=True)
         if s["end"] - s["start"] >= 1.5  # shorter pieces are not embedded: "unknown"
     ]
-    assert len(said) >= 4, said
-    # Each voice spoke 5 s while its face alone was in view (3 s are needed): linked, and the
-    # clip's segments of that voice carry the face's id.
-    for start, speaker, how in said:
-        face = faces[0] if start < 10.0 else faces[1]
-        assert (speaker, how) == (next(iter(face)), "visible_alone"), said
+    # Whisper may cut a clip's two lines into one segment or two (it varies with the CPU's int8
+    # kernels): what holds is that each clip has speech long enough to embed...
+    assert {i for i, *_ in said} == {0, 1}, said
+    # ...and each voice spoke 5 s while its face alone was in view (3 s are needed): linked, and
+    # the clip's segments of that voice carry the face's id.
+    for i, _, speaker, how in said:
+        assert (speaker, how) == (next(iter(faces[i])), "visible_alone"), said
     links = {k: v for r in records for k, v in r["speaker_links"].items()}
     assert {v["to"] for v in links.values()} == faces[0] | faces[1]
     assert all(v["how"] == "visible_alone" and v["evidence_s"] >= 3.0 for v in links.values())

@@ -356,6 +356,7 @@ def test_a_face_match_banks_the_voice_and_an_off_screen_speaker_is_known_by_it(s
     assert registry.match_voice(other) == "[voice_1]"
 
 
+@pytest.mark.slow
 def test_offline_diarization_keeps_voices_apart_and_stable_across_clips(spoken, embeddings):
     segments, _ = spoken
     male1, female1, male2, female2, other = embeddings
@@ -496,6 +497,7 @@ TWO_VOICES = [
 ]
 
 
+@pytest.mark.slow
 def test_whisper_and_voices_diarize_two_speakers_across_clips(tmp_path):
     """No speaker model: transcript lines carry stable, distinct voice labels over three clips."""
     pytest.importorskip("resemblyzer")
