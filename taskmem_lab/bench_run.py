@@ -39,13 +39,26 @@ from tqdm.auto import tqdm
 
 from taskmem_lab.backends import ChatModel, make_model, open_cache
 from taskmem_lab.backends.base import Reply, Request
-from taskmem_lab.bench.plan import BenchPlan, estimate_cost, plan_streams, write_sources
+from taskmem_lab.bench.plan import (
+    BenchPlan,
+    KnownFiles,
+    estimate_cost,
+    plan_streams,
+    write_sources,
+)
 from taskmem_lab.errors import ConfigError, TaskmemError
 from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import default_tag, runs_root
-from taskmem_lab.store import CLIPS, MANIFEST, atomic_write_json, memory_dir, utc_now
+from taskmem_lab.store import (
+    CLIPS,
+    MANIFEST,
+    atomic_write_json,
+    memory_dir,
+    recall_source_digests,
+    utc_now,
+)
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
@@ -56,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 DEFAULT_STREAMS = 4  # when the model states no endpoint concurrency
+KNOWN_FILES = "files.json"  # videos' lengths by stamp, under bench/<benchmark>/ (`KnownFiles`)
 
 
 # --------------------------------------------------------------------------- one stream
@@ -121,6 +135,7 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
                 f"{job.source} holds stream {stream.stream_id!r}, not {job.stream_id!r}"
             )
         chat = model or _model(job.model, job.cache)
+        recall_source_digests(job.run_path)  # before perception hashes the sources
         if job.perception is not None and job.perception.enabled:
             from taskmem_lab.perception.perceiver import StreamPerceiver
 
@@ -528,10 +543,11 @@ def run_benchmark(
     params = params or MemorizeParams()
     prices = dict(prices or {})
     records = load_benchmark(benchmark, source)
-    plan = plan_streams(benchmark, records, videos, params, tasks, only, limit_streams)
+    root = Path(out) if out is not None else runs_root()
+    known = KnownFiles(root / "bench" / benchmark / KNOWN_FILES, read_only=plan_only)
+    plan = plan_streams(benchmark, records, videos, params, tasks, only, limit_streams, known)
     with_tasks = any(s.tasks for s in plan.streams)  # Video-MME asks at the end: no tasks
     tag = tag or default_tag(model) + ("__tasks" if with_tasks else "")
-    root = Path(out) if out is not None else runs_root()
     folder = root / "bench" / benchmark / tag
     estimate = estimate_cost(plan, model, answerer, prices) if prices or plan_only else None
     if plan_only:

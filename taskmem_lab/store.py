@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from taskmem_lab.errors import LockedError, StoreError
-from taskmem_lab.paths import safe_name
+from taskmem_lab.paths import remember_sha256, safe_name
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
 
 MANIFEST = "manifest.json"
@@ -349,13 +349,33 @@ def _difference(key: str, old: Any, new: Any) -> str:
     return f"{key} was {_brief(old)}, now {_brief(new)}"
 
 
-def _content(source: Any) -> Any:
-    """A manifest's `source` without the paths: what the files hold, not where they are."""
+def _content(source: Any, keep: tuple[str, ...] = ()) -> Any:
+    """A manifest's `source` without the paths and file stamps (`STAMP_FIELDS` but `size`):
+    what the files hold, not where they are or when they were written; `keep` keeps some."""
     if not isinstance(source, list):
         return source
+    drop = {"path", "mtime_ns", "inode"} - set(keep)
     return [
-        {k: v for k, v in f.items() if k != "path"} if isinstance(f, dict) else f for f in source
+        {k: v for k, v in f.items() if k not in drop} if isinstance(f, dict) else f for f in source
     ]
+
+
+def recall_source_digests(run_path: str | Path) -> int:
+    """Seed the process's digests (`paths.file_sha256`) from a stored run's manifest: each
+    source file whose size, mtime_ns and inode still match is not read again. Returns how many
+    were taken; a missing or unreadable manifest recalls nothing (the files are then hashed)."""
+    try:
+        data = json.loads((Path(run_path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    source = data.get("source") if isinstance(data, dict) else None
+    if not isinstance(source, list):
+        return 0
+    return sum(
+        remember_sha256(f["path"], f)
+        for f in source
+        if isinstance(f, dict) and isinstance(f.get("path"), str)
+    )
 
 
 def _brief(value: Any) -> str:
@@ -387,8 +407,10 @@ def open_run(
             if old.get(key) == manifest.get(key):
                 continue
             if key == "source" and _content(old.get(key)) == _content(manifest.get(key)):
-                # The same bytes at another path (a moved or remounted video): keep going.
-                log.warning("%s: the stream's files moved; recording their new paths", run.path)
+                # The same bytes at another path (a moved or remounted video), or touched or
+                # copied in place (a new stamp): keep going, with the new paths and stamps.
+                if _content(old.get(key), ("path",)) != _content(manifest.get(key), ("path",)):
+                    log.warning("%s: the stream's files moved; recording their paths", run.path)
                 changes["source"] = manifest.get(key)
                 continue
             why = _difference(key, old.get(key), manifest.get(key))
