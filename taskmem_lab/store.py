@@ -69,15 +69,22 @@ def utc_now() -> str:
 
 
 def versions() -> dict[str, str]:
-    """Versions of what wrote a run (taskmem_lab, Python, openai), recorded in its manifest."""
-    import openai
+    """Versions of what wrote a run (taskmem_lab, Python, openai), recorded in its manifest.
+
+    openai's comes from its installed metadata: importing the SDK costs seconds, and a resume
+    that makes no call should not pay it."""
+    from importlib import metadata
 
     import taskmem_lab
 
+    try:
+        openai_version = metadata.version("openai")
+    except metadata.PackageNotFoundError:
+        openai_version = "not installed"
     return {
         "taskmem_lab": taskmem_lab.__version__,
         "python": platform.python_version(),
-        "openai": openai.__version__,
+        "openai": openai_version,
     }
 
 

@@ -21,6 +21,7 @@ matches. The plan counts clips and model calls exactly as the memorizer will sch
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from taskmem_lab.bench import egolife
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import BenchmarkError, ConfigError
 from taskmem_lab.media.stream import segments
-from taskmem_lab.media.video import clip_schedule, decodable_end, window_times
+from taskmem_lab.media.video import clip_schedule, decodable_end, window_size
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import STAMP_FIELDS, file_stamp, stamp_matches
 from taskmem_lab.schema import Stream, StreamFile
@@ -156,7 +157,7 @@ class KnownFiles:
 
     def entry(self, path: Path, start: float) -> dict[str, Any]:
         """A plan file entry for all of `path` at stream time `start`, with its stamp."""
-        key = str(path.resolve())
+        key = os.path.abspath(path)  # callers resolve the videos folder once, not every file
         known = self._known.get(key)
         if known is None or not stamp_matches(key, known) or not _is_seconds(known.get("end")):
             known = {**file_stamp(key), "end": decodable_end(key)}
@@ -177,11 +178,11 @@ def _is_seconds(value: Any) -> bool:
 
 
 def _whole_file(path: Path, known: KnownFiles) -> list[dict[str, Any]]:
-    return [known.entry(path, 0.0)]
+    return [known.entry(path.resolve(), 0.0)]
 
 
 def _egolife_files(videos: Path, participant: str, known: KnownFiles) -> list[dict[str, Any]]:
-    root = videos / participant if (videos / participant).is_dir() else videos
+    root = (videos / participant if (videos / participant).is_dir() else videos).resolve()
     manifest = egolife.stream_manifest(root, participant)
     return [known.entry(root / entry["path"], entry["start"]) for entry in manifest["files"]]
 
@@ -196,7 +197,7 @@ def _egotempo_files(
     if uid not in index:
         raise FileNotFoundError(f"no video {uid}.mp4")
     path = index[uid]
-    entry = known.entry(path, 0.0)
+    entry = known.entry(path.resolve(), 0.0)
     whole = float(entry["duration"])
     offset = max(0.0, start)
     length = min(end, whole) - offset
@@ -219,7 +220,7 @@ def _schedule_size(stream: Stream, params: MemorizeParams) -> tuple[int, int]:
     clips = clip_schedule(
         segments(stream), params.interval, params.context_duration, params.start, params.end
     )
-    frames = sum(len(window_times(c, params.frame_fps, params.max_frames)) for c in clips)
+    frames = sum(window_size(c, params.frame_fps, params.max_frames) for c in clips)
     return len(clips), frames
 
 

@@ -51,11 +51,12 @@ from taskmem_lab.evaluation.metrics import (
 from taskmem_lab.evaluation.qa import (
     ANSWERED,
     QAParams,
-    Retriever,
     answer_question,
     build_context,
     prompt_hashes,
+    retrieval_query,
 )
+from taskmem_lab.evaluation.retrieval import Retriever, index_folder
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.memory import Memory, dumps_jsonl, load_any
 from taskmem_lab.params import check_param
@@ -524,7 +525,9 @@ def _evaluate_locked(
     if qa.context == "retrieval" and todo:
         retriever = Retriever(qa.embedder)
         for vid in sorted({r.video_id for r in todo}):
-            retriever.index(str(paths[vid]), memories[vid])
+            # stored beside the memory: a re-run, or a memory with new clips, embeds only new text
+            retriever.index(str(paths[vid]), memories[vid], index_folder(paths[vid]))
+        retriever.prepare([retrieval_query(r) for r in todo])  # one batch, not one per question
 
     def ask_one(r: QARecord) -> dict[str, Any]:
         return evaluate_question(
