@@ -306,10 +306,16 @@ class RunDir:
 
     def clips(self) -> dict[int, ClipRecord]:
         """The latest record of each clip: an `ok` record wins over earlier failures."""
-        latest: dict[int, ClipRecord] = {}
-        for rec in self.records():
-            if rec.ok or not latest.get(rec.clip, rec).ok:
-                latest[rec.clip] = rec
+        return {k: ClipRecord.from_json(r) for k, r in self.latest_rows().items()}
+
+    def latest_rows(self) -> dict[int, dict[str, Any]]:
+        """`clips()` as the stored JSON objects, in clip order: what a reader that needs a few
+        fields of a week of clips reads (16,000 records) without building every record."""
+        latest: dict[int, dict[str, Any]] = {}
+        for row in read_jsonl(self.clips_path):
+            ok = row.get("status") == "ok"
+            if ok or latest.get(row["clip"], row).get("status") != "ok":
+                latest[row["clip"]] = row
         return dict(sorted(latest.items()))
 
     def finished(self) -> dict[int, ClipRecord]:
