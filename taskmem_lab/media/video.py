@@ -323,9 +323,10 @@ class _PyAVReader:
 
     _EPS = 1e-6
 
-    def __init__(self, path: Path, max_side: int) -> None:
+    def __init__(self, path: Path, max_side: int, skip_nonref: bool = True) -> None:
         self.path = path
         self.max_side = max_side
+        self.skip_nonref = skip_nonref  # False: decode every frame (the figure to compare with)
         self._container: Any = None  # av.container.InputContainer
         self._frames: Any = None  # iterator of decoded av.VideoFrame
         self._cur = None  # last decoded frame starting <= the last time asked
@@ -365,7 +366,7 @@ class _PyAVReader:
         for packet in container.demux(stream):
             if packet.pts is not None and base:
                 when = packet.pts * base
-                superseded = when < latest <= self._target + self._EPS
+                superseded = self.skip_nonref and when < latest <= self._target + self._EPS
                 codec.skip_frame = "NONREF" if superseded else "DEFAULT"
                 latest = max(latest, when)
             else:
