@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 DEFAULT_STREAMS = 4  # when the model states no endpoint concurrency
+REFRESH_S = 0.5  # the progress line reads the streams' stored records at most this often
 KNOWN_FILES = "files.json"  # videos' lengths by stamp, under bench/<benchmark>/ (`KnownFiles`)
 
 
@@ -274,8 +275,10 @@ class Progress:
         self.counter = counter
         self.tally = Tally()
         self.streams_done = 0
-        for job in jobs:
-            self.tally.read(job.stream_id, job.run_path)
+        self._runs = [(job.stream_id, job.run_path) for job in jobs]  # paths made once
+        self._read_at = -math.inf
+        for stream_id, run_path in self._runs:
+            self.tally.read(stream_id, run_path)
         self.bar = tqdm(
             total=plan.clips,
             initial=min(self.tally.clips, plan.clips),
@@ -286,10 +289,17 @@ class Progress:
         )
         self.refresh()
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
+        """Read what the streams stored since the last read and redraw; the stored records are
+        read at most every `REFRESH_S` (900 streams finishing at once would otherwise read
+        900 x 900 files), `force` reads now."""
+        now = time.monotonic()
+        if not force and now - self._read_at < REFRESH_S:
+            return
+        self._read_at = now
         before = self.tally.clips
-        for job in self.jobs:
-            self.tally.read(job.stream_id, job.run_path)
+        for stream_id, run_path in self._runs:
+            self.tally.read(stream_id, run_path)
         post = {"streams": f"{self.streams_done}/{len(self.jobs)}"}
         if self.counter is not None:
             post["in_flight"] = str(self.counter.in_flight)
@@ -308,7 +318,7 @@ class Progress:
             self.bar.refresh()
 
     def close(self) -> None:
-        self.refresh()
+        self.refresh(force=True)
         self.bar.close()
 
 
