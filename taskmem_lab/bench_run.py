@@ -55,6 +55,7 @@ from taskmem_lab.store import (
     CLIPS,
     MANIFEST,
     atomic_write_json,
+    changed_sources,
     memory_dir,
     recall_source_digests,
     utc_now,
@@ -127,6 +128,13 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
     started = time.perf_counter()
     complete, done, total = finished_run(job.run_path)
     if complete:
+        changed = changed_sources(job.run_path)  # a stat per file; hashed only if touched
+        if changed:
+            return StreamOutcome(
+                job.stream_id, "failed", done, total,
+                f"SourceChanged: the run in {job.run_path} was made from other videos "
+                f"({'; '.join(changed[:3])}); use another --tag, or delete the run to redo it",
+            )  # fmt: skip
         return StreamOutcome(job.stream_id, "skipped", done, total)
     perceiver = None
     try:
