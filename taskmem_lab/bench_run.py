@@ -39,13 +39,27 @@ from tqdm.auto import tqdm
 
 from taskmem_lab.backends import ChatModel, make_model, open_cache
 from taskmem_lab.backends.base import Reply, Request
-from taskmem_lab.bench.plan import BenchPlan, estimate_cost, plan_streams, write_sources
+from taskmem_lab.bench.plan import (
+    BenchPlan,
+    KnownFiles,
+    estimate_cost,
+    plan_streams,
+    write_sources,
+)
 from taskmem_lab.errors import ConfigError, TaskmemError
 from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import default_tag, runs_root
-from taskmem_lab.store import CLIPS, MANIFEST, atomic_write_json, memory_dir, utc_now
+from taskmem_lab.store import (
+    CLIPS,
+    MANIFEST,
+    atomic_write_json,
+    changed_sources,
+    memory_dir,
+    recall_source_digests,
+    utc_now,
+)
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
@@ -56,6 +70,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 DEFAULT_STREAMS = 4  # when the model states no endpoint concurrency
+REFRESH_S = 0.5  # the progress line reads the streams' stored records at most this often
+KNOWN_FILES = "files.json"  # videos' lengths by stamp, under bench/<benchmark>/ (`KnownFiles`)
 
 
 # --------------------------------------------------------------------------- one stream
@@ -112,6 +128,13 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
     started = time.perf_counter()
     complete, done, total = finished_run(job.run_path)
     if complete:
+        changed = changed_sources(job.run_path)  # a stat per file; hashed only if touched
+        if changed:
+            return StreamOutcome(
+                job.stream_id, "failed", done, total,
+                f"SourceChanged: the run in {job.run_path} was made from other videos "
+                f"({'; '.join(changed[:3])}); use another --tag, or delete the run to redo it",
+            )  # fmt: skip
         return StreamOutcome(job.stream_id, "skipped", done, total)
     perceiver = None
     try:
@@ -121,6 +144,7 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
                 f"{job.source} holds stream {stream.stream_id!r}, not {job.stream_id!r}"
             )
         chat = model or _model(job.model, job.cache)
+        recall_source_digests(job.run_path)  # before perception hashes the sources
         if job.perception is not None and job.perception.enabled:
             from taskmem_lab.perception.perceiver import StreamPerceiver
 
@@ -259,8 +283,10 @@ class Progress:
         self.counter = counter
         self.tally = Tally()
         self.streams_done = 0
-        for job in jobs:
-            self.tally.read(job.stream_id, job.run_path)
+        self._runs = [(job.stream_id, job.run_path) for job in jobs]  # paths made once
+        self._read_at = -math.inf
+        for stream_id, run_path in self._runs:
+            self.tally.read(stream_id, run_path)
         self.bar = tqdm(
             total=plan.clips,
             initial=min(self.tally.clips, plan.clips),
@@ -271,10 +297,17 @@ class Progress:
         )
         self.refresh()
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
+        """Read what the streams stored since the last read and redraw; the stored records are
+        read at most every `REFRESH_S` (900 streams finishing at once would otherwise read
+        900 x 900 files), `force` reads now."""
+        now = time.monotonic()
+        if not force and now - self._read_at < REFRESH_S:
+            return
+        self._read_at = now
         before = self.tally.clips
-        for job in self.jobs:
-            self.tally.read(job.stream_id, job.run_path)
+        for stream_id, run_path in self._runs:
+            self.tally.read(stream_id, run_path)
         post = {"streams": f"{self.streams_done}/{len(self.jobs)}"}
         if self.counter is not None:
             post["in_flight"] = str(self.counter.in_flight)
@@ -293,7 +326,7 @@ class Progress:
             self.bar.refresh()
 
     def close(self) -> None:
-        self.refresh()
+        self.refresh(force=True)
         self.bar.close()
 
 
@@ -528,10 +561,11 @@ def run_benchmark(
     params = params or MemorizeParams()
     prices = dict(prices or {})
     records = load_benchmark(benchmark, source)
-    plan = plan_streams(benchmark, records, videos, params, tasks, only, limit_streams)
+    root = Path(out) if out is not None else runs_root()
+    known = KnownFiles(root / "bench" / benchmark / KNOWN_FILES, read_only=plan_only)
+    plan = plan_streams(benchmark, records, videos, params, tasks, only, limit_streams, known)
     with_tasks = any(s.tasks for s in plan.streams)  # Video-MME asks at the end: no tasks
     tag = tag or default_tag(model) + ("__tasks" if with_tasks else "")
-    root = Path(out) if out is not None else runs_root()
     folder = root / "bench" / benchmark / tag
     estimate = estimate_cost(plan, model, answerer, prices) if prices or plan_only else None
     if plan_only:

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -45,13 +44,21 @@ from taskmem_lab.media.video import (
     window_times,
 )
 from taskmem_lab.params import MemorizeParams
-from taskmem_lab.paths import file_sha256, safe_name
+from taskmem_lab.paths import file_sha256, file_stamp, safe_name
 from taskmem_lab.perception.base import Perceiver, Perception
 from taskmem_lab.prefetch import SharedPrefetch, shared_prefetch
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_description, parse_knowledge
 from taskmem_lab.schema import ClipRecord, ClipSpec, Stream, Task
-from taskmem_lab.store import FolderLock, RunDir, mark_stopped, open_run, utc_now, versions
+from taskmem_lab.store import (
+    FolderLock,
+    RunDir,
+    mark_stopped,
+    open_run,
+    recall_source_digests,
+    utc_now,
+    versions,
+)
 from taskmem_lab.tasks import arrived_before, tasks_digest
 from taskmem_lab.timefmt import hms, span
 
@@ -320,7 +327,8 @@ def run_manifest(
                 "path": f.path,
                 "start": f.start,
                 "duration": round(f.duration, 6),
-                "size": Path(f.path).stat().st_size,
+                # the stamp lets a resume trust the digest below without reading the file
+                **file_stamp(f.path),
                 "sha256": file_sha256(f.path),
                 # only a time range of its file records an offset (older manifests stay equal)
                 **({"offset": f.offset} if f.offset else {}),
@@ -360,6 +368,7 @@ def memorize(
     """
     safe_name(stream.stream_id, "stream id")
     safe_name(tag, "tag")
+    recall_source_digests(run_path)
     manifest = run_manifest(stream, model.model_id, params, tasks, tag)
     manifest["endpoint"] = model_identity(model)
     manifest["perception"] = getattr(perceiver, "manifest_entry", None)

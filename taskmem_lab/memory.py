@@ -57,8 +57,15 @@ class Memory:
         run = run if isinstance(run, RunDir) else RunDir(Path(run))
         manifest = run.manifest()
         entries = [
-            Entry(r.clip, r.start, r.end, r.episodic, tuple(r.semantic))
-            for r in run.finished().values()
+            Entry(
+                r["clip"],
+                r["start"],
+                r["end"],
+                r.get("episodic", ""),
+                tuple(r.get("semantic") or ()),
+            )
+            for r in run.latest_rows().values()
+            if r.get("status") == "ok"
         ]
         return cls(entries, str(run.path), manifest)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from taskmem_lab.errors import ConfigError
 
@@ -43,21 +45,62 @@ def default_tag(model_spec: str) -> str:
     return slug(model_spec, "model")
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+# The fields that say a file is unchanged without reading it: a digest or a probed length
+# recorded beside them is trusted while all three still match (a copy, an edit in place, a
+# rewrite with the mtime set back, or a replacement by rename each change at least one of them).
+STAMP_FIELDS = ("size", "mtime_ns", "inode")
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_stamp(path: str | Path) -> dict[str, int]:
+    """A file's `size`, `mtime_ns` and `inode` (see `STAMP_FIELDS`), from one `stat`."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def stamp_matches(path: str | Path, recorded: Mapping[str, Any]) -> bool:
+    """Whether `recorded` holds every stamp field and they all equal the file's current ones."""
+    try:
+        now = file_stamp(path)
+    except OSError:
+        return False
+    return all(type(recorded.get(k)) is int and recorded.get(k) == now[k] for k in STAMP_FIELDS)
+
+
+def _digest_key(path: str | Path, stamp: Mapping[str, int]) -> tuple[str, int, int, int]:
+    # abspath, not resolve: no syscall per path component (a week has 5,000 files); a file
+    # reached through two links is only hashed twice
+    return (os.path.abspath(path), stamp["size"], stamp["mtime_ns"], stamp["inode"])
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file, read in chunks (never the whole file in memory); remembered per process
-    by (path, size, mtime) so the perception and memory stages hash a video once."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    by (path, size, mtime_ns, inode), and seeded from stored runs by `remember_sha256`, so a
+    file is read again only when one of them changes."""
+    key = _digest_key(path, file_stamp(path))
     if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
+        _DIGESTS[key] = _read_sha256(path, chunk)
     return _DIGESTS[key]
+
+
+def _read_sha256(path: str | Path, chunk: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remember_sha256(path: str | Path, recorded: Mapping[str, Any]) -> bool:
+    """Take `recorded["sha256"]` as the file's digest if its stamp (`STAMP_FIELDS`) still
+    matches the file; returns whether it did. A record without a stamp (an older manifest) or
+    with a stale one is ignored, and the file is hashed when next asked."""
+    digest = recorded.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64 or not stamp_matches(path, recorded):
+        return False
+    _DIGESTS[_digest_key(path, {k: int(recorded[k]) for k in STAMP_FIELDS})] = digest
+    return True
 
 
 def safe_name(value: object, what: str) -> str:

@@ -18,7 +18,7 @@ from taskmem_lab.media.stream import load_stream
 from taskmem_lab.memorize import memorize
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import default_tag, runs_root
-from taskmem_lab.store import RunDir, memory_dir
+from taskmem_lab.store import RunDir, memory_dir, recall_source_digests
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ def build_memory(
     tag = tag or default_tag(spec)
     root = Path(out) if out is not None else runs_root()
     run_path = str(memory_dir(root, stream.stream_id, tag))
+    recall_source_digests(run_path)  # before perception hashes the sources
     perceiver = make_perceiver(stream, perception, params, root, chat, store)
     try:
         return memorize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,21 @@ def test_run_benchmark_memorizes_evaluates_and_resumes(bench, tmp_path):
     assert {o.status for o in again.outcomes.values()} == {"skipped"}
     assert json.loads((again.folder / "bench.json").read_text())["model_calls"] == 0
     assert again.evaluation.summary["this_run"]["model_calls"] == 0
+
+
+def test_a_finished_stream_whose_video_changed_is_not_skipped_silently(bench, tmp_path):
+    source, videos = bench
+    kw = dict(params=PARAMS, out=tmp_path / "runs", progress=False, cache=False)
+    run_benchmark("videomme", source, videos, "fake", **kw)
+    touched = videos / "v0.mp4"
+    os.utime(touched)  # the same bytes, a new mtime: hashed again, and still the same video
+    again = run_benchmark("videomme", source, videos, "fake", **kw)
+    assert {o.status for o in again.outcomes.values()} == {"skipped"}
+    gen.test_video(videos / "v1.mp4", 12, size="64x48", fps=7, audio=False)  # another video
+    third = run_benchmark("videomme", source, videos, "fake", **kw)
+    assert third.outcomes["v0"].status == "skipped"
+    v1 = third.outcomes["v1"]
+    assert v1.status == "failed" and "v1.mp4: different content (sha256)" in v1.error
 
 
 def test_plan_only_calls_nothing_and_prices(bench, tmp_path):

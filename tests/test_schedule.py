@@ -3,7 +3,7 @@ import json
 import pytest
 
 from taskmem_lab.media.stream import load_stream, segments
-from taskmem_lab.media.video import clip_schedule
+from taskmem_lab.media.video import clip_schedule, window_size, window_times
 
 
 def spans(clips):
@@ -81,3 +81,10 @@ def test_manifest_errors_are_clear(tmp_path):
         load_stream(bad)
     with pytest.raises(VideoError, match="not found"):
         load_stream(tmp_path / "missing.mp4")
+
+
+def test_window_size_counts_what_window_times_lists():
+    schedule = clip_schedule([(0.0, 61.3), (100.0, 100.4), (200.05, 263.0)], 10, 50)
+    for fps, max_frames in ((1.0, 32), (2.0, 16), (0.3, 4), (7.0, 1)):
+        for clip in schedule:
+            assert window_size(clip, fps, max_frames) == len(window_times(clip, fps, max_frames))

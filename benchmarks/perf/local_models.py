@@ -4,10 +4,12 @@ Generates a 640x360 test video (cached in --workdir), builds the memorizer's epi
 each 10 s clip (the real prompt, the window's frames at --fps), and sends them to the model:
 
 - once one by one (`streams = 1`), then from S threads at once, as S memorizer streams sharing the
-  model would (the `vllm` backend coalesces them into engine batches; `hf` runs one at a time);
+  model would (the `vllm` backend's async engine batches them continuously; `hf` runs one at a
+  time);
 - for backends with `generate_many` (vllm), once more as a single batched call.
 
-For each pass it prints clips/s, prompt and completion tokens/s and the mean latency per call.
+For each pass it prints clips/s, prompt and completion tokens/s and the mean latency per call, and
+on a machine with `nvidia-smi` the GPU's mean utilization and peak memory during the pass.
 With no --model it builds the tiny random-weight Idefics3 of the tests (CPU; the figures then
 measure the backend's overhead, not a useful model).
 
@@ -46,6 +48,43 @@ def clip_requests(video: Path, clips: int, fps: float, max_tokens: int) -> list[
     return out
 
 
+class GpuUse:
+    """Samples `nvidia-smi` every 0.2 s while in use: mean utilization %, peak memory MiB."""
+
+    def __init__(self) -> None:
+        import shutil
+
+        self.available = shutil.which("nvidia-smi") is not None
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import subprocess
+
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                 "--format=csv,noheader,nounits"]  # fmt: skip
+        while not self._stop.wait(0.2):
+            out = subprocess.run(query, capture_output=True, text=True, check=False).stdout
+            for line in out.strip().splitlines()[:1]:
+                util, mem = (float(x) for x in line.split(","))
+                self.samples.append((util, mem))
+
+    def __enter__(self) -> GpuUse:
+        if self.available:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return ""
+        util = statistics.mean(u for u, _ in self.samples)
+        return f"  GPU {util:.0f}% busy, {max(m for _, m in self.samples):.0f} MiB"
+
+
 def run_pass(model: Any, requests: list[Any], streams: int) -> dict[str, float]:
     replies: list[Any] = [None] * len(requests)
 
@@ -54,12 +93,13 @@ def run_pass(model: Any, requests: list[Any], streams: int) -> dict[str, float]:
             replies[i] = model.generate(requests[i])
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summarize(replies, time.perf_counter() - t0)
+    with GpuUse() as gpu:
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return {**summarize(replies, time.perf_counter() - t0), "gpu": gpu.summary()}
 
 
 def summarize(replies: list[Any], wall: float) -> dict[str, float]:
@@ -113,16 +153,20 @@ def main() -> None:
     rows = [(f"streams={s}", run_pass(model, requests, s)) for s in args.streams]
     if hasattr(model, "generate_many"):
         t1 = time.perf_counter()
-        replies = model.generate_many(requests)
-        rows.append(("generate_many", summarize(replies, time.perf_counter() - t1)))
+        with GpuUse() as gpu:
+            replies = model.generate_many(requests)
+        rows.append(
+            (
+                "generate_many",
+                {**summarize(replies, time.perf_counter() - t1), "gpu": gpu.summary()},
+            )
+        )
     for name, r in rows:
         print(
             f"{name:<18}{r['clips_per_s']:>9.2f}{r['prompt_tok_per_s']:>14.0f}"
             f"{r['completion_tok_per_s']:>13.1f}{r['mean_latency_s']:>8.2f}"
-            f"{r['mean_prompt_tokens']:>12.0f}"
+            f"{r['mean_prompt_tokens']:>12.0f}{r['gpu']}"
         )
-    if hasattr(model, "batch_sizes") and model.batch_sizes:
-        print(f"engine batch sizes from concurrent generate calls: {model.batch_sizes}")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,14 @@ gpu_memory_utilization=0.85&max_model_len=32768`. A `Request` becomes Qwen-VL ch
 template and `qwen_vl_utils.process_vision_info` (`engine_input`, pure given the processor and
 that function); neither step imports vLLM, so both are tested without it.
 
-Many streams share one engine: `generate_many(requests)` runs a list in one `LLM.generate` call,
-and `generate(request)` from many threads is coalesced into such batches (`batching.Batcher`).
+Many streams share one engine: vLLM's asynchronous engine (`AsyncLLMEngine`, vLLM V1's
+`AsyncLLM`) on a private event loop (`engine_loop.EngineLoop`). Each `generate(request)`, from any
+stream's thread, is its own engine request: it joins the running batch when it arrives and leaves
+it when its own generation ends (continuous batching), so a short reply never waits for the
+longest thinking trace of a batch. `generate_many(requests)` submits them all at once.
 `<think>` reasoning is split from the answer; usage (prompt tokens include vision tokens) and
-latency (building the input plus the batch's wall time) are recorded as `openai_compat` does.
+latency (building the input plus the request's time in the engine) are recorded as
+`openai_compat` does.
 
 A Phase-Two checkpoint (`adapter_layers` in its text config, `adapter.steer` weights; see
 `backends.steer`) runs with its steer adapters: the engine starts with the `taskmem_steer` plugin
@@ -24,12 +28,14 @@ Needs a CUDA GPU and the `vllm` extra: `pip install taskmem_lab[vllm]`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
-import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +51,7 @@ from taskmem_lab.backends.base import (
     all_text,
     split_reasoning,
 )
-from taskmem_lab.backends.batching import Batcher
+from taskmem_lab.backends.engine_loop import EngineLoop
 from taskmem_lab.backends.options import (
     check_option,
     model_id,
@@ -83,7 +89,7 @@ class VllmParams:
         tensor_parallel_size: GPUs one copy of the model is split over.
         gpu_memory_utilization: fraction of each GPU's memory vLLM may take (weights + KV cache).
         max_model_len: longest prompt + completion in tokens (bounds KV-cache size).
-        max_num_seqs: most sequences decoded together; also the largest coalesced batch.
+        max_num_seqs: most sequences the engine decodes together (its running batch).
         temperature: sampling temperature (`none`: the request's).
         top_p: nucleus sampling mass (`none`: the request's, if any).
         top_k: sample from the k most likely tokens (`none`: no limit).
@@ -95,7 +101,6 @@ class VllmParams:
         dtype: weights dtype, `auto` or a torch dtype name.
         seed: engine seed.
         enforce_eager: skip CUDA-graph capture (faster start, slower decode).
-        batch_wait_ms: how long `generate` waits to gather concurrent requests into one batch.
         revision: hub branch, tag or commit to load.
     """
 
@@ -114,7 +119,6 @@ class VllmParams:
     dtype: str = "auto"
     seed: int = 0
     enforce_eager: bool = False
-    batch_wait_ms: float = 20.0
     revision: str | None = None
 
     def __post_init__(self) -> None:
@@ -147,7 +151,6 @@ class VllmParams:
             "dtype",
             f"must be auto, float16, bfloat16 or float32, got {self.dtype!r}",
         )
-        check_option(self.batch_wait_ms >= 0, name, "batch_wait_ms", "must be >= 0")
 
 
 # --------------------------------------------------------------------------- pure request building
@@ -293,21 +296,38 @@ def _import_engine() -> tuple[Any, Any, Any]:
 
 @dataclass
 class Engine:
-    """A started vLLM engine and what builds its inputs.
+    """A started asynchronous vLLM engine, the loop it runs on, and what builds its inputs.
 
     Shared by every `VllmModel` with the same engine settings: an answerer and a judge on one
     checkpoint differ only in sampling and need one copy of the weights.
     """
 
-    llm: Any
+    engine: Any  # vllm.AsyncLLMEngine: `generate(prompt, sampling_params, request_id)` streams
     processor: Any
     process_vision_info: Callable[..., Any]
     sampling_params: Callable[..., Any]
     model_type: str
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one LLM.generate at a time
+    loop: EngineLoop = field(default_factory=EngineLoop)
 
 
 _engines: SharedWeights[Engine] = SharedWeights()
+_request_ids = itertools.count()
+_RUN = uuid.uuid4().hex[:8]  # request ids stay unique across models sharing an engine
+
+
+async def _final_output(engine: Any, prompt: dict[str, Any], sampling: Any, request_id: str) -> Any:
+    """The finished `RequestOutput` of one request (the engine streams partial ones first)."""
+    final = None
+    async for output in engine.generate(prompt, sampling, request_id):
+        final = output
+    return final
+
+
+@dataclass
+class _Submitted:
+    future: Future[Any]
+    started: float
+    built_s: float
 
 
 class VllmModel:
@@ -325,16 +345,6 @@ class VllmModel:
         self.model_id = model_id("vllm", self._location, self.params)
         self._engine: Engine | None = None
         self._identity: dict[str, Any] | None = None
-        self._batcher: Batcher[Request, Reply] = Batcher(
-            self._outcomes,
-            max_batch=self.params.max_num_seqs,
-            wait_s=self.params.batch_wait_ms / 1000,
-        )
-
-    @property
-    def batch_sizes(self) -> list[int]:
-        """Sizes of the batches `generate` calls were coalesced into, in order."""
-        return self._batcher.batch_sizes
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -413,22 +423,27 @@ class VllmModel:
         check_model_type(model_type)
         if self._phase_two_folder() is not None:
             enable_steer_plugin()
+        args = vllm.AsyncEngineArgs(
+            model=self._location,
+            revision=p.revision,
+            tensor_parallel_size=p.tensor_parallel_size,
+            gpu_memory_utilization=p.gpu_memory_utilization,
+            max_model_len=p.max_model_len,
+            max_num_seqs=p.max_num_seqs,
+            limit_mm_per_prompt={"image": p.max_images, "video": p.max_videos},
+            dtype=p.dtype,
+            seed=p.seed,
+            enforce_eager=p.enforce_eager,
+        )
+        loop = EngineLoop(f"taskmem-vllm-{model_type}")
         try:
-            llm = vllm.LLM(
-                model=self._location,
-                revision=p.revision,
-                tensor_parallel_size=p.tensor_parallel_size,
-                gpu_memory_utilization=p.gpu_memory_utilization,
-                max_model_len=p.max_model_len,
-                max_num_seqs=p.max_num_seqs,
-                limit_mm_per_prompt={"image": p.max_images, "video": p.max_videos},
-                dtype=p.dtype,
-                seed=p.seed,
-                enforce_eager=p.enforce_eager,
-            )
+            # made on the loop it will serve: the engine binds its output handler to it
+            engine = loop.call(lambda: vllm.AsyncLLMEngine.from_engine_args(args))
         except (OSError, ValueError) as exc:
+            loop.close()
             raise load_error(self.name, "vllm", exc) from exc
         except RuntimeError as exc:  # CUDA out of memory, engine start failure
+            loop.close()
             raise ConfigError(
                 f"vllm model {self.name!r}: the engine did not start ({exc}); try a smaller "
                 "max_model_len, a higher gpu_memory_utilization or more GPUs (tp=N)"
@@ -436,70 +451,53 @@ class VllmModel:
         log.info(
             "vllm: started %s (%s) in %.1f s", self.name, model_type, time.perf_counter() - started
         )
-        return Engine(llm, processor, process_vision_info, vllm.SamplingParams, model_type)
+        return Engine(engine, processor, process_vision_info, vllm.SamplingParams, model_type, loop)
 
-    def _outcomes(self, requests: Sequence[Request]) -> list[Reply | TaskmemError]:
-        """One `Reply` or error per request; a bad request never sinks its batch."""
-        engine = self.load()
-        prepared: list[tuple[int, dict[str, Any], Any]] = []
-        results: list[Reply | TaskmemError | None] = [None] * len(requests)
-        built: dict[int, float] = {}
-        for i, request in enumerate(requests):
-            t0 = time.perf_counter()
-            try:
-                messages = qwen_messages(request, self.params)
-                data = engine_input(
-                    messages, engine.processor, engine.process_vision_info, engine.model_type
-                )
-            except TaskmemError as exc:
-                results[i] = exc
-                continue
-            except (ValueError, TypeError) as exc:  # qwen_vl_utils rejects the media
-                results[i] = ModelError(f"vllm model {self.name!r}: cannot build input ({exc})")
-                continue
-            sampling = engine.sampling_params(**sampling_settings(request.sampling, self.params))
-            prepared.append((i, data, sampling))
-            built[i] = time.perf_counter() - t0
+    def _submit(self, engine: Engine, request: Request) -> _Submitted | TaskmemError:
+        """Build `request`'s input here (the caller's thread) and hand it to the engine."""
+        t0 = time.perf_counter()
         try:
-            replies = self._run(engine, prepared) if prepared else []
-            for (i, _, _), reply in zip(prepared, replies, strict=True):
-                results[i] = reply
-        except ModelError:
-            # One invalid prompt (e.g. longer than max_model_len) fails the whole call: run the
-            # batch one by one so only that request fails.
-            for item in prepared:
-                try:
-                    results[item[0]] = self._run(engine, [item])[0]
-                except ModelError as exc:
-                    results[item[0]] = exc
-        for i, seconds in built.items():
-            outcome = results[i]
-            if isinstance(outcome, Reply):  # latency covers input building, as a server's does
-                outcome.latency_s += seconds
-        return [r if r is not None else ModelError("request was not run") for r in results]
+            messages = qwen_messages(request, self.params)
+            data = engine_input(
+                messages, engine.processor, engine.process_vision_info, engine.model_type
+            )
+        except TaskmemError as exc:
+            return exc
+        except (ValueError, TypeError) as exc:  # qwen_vl_utils rejects the media
+            return ModelError(f"vllm model {self.name!r}: cannot build input ({exc})")
+        sampling = engine.sampling_params(**sampling_settings(request.sampling, self.params))
+        request_id = f"taskmem-{_RUN}-{next(_request_ids)}"
+        started = time.perf_counter()
+        future = engine.loop.submit(_final_output(engine.engine, data, sampling, request_id))
+        return _Submitted(future, started, started - t0)
 
-    def _run(self, engine: Engine, prepared: list[tuple[int, dict[str, Any], Any]]) -> list[Reply]:
-        with engine.lock:
-            started = time.perf_counter()
-            try:
-                outputs = engine.llm.generate(
-                    [d for _, d, _ in prepared], [s for _, _, s in prepared], use_tqdm=False
-                )
-            except (ValueError, RuntimeError) as exc:
-                raise ModelError(f"vllm model {self.name!r}: generation failed ({exc})") from exc
-            latency = time.perf_counter() - started
-        return [reply_from_output(o, latency, self.name) for o in outputs]
+    def _collect(self, submitted: _Submitted | TaskmemError) -> Reply | TaskmemError:
+        """The reply of a submitted request, or its error (never another request's)."""
+        if isinstance(submitted, TaskmemError):
+            return submitted
+        try:
+            output = submitted.future.result()
+        except (ValueError, RuntimeError) as exc:  # too long for max_model_len, engine errors
+            return ModelError(f"vllm model {self.name!r}: generation failed ({exc})")
+        if output is None:
+            return ModelError(f"vllm model {self.name!r}: the engine returned no output")
+        latency = time.perf_counter() - submitted.started + submitted.built_s
+        try:
+            return reply_from_output(output, latency, self.name)
+        except ModelError as exc:
+            return exc
 
     def generate_many(
         self, requests: Sequence[Request], return_exceptions: bool = False
     ) -> list[Any]:
-        """Replies for many requests, decoded together in one engine call.
+        """Replies for many requests, all in the engine at once.
 
         A request that cannot be built or run does not sink the others: with
         `return_exceptions` its error takes its place in the list; otherwise a `ModelError`
-        naming the failed positions is raised after the batch has run.
+        naming the failed positions is raised after every request has run.
         """
-        outcomes = self._outcomes(requests)
+        engine = self.load()
+        outcomes = [self._collect(s) for s in [self._submit(engine, r) for r in requests]]
         if return_exceptions:
             return outcomes
         failed = [(i, r) for i, r in enumerate(outcomes) if isinstance(r, TaskmemError)]
@@ -509,9 +507,11 @@ class VllmModel:
         return outcomes
 
     def generate(self, request: Request) -> Reply:
-        """One reply; concurrent callers (one per stream) share engine batches."""
-        self.load()
-        return self._batcher.submit(request)
+        """One reply; concurrent callers (one per stream) share the engine's running batch."""
+        outcome = self._collect(self._submit(self.load(), request))
+        if isinstance(outcome, TaskmemError):
+            raise outcome
+        return outcome
 
 
 def enable_steer_plugin() -> None:

@@ -10,13 +10,18 @@ Floor 2 (bench). `plan_streams` turns a benchmark's records and a folder of vide
   read in place through a stream manifest with a file `offset` (no re-encoded copy on disk); a
   start below zero becomes a stream that begins `-start` seconds in, so question times hold.
 
-Nothing is decoded: durations come from container headers. The plan counts clips and model
-calls exactly as the memorizer will schedule them, so `--plan` and `--price` need no model.
+Nothing is decoded: durations come from container headers, and are remembered (`KnownFiles`,
+`files.json` beside the benchmark's runs) by each file's size, mtime_ns and inode, so re-planning
+a week of 5,000 files or 900 videos opens none of them again. The plan's file entries carry those
+stamps into the stream manifests it writes, and `load_stream` trusts a duration whose stamp still
+matches. The plan counts clips and model calls exactly as the memorizer will schedule them, so
+`--plan` and `--price` need no model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +31,9 @@ from taskmem_lab.bench import egolife
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import BenchmarkError, ConfigError
 from taskmem_lab.media.stream import segments
-from taskmem_lab.media.video import clip_schedule, decodable_end, window_times
+from taskmem_lab.media.video import clip_schedule, decodable_end, window_size
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.paths import STAMP_FIELDS, file_stamp, stamp_matches
 from taskmem_lab.schema import Stream, StreamFile
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
@@ -130,22 +136,59 @@ def video_index(root: str | Path) -> dict[str, Path]:
     return found
 
 
-def _whole_file(path: Path) -> list[dict[str, Any]]:
-    return [{"path": str(path.resolve()), "start": 0.0, "duration": decodable_end(path)}]
+class KnownFiles:
+    """Each video's decodable end, remembered in a JSON file by path and stamp
+    (`paths.STAMP_FIELDS`): a file is probed again only when its size, mtime_ns or inode
+    changes. Without a path it remembers for this process only; `read_only` reads the file but
+    never writes it (a `--plan` writes nothing)."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.read_only = read_only
+        self._known: dict[str, dict[str, Any]] = {}
+        self._changed = False
+        if self.path is not None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}  # a torn or foreign file only costs probing again
+            if isinstance(data, dict) and isinstance(data.get("files"), dict):
+                self._known = {k: v for k, v in data["files"].items() if isinstance(v, dict)}
+
+    def entry(self, path: Path, start: float) -> dict[str, Any]:
+        """A plan file entry for all of `path` at stream time `start`, with its stamp."""
+        key = os.path.abspath(path)  # callers resolve the videos folder once, not every file
+        known = self._known.get(key)
+        if known is None or not stamp_matches(key, known) or not _is_seconds(known.get("end")):
+            known = {**file_stamp(key), "end": decodable_end(key)}
+            self._known[key] = known
+            self._changed = True
+        stamp = {k: known[k] for k in STAMP_FIELDS}
+        return {"path": key, "start": start, "duration": known["end"], **stamp}
+
+    def save(self) -> None:
+        """Write what was learnt (atomically; nothing when nothing changed or no path)."""
+        if self.path is not None and self._changed and not self.read_only:
+            _write_if_changed(self.path, {"schema": 1, "files": self._known})
+            self._changed = False
 
 
-def _egolife_files(videos: Path, participant: str) -> list[dict[str, Any]]:
-    root = videos / participant if (videos / participant).is_dir() else videos
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
+
+
+def _whole_file(path: Path, known: KnownFiles) -> list[dict[str, Any]]:
+    return [known.entry(path.resolve(), 0.0)]
+
+
+def _egolife_files(videos: Path, participant: str, known: KnownFiles) -> list[dict[str, Any]]:
+    root = (videos / participant if (videos / participant).is_dir() else videos).resolve()
     manifest = egolife.stream_manifest(root, participant)
-    files = []
-    for entry in manifest["files"]:
-        path = (root / entry["path"]).resolve()
-        files.append({"path": str(path), "start": entry["start"], "duration": decodable_end(path)})
-    return files
+    return [known.entry(root / entry["path"], entry["start"]) for entry in manifest["files"]]
 
 
 def _egotempo_files(
-    record: QARecord, index: Mapping[str, Path], durations: dict[str, float]
+    record: QARecord, index: Mapping[str, Path], known: KnownFiles
 ) -> list[dict[str, Any]]:
     uid = str(record.meta.get("ego4d_uid", ""))
     if "clip_start" not in record.meta or "clip_end" not in record.meta:
@@ -154,13 +197,13 @@ def _egotempo_files(
     if uid not in index:
         raise FileNotFoundError(f"no video {uid}.mp4")
     path = index[uid]
-    if uid not in durations:
-        durations[uid] = decodable_end(path)
+    entry = known.entry(path.resolve(), 0.0)
+    whole = float(entry["duration"])
     offset = max(0.0, start)
-    length = min(end, durations[uid]) - offset
+    length = min(end, whole) - offset
     if length <= 0:
         raise BenchmarkError(
-            f"clip {record.video_id} starts at {start}s but {path.name} lasts {durations[uid]:.1f}s"
+            f"clip {record.video_id} starts at {start}s but {path.name} lasts {whole:.1f}s"
         )
     return [
         {
@@ -168,6 +211,7 @@ def _egotempo_files(
             "start": round(offset - start, 6),
             "offset": round(offset, 6),
             "duration": round(length, 6),
+            **{k: entry[k] for k in STAMP_FIELDS},
         }
     ]
 
@@ -176,7 +220,7 @@ def _schedule_size(stream: Stream, params: MemorizeParams) -> tuple[int, int]:
     clips = clip_schedule(
         segments(stream), params.interval, params.context_duration, params.start, params.end
     )
-    frames = sum(len(window_times(c, params.frame_fps, params.max_frames)) for c in clips)
+    frames = sum(window_size(c, params.frame_fps, params.max_frames) for c in clips)
     return len(clips), frames
 
 
@@ -222,12 +266,15 @@ def plan_streams(
     tasks: str = "none",
     only: Sequence[str] = (),
     limit: int | None = None,
+    known: KnownFiles | None = None,
 ) -> BenchPlan:
     """One `StreamPlan` per stream the selected questions need (streams sorted by id).
 
     A stream whose videos are missing is listed in `missing` with the reason; the others are
-    planned. `tasks="questions"` makes each stream's questions its online tasks.
+    planned. `tasks="questions"` makes each stream's questions its online tasks. `known`
+    remembers the videos' lengths between plans (saved here when it learnt any).
     """
+    known = known or KnownFiles()
     if tasks not in TASK_MODES:
         raise ConfigError(f"--tasks must be one of {TASK_MODES}, got {tasks!r}")
     by_stream: dict[str, list[QARecord]] = {}
@@ -238,18 +285,17 @@ def plan_streams(
     index = video_index(videos) if benchmark != egolife.NAME else {}
     if benchmark == egolife.NAME and not videos.is_dir():
         raise ConfigError(f"videos folder not found: {videos}")
-    durations: dict[str, float] = {}
     plans: list[StreamPlan] = []
     missing: dict[str, str] = {}
     for sid in chosen:
         rows = by_stream[sid]
         try:
             if benchmark == egolife.NAME:
-                files = _egolife_files(videos, sid)
+                files = _egolife_files(videos, sid, known)
             elif benchmark == "egotempo":
-                files = _egotempo_files(rows[0], index, durations)
+                files = _egotempo_files(rows[0], index, known)
             elif sid in index:
-                files = _whole_file(index[sid])
+                files = _whole_file(index[sid], known)
             else:
                 raise FileNotFoundError(f"no video {sid}.mp4 under {videos}")
         except (FileNotFoundError, BenchmarkError) as exc:
@@ -263,6 +309,7 @@ def plan_streams(
         if tasks == "questions":
             plan.tasks = question_tasks(rows)
         plans.append(plan)
+    known.save()
     return BenchPlan(benchmark, plans, missing, params.to_json())
 
 

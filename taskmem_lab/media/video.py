@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -203,6 +203,13 @@ def window_times(clip: ClipSpec, fps: float, max_frames: int) -> list[float]:
     return thin(sample_times(clip.window_start, clip.end, fps) or [clip.start], max_frames)
 
 
+def window_size(clip: ClipSpec, fps: float, max_frames: int) -> int:
+    """`len(window_times(clip, fps, max_frames))`, counted without listing the times (a plan
+    of a week counts 15,000 windows)."""
+    grid = math.ceil(clip.end * fps - 1e-6) - math.ceil(clip.window_start * fps - 1e-6)
+    return min(max(grid, 1), max_frames)
+
+
 def passing_times(
     schedule: Sequence[ClipSpec], index: int, fps: float, max_frames: int
 ) -> list[float]:
@@ -305,13 +312,21 @@ class _PyAVReader:
     decoded while the stream waits on the model. A time before the current frame seeks back to
     the keyframe before it. The frame displayed at t is the last one starting at or before t (the
     first frame for a time before it), as with decord.
+
+    Between the times asked it skips non-reference frames (`skip_frame = "NONREF"`: B-frames
+    nothing else is predicted from, most frames of a YouTube-style encode) that cannot be shown:
+    a packet is skipped only when a packet already read has a later timestamp that is still at
+    or before the time sought, so some other frame supersedes it for this time and every later
+    one. Reference frames are always decoded, so every frame that is shown decodes exactly as in
+    a full decode, at any frame rate, constant or not. `decoded` counts the frames decoded.
     """
 
     _EPS = 1e-6
 
-    def __init__(self, path: Path, max_side: int) -> None:
+    def __init__(self, path: Path, max_side: int, skip_nonref: bool = True) -> None:
         self.path = path
         self.max_side = max_side
+        self.skip_nonref = skip_nonref  # False: decode every frame (the figure to compare with)
         self._container: Any = None  # av.container.InputContainer
         self._frames: Any = None  # iterator of decoded av.VideoFrame
         self._cur = None  # last decoded frame starting <= the last time asked
@@ -319,7 +334,9 @@ class _PyAVReader:
         # (frame, its RGB array): the frame itself is kept, not its id(), which a later frame
         # may reuse once this one is freed
         self._array: tuple[object, np.ndarray] | None = None
+        self._target = 0.0  # the time being sought: packets superseded before it may be skipped
         self.seeks = 0
+        self.decoded = 0
 
     @staticmethod
     def _time(frame) -> float:  # noqa: ANN001 - av.VideoFrame
@@ -335,10 +352,28 @@ class _PyAVReader:
             if t > 0 and stream.time_base:
                 self._container.seek(int(t / stream.time_base), stream=stream, backward=True)
                 self.seeks += 1
-            self._frames = self._container.decode(stream)
+            self._frames = self._skipping_decode(self._container, stream)
         except av.FFmpegError as exc:
             self.close()
             raise VideoError(f"cannot decode video {self.path}: {exc}") from exc
+
+    def _skipping_decode(self, container, stream) -> Iterator[Any]:  # noqa: ANN001 - av objects
+        """Decoded frames in display order, non-reference frames skipped where no time sought
+        now or later can show them (see the class docstring)."""
+        codec = stream.codec_context
+        base = float(stream.time_base or 0.0)
+        latest = -math.inf  # the latest timestamp among the packets read so far
+        for packet in container.demux(stream):
+            if packet.pts is not None and base:
+                when = packet.pts * base
+                superseded = self.skip_nonref and when < latest <= self._target + self._EPS
+                codec.skip_frame = "NONREF" if superseded else "DEFAULT"
+                latest = max(latest, when)
+            else:
+                codec.skip_frame = "DEFAULT"
+            for frame in codec.decode(packet):
+                self.decoded += 1
+                yield frame
 
     def _pull(self):  # noqa: ANN202 - av.VideoFrame | None
         import av
@@ -352,6 +387,7 @@ class _PyAVReader:
             raise VideoError(f"cannot decode video {self.path}: {exc}") from exc
 
     def _frame_at(self, t: float):  # noqa: ANN202 - av.VideoFrame
+        self._target = t
         if self._frames is None or (
             self._cur is not None and self._time(self._cur) > t + self._EPS
         ):

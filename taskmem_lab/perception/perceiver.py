@@ -19,7 +19,6 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +64,6 @@ OLD_REGISTRY = "identities.old"
 NEXT_CLIP = "clip.json"
 
 
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so a stream pays for it once."""
-    st = path.stat()
-    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
-
-
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
 def model_identity(spec: str) -> dict[str, str]:
     """A model as the cache key sees it: a hub name as is; a local file or directory by its
     name and the sha256 of its files (so the key never holds an absolute path of one machine,
@@ -93,7 +81,7 @@ def model_identity(spec: str) -> dict[str, str]:
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.relative_to(path).as_posix().encode() if f != path else b"")
-        digest.update(_file_sha256(f).encode())
+        digest.update(file_sha256(f).encode())
     return {"name": path.name, "sha256": digest.hexdigest()[:16]}
 
 

@@ -1,4 +1,4 @@
-"""The `vllm` backend: request building, sampling, batching and error isolation without vLLM; a
+"""The `vllm` backend: request building, sampling, the async engine and error isolation without vLLM; a
 `gpu` test that runs a real Qwen-VL checkpoint where a GPU, vLLM and the weights are present.
 
 Without vLLM the engine and `qwen_vl_utils` are replaced by honest test doubles
@@ -32,7 +32,6 @@ from taskmem_lab.backends.base import (
     TextPart,
     VideoPart,
 )
-from taskmem_lab.backends.batching import Batcher
 from taskmem_lab.errors import ConfigError, ModelError
 from taskmem_lab.media.video import Frame
 
@@ -92,42 +91,62 @@ def recording_vision_info(messages, **kwargs):
     return images, videos or None, {"do_sample_frames": False}
 
 
-class FakeEngine:
-    """Stands in for `vllm.LLM`: echoes prompts; a prompt containing TOO-LONG fails its call."""
+class fake_async_engine:  # noqa: N801 - a test double, named as the project names them
+    """Stands in for `vllm.AsyncLLMEngine`: each request generates on its own, streaming partial
+    outputs; a prompt with LONG takes 0.6 s, others 0.05 s; one with TOO-LONG fails alone."""
 
     def __init__(self) -> None:
-        self.batches: list[list[str]] = []
+        self.prompts: list[str] = []
+        self.request_ids: list[str] = []
+        self.running = 0
+        self.most_running = 0
+        self.finished: list[tuple[str, float]] = []
 
-    def generate(self, inputs, sampling, use_tqdm=False):
-        prompts = [d["prompt"] for d in inputs]
-        self.batches.append(prompts)
-        if any("TOO-LONG" in p for p in prompts):
+    async def generate(self, prompt, sampling_params, request_id):
+        import asyncio
+
+        text = prompt["prompt"]
+        self.prompts.append(text)
+        self.request_ids.append(request_id)
+        if "TOO-LONG" in text:
             raise ValueError("The decoder prompt is longer than the maximum model length")
-        time.sleep(0.01)
-        return [
-            SimpleNamespace(
-                prompt_token_ids=list(range(len(p))),
-                outputs=[
-                    SimpleNamespace(
-                        text=f"<think>n={len(p)}</think>echo {p[-12:]}", token_ids=[1, 2]
-                    )
-                ],
-            )
-            for p in prompts
-        ]
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            steps = 12 if "LONG" in text else 1
+            for step in range(steps):
+                await asyncio.sleep(0.05)
+                yield self._output(text, step + 1, finished=step + 1 == steps)
+        finally:
+            self.running -= 1
+            self.finished.append((text, time.perf_counter()))
+
+    @staticmethod
+    def _output(prompt: str, tokens: int, finished: bool):
+        return SimpleNamespace(
+            prompt_token_ids=list(range(len(prompt))),
+            finished=finished,
+            outputs=[
+                SimpleNamespace(
+                    text=f"<think>n={len(prompt)}</think>echo {prompt[-12:]}",
+                    token_ids=list(range(tokens)),
+                )
+            ],
+        )
 
 
 @pytest.fixture()
-def engine_model(tmp_path: Path) -> tuple[vllm.VllmModel, FakeEngine]:
-    """A `VllmModel` whose engine, processor and vision step are the doubles above."""
+def engine_model(tmp_path: Path):
+    """A `VllmModel` whose async engine, processor and vision step are the doubles above."""
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
-    model = make_model(f"vllm:{tmp_path}?max_num_seqs=4&batch_wait_ms=100")
+    model = make_model(f"vllm:{tmp_path}?max_num_seqs=4")
     assert isinstance(model, vllm.VllmModel)
-    engine = FakeEngine()
+    engine = fake_async_engine()
     model._engine = vllm.Engine(
         engine, RecordingProcessor(), recording_vision_info, dict, "qwen3_vl"
     )
-    return model, engine
+    yield model, engine
+    model._engine.loop.close()
 
 
 # --------------------------------------------------------------------------- spec and params
@@ -279,58 +298,7 @@ def test_reply_from_output_splits_thinking_and_counts_tokens():
         vllm.reply_from_output(SimpleNamespace(prompt_token_ids=[], outputs=[]), 0, "m")
 
 
-# --------------------------------------------------------------------------- batching
-
-
-def test_batcher_coalesces_concurrent_calls_and_routes_each_result():
-    seen: list[list[int]] = []
-
-    def run(items):
-        seen.append(list(items))
-        time.sleep(0.05)
-        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
-
-    batcher: Batcher[int, int] = Batcher(run, max_batch=8, wait_s=0.2, idle_exit_s=0.3)
-    results: dict[int, Any] = {}
-
-    def call(i):
-        try:
-            results[i] = batcher.submit(i)
-        except ValueError as exc:
-            results[i] = str(exc)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert results == {i: (f"odd {i}" if i % 2 else i * 10) for i in range(8)}
-    assert sorted(x for b in seen for x in b) == list(range(8))
-    assert len(seen) < 8 and max(batcher.batch_sizes) > 1
-    # The idle worker exits; the next call starts a new one.
-    time.sleep(0.6)
-    assert batcher._worker is None
-    assert batcher.submit(4) == 40
-
-
-def test_batcher_respects_max_batch_and_reports_runner_failures():
-    sizes: list[int] = []
-
-    def run(items):
-        sizes.append(len(items))
-        if 99 in items:
-            raise RuntimeError("engine died")
-        return list(items)
-
-    batcher: Batcher[int, int] = Batcher(run, max_batch=3, wait_s=0.2, idle_exit_s=0.2)
-    threads = [threading.Thread(target=batcher.submit, args=(i,)) for i in range(7)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert max(sizes) <= 3 and sum(sizes) == 7
-    with pytest.raises(RuntimeError, match="engine died"):
-        batcher.submit(99)
+# --------------------------------------------------------------------------- the async engine
 
 
 def test_generate_many_isolates_a_bad_request(engine_model):
@@ -339,11 +307,11 @@ def test_generate_many_isolates_a_bad_request(engine_model):
     outcomes = model.generate_many(requests, return_exceptions=True)
     assert [type(o) for o in outcomes] == [Reply, ModelError, Reply]
     assert "longer than the maximum model length" in str(outcomes[1])
-    # One call for the batch, then one per request to isolate the failure.
-    assert [len(b) for b in engine.batches] == [3, 1, 1, 1]
+    # each request is its own engine request: nothing is run twice to isolate the failure
+    assert len(engine.prompts) == 3 and len(set(engine.request_ids)) == 3
     ok = outcomes[0]
     assert ok.text.startswith("echo") and ok.reasoning.startswith("n=")
-    assert ok.usage["completion_tokens"] == 2 and ok.backend == "vllm"
+    assert ok.usage["completion_tokens"] == 1 and ok.backend == "vllm"  # the final output's
     with pytest.raises(ModelError, match=r"1 of 3 requests failed \(#1:"):
         model.generate_many(requests)
     audio = Request((Message("user", (AudioPart(b"RIFF"),)),))
@@ -351,21 +319,32 @@ def test_generate_many_isolates_a_bad_request(engine_model):
     assert isinstance(mixed[0], ConfigError) and isinstance(mixed[1], Reply)
 
 
-def test_streams_calling_generate_share_engine_batches(engine_model):
+def test_streams_join_and_leave_the_running_batch_independently(engine_model):
+    """A long generation does not hold back the short ones that arrive while it runs (the
+    coalescing batcher this replaced made a batch wait for its longest member)."""
     model, engine = engine_model
-    replies: dict[int, Reply] = {}
+    replies: dict[str, Reply] = {}
+    returned: dict[str, float] = {}
 
-    def stream(i):
-        replies[i] = model.generate(clip_request(f"stream {i}"))
+    def stream(text: str, delay: float) -> None:
+        time.sleep(delay)
+        replies[text] = model.generate(clip_request(text))
+        returned[text] = time.perf_counter()
 
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=stream, args=("LONG think", 0.0))]
+    threads += [threading.Thread(target=stream, args=(f"short {i}", 0.1)) for i in range(5)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
     assert len(replies) == 6 and all(r.text.startswith("echo") for r in replies.values())
-    assert max(model.batch_sizes) > 1 and max(model.batch_sizes) <= 4  # max_num_seqs=4
-    assert sum(len(b) for b in engine.batches) == 6
+    assert replies["LONG think"].usage["completion_tokens"] == 12
+    assert engine.most_running >= 2  # requests ran side by side in one engine
+    long_done = returned["LONG think"]
+    assert all(returned[f"short {i}"] < long_done for i in range(5))
+    assert all(
+        r.latency_s < replies["LONG think"].latency_s for k, r in replies.items() if "short" in k
+    )
 
 
 def test_missing_vllm_is_a_config_error_with_the_install_hint(tmp_path):

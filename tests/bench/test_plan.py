@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from taskmem_lab.bench import egolife, videomme
-from taskmem_lab.bench.plan import plan_streams, question_tasks, write_sources
+from taskmem_lab.bench import plan as plan_module
+from taskmem_lab.bench.plan import KnownFiles, plan_streams, question_tasks, write_sources
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ConfigError
+from taskmem_lab.media import stream as stream_module
 from taskmem_lab.media.stream import load_stream, segments
 from taskmem_lab.media.video import StreamFrames, clip_schedule
 from taskmem_lab.params import MemorizeParams
+from taskmem_lab.paths import STAMP_FIELDS, file_stamp
 from taskmem_lab.testing import media as gen
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
@@ -107,6 +111,41 @@ def test_egolife_plan_lays_days_end_to_end_and_skips_gaps(tmp_path: Path) -> Non
     assert [f["start"] for f in flat.streams[0].files] == [f["start"] for f in s.files]
 
 
+@needs_ffmpeg
+def test_a_replan_opens_only_changed_videos(tmp_path: Path, monkeypatch) -> None:
+    day = tmp_path / "videos" / "A1_JAKE" / "DAY1"
+    day.mkdir(parents=True)
+    for clock in ("11000000", "11000600"):
+        gen.test_video(day / f"DAY1_A1_JAKE_{clock}.mp4", 6, size="64x48", fps=5, audio=False)
+    records = egolife.from_rows([_egolife_row(1, "DAY1", "11000900")], "EgoLifeQA_A1_JAKE.json")
+    known_path = tmp_path / "files.json"
+    first = plan_streams(
+        "egolife", records, tmp_path / "videos", PARAMS, known=KnownFiles(known_path)
+    )
+    probed: list[str] = []
+    real_end = plan_module.decodable_end
+    monkeypatch.setattr(plan_module, "decodable_end", lambda p: probed.append(p) or real_end(p))
+    again = plan_streams(
+        "egolife", records, tmp_path / "videos", PARAMS, known=KnownFiles(known_path)
+    )
+    assert again.streams[0].files == first.streams[0].files and probed == []
+    # a stream manifest written from the plan loads without probing its files either
+    source, _ = write_sources(again, tmp_path / "bench")["A1_JAKE"]
+    monkeypatch.setattr(stream_module, "decodable_end", _no_probe)
+    assert load_stream(source).files == again.streams[0].stream().files
+    # a touched file is probed again, and only that one; its stale stamp no longer vouches
+    touched = day / "DAY1_A1_JAKE_11000600.mp4"
+    os.utime(touched)
+    plan_streams("egolife", records, tmp_path / "videos", PARAMS, known=KnownFiles(known_path))
+    assert probed == [str(touched.resolve())]
+    with pytest.raises(AssertionError, match="probed"):
+        load_stream(source)
+
+
+def _no_probe(path: object) -> float:
+    raise AssertionError(f"{path} was probed although its stamp matched")
+
+
 def _tempo(uid: str, start: float, end: float) -> QARecord:
     return QARecord(
         id=f"{uid}_{start}_{end}_0", benchmark="egotempo", video_id=f"{uid}_{start}_{end}",
@@ -124,13 +163,17 @@ def test_egotempo_plan_reads_ranges_in_place_even_below_zero(tmp_path: Path) -> 
     records = [_tempo("uid1", 2.0, 6.0), _tempo("uid1", -1.5, 3.0), _tempo("nouid", 1.0, 2.0)]
     plan = plan_streams("egotempo", records, videos, PARAMS, tasks="questions")
     ranged, negative = sorted(plan.streams, key=lambda s: s.files[0]["offset"], reverse=True)
+    stamp = {k: ranged.files[0][k] for k in STAMP_FIELDS}  # the file's, so loads trust it
+    assert stamp == file_stamp(videos / "uid1.mp4")
     assert ranged.files[0] | {"path": ""} == {
+        **stamp,
         "path": "",
         "start": 0.0,
         "offset": 2.0,
         "duration": 4.0,
     }
     assert negative.files[0] | {"path": ""} == {
+        **stamp,
         "path": "",
         "start": 1.5,
         "offset": 0.0,
