@@ -3,7 +3,7 @@
 It is a test double wrapping the fake model (`backends.fake`): each reply is the fake model's
 answer for the request's purpose, which the client sends in the `X-Taskmem-Purpose` header (real
 OpenAI-compatible servers ignore unknown headers), marked `[fake server]`. It can be scripted to
-answer 429, 500, an image-size 400, malformed text, a `<think>` block, or to hang past the
+answer 429, 500, an image-size 400, malformed text, an empty or null content, a `<think>` block, or to hang past the
 client's timeout; to send a hostile HTTP-200 body (`HOSTILE`: not JSON, not UTF-8, truncated,
 wrong field types), to trickle a good reply one byte at a time (`trickle`: every read in time, the
 whole never) or to echo the API key in a 500 (`leak_key`); it can hold every request after the
@@ -55,6 +55,8 @@ BEHAVIOURS = (
     "think",
     "trickle",
     "leak_key",
+    "empty",
+    "null_content",
     *HOSTILE,
 )
 
@@ -286,6 +288,8 @@ class FakeOpenAIServer:
                 if behaviour == "hang":
                     time.sleep(server.hang_s)
                 content = reply_for(body, purpose, server._pop_verdict)
+                if behaviour in ("empty", "null_content"):
+                    content = "" if behaviour == "empty" else None  # a valid, empty completion
                 if behaviour == "malformed":
                     content = "Sure! Here is the memory: description = the man walks (no JSON"
                 if behaviour == "think":
@@ -305,8 +309,8 @@ class FakeOpenAIServer:
                     ],
                     "usage": {
                         "prompt_tokens": prompt_tokens,
-                        "completion_tokens": len(content.split()),
-                        "total_tokens": prompt_tokens + len(content.split()),
+                        "completion_tokens": len((content or "").split()),
+                        "total_tokens": prompt_tokens + len((content or "").split()),
                     },
                 }
                 if behaviour in HOSTILE:
