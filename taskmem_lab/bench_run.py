@@ -97,7 +97,7 @@ def finished_run(path: Path) -> tuple[bool, int, int]:
     """(complete?, clips done, clips total) of a run folder, from its manifest alone."""
     try:
         data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # unreadable: the run is redone (and refused)
         return False, 0, 0
     done, total = int(data.get("clips_done") or 0), int(data.get("clips_total") or 0)
     return data.get("status") == "complete" and total > 0 and done == total, done, total
@@ -232,7 +232,7 @@ class Tally:
         for line in data[:end].splitlines():
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue
             if row.get("status") == "ok":
                 tail.ok += 1

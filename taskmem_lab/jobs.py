@@ -130,6 +130,8 @@ class ResumableDir:
             data = json.loads(self.settings_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(f"{self.settings_path} cannot be read: {exc}") from exc
+        except RecursionError:
+            raise StoreError(f"{self.settings_path} is nested too deeply to read") from None
         if not isinstance(data, dict):
             raise StoreError(f"{self.settings_path} does not hold a JSON object")
         return data

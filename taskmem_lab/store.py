@@ -47,7 +47,7 @@ def current_umask() -> int:
             for line in fh:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     with _UMASK_LOCK:
         old = os.umask(0o022)
@@ -281,6 +281,10 @@ class RunDir:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(f"{self.manifest_path} is not a readable manifest: {exc}") from exc
+        except RecursionError:
+            raise StoreError(
+                f"{self.manifest_path} is nested too deeply to be a manifest"
+            ) from None
         if not isinstance(data, dict):
             raise StoreError(f"{self.manifest_path} is not a manifest (not a JSON object)")
         return data

@@ -69,6 +69,7 @@ class Endpoint:
     backoff_s: float = 1.0
     image_detail: str = "auto"
     max_call_s: float = 300.0
+    max_reply_bytes: int = 8 * 1024 * 1024  # a reply longer than this is refused, not stored
 
     @property
     def address(self) -> str:
@@ -159,8 +160,10 @@ def read_config(path: str | Path | None = None) -> dict[str, Any]:
     try:
         text = p.read_text()
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"endpoint config {p} is not valid JSON/YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"endpoint config {p} is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError(f"endpoint config {p} must be a mapping of endpoint names")
     return data
@@ -188,6 +191,7 @@ _NUMBERS: dict[str, tuple[tuple[type, ...], float, float]] = {
     "max_retries": ((int,), 0, 20),
     "backoff_s": ((int, float), 0, 600),
     "max_call_s": ((int, float), 1, 24 * 3600),
+    "max_reply_bytes": ((int,), 1024, 1024**3),
 }
 _STRINGS = (
     "api_type",

@@ -6,8 +6,9 @@ jitter; a semaphore per endpoint bounds concurrent requests across all models th
 server that reports an image-size limit makes the model switch to low image detail once and retry.
 
 Every attempt has a total deadline (the endpoint's `timeout`, however slowly the bytes arrive) and
-every call a total budget (`max_call_s`, all attempts and waits together); each retry logs one
-line. Error text from a server is redacted for API keys (whole, or any run of 8 or more of their
+every call a total budget (`max_call_s`, all attempts and waits together); a reply body is read
+up to `max_reply_bytes` (default 8 MiB), and one that is longer (or nested too deeply to parse)
+is a malformed reply; each retry logs one line. Error text from a server is redacted for API keys (whole, or any run of 8 or more of their
 characters) before it is cut short or goes anywhere, and so is the text of a reply.
 """
 
@@ -215,7 +216,8 @@ class OpenAICompatModel:
         return self.endpoints[0].video
 
     def _client(self, endpoint: Endpoint) -> Any:
-        """The endpoint's `chat.completions.with_raw_response`, made on first use.
+        """The endpoint's `chat.completions.with_streaming_response`, made on first use (the
+        body is read by `read_capped`, never more than the endpoint's `max_reply_bytes`).
 
         Resolving it imports the SDK's resource modules (~0.3 s of CPU): done once under the
         lock by the first caller, so the first calls of many streams do not each wait for it.
@@ -242,7 +244,7 @@ class OpenAICompatModel:
                         max_retries=0,
                         default_headers=basic_auth(endpoint.base_url),
                     )
-                self._clients[key] = client.chat.completions.with_raw_response
+                self._clients[key] = client.chat.completions.with_streaming_response
             return self._clients[key]
 
     def warm(self) -> None:
@@ -283,10 +285,10 @@ class OpenAICompatModel:
         started = time.perf_counter()
         with _semaphore(endpoint):
             try:
-                raw = self._client(endpoint).create(
+                with self._client(endpoint).create(
                     messages=messages, **self._kwargs(endpoint, request)
-                )
-                body = raw.http_response.content
+                ) as raw:
+                    body = read_capped(raw, endpoint.max_reply_bytes)
             except openai.BadRequestError as exc:
                 if detail != "low" and _IMAGE_LIMIT.search(str(exc)):
                     log.warning(
@@ -399,6 +401,28 @@ def _first_line(text: str, limit: int = 300) -> str:
     return (text.splitlines() or [""])[0][:limit]
 
 
+def read_capped(raw: Any, limit: int) -> bytes:
+    """The reply body, read no further than `limit` bytes (a longer one is `MalformedReply`)."""
+    declared = raw.http_response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise MalformedReply(_too_long(f"{int(declared):,} bytes", limit))
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in raw.iter_bytes(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise MalformedReply(_too_long(f"more than {limit:,} bytes", limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_long(what: str, limit: int) -> str:
+    return (
+        f"reply is too long ({what}; max_reply_bytes={limit:,} in the endpoint config "
+        "raises the limit)"
+    )
+
+
 def _is_count(value: Any) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
@@ -412,6 +436,8 @@ def parse_completion(body: bytes, secrets: tuple[str, ...] = ()) -> dict[str, An
         raise MalformedReply(f"reply is not UTF-8 (byte {exc.start})") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise MalformedReply("reply is nested too deeply to be a chat completion") from None
     except json.JSONDecodeError as exc:
         cut = exc.msg.startswith("Unterminated") or exc.pos >= len(text.rstrip()) - 1
         what = "truncated JSON" if cut else "not JSON"

@@ -53,6 +53,8 @@ def load_stream(path: str | Path) -> Stream:
         data = yaml.safe_load(text) if p.suffix != ".json" else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"stream manifest {p} is not valid JSON/YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"stream manifest {p} is nested too deeply to read") from None
     if not isinstance(data, dict) or not isinstance(data.get("files"), list) or not data["files"]:
         raise ConfigError(f"stream manifest {p} needs a non-empty 'files' list")
     stream_id = safe_name(data.get("stream_id") or p.stem, f"stream manifest {p}: stream_id")

@@ -155,7 +155,7 @@ def check_format(completion: str, require_thinking: bool = False) -> FormatCheck
     description: str | None = None
     try:
         obj = json.loads(answer)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         problems.append("the answer is not strict JSON")
         obj = None
     if obj is not None:
