@@ -9,8 +9,11 @@ on the model). Two engines run the streams:
 - `ray`: each stream is a Ray task (`taskmem_lab[ray]`), retried by Ray when its worker dies,
   writing into the shared runs root; the driver only plans, tracks and evaluates.
 
-Resume is the run folder's: a stream whose run is complete is skipped before anything is opened,
-and an unfinished one continues after its last stored clip, whichever node wrote it. A failing
+Resume is the run folder's: a stream whose run is complete is skipped when it was made with the
+same inputs (`memorize`'s identity check: model and endpoint, parameters, tasks, perception,
+prompts and the sources' content; nothing is decoded), and an unfinished one continues after its
+last stored clip, whichever node wrote it. A complete run made otherwise is refused as
+`memorize` refuses it, naming what differs (a model switch is taken with `allow_model_change`). A failing
 stream is recorded (with its error) and the others go on; evaluation waits until every planned
 stream is complete, so no question is scored against a partial memory.
 
@@ -42,16 +45,27 @@ from taskmem_lab.backends.base import Reply, Request
 from taskmem_lab.bench.plan import BenchPlan, estimate_cost, plan_streams, write_sources
 from taskmem_lab.errors import ConfigError, TaskmemError
 from taskmem_lab.media.stream import load_stream
-from taskmem_lab.memorize import memorize
+from taskmem_lab.memorize import memorize, planned_manifest
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import default_tag, runs_root
-from taskmem_lab.store import CLIPS, MANIFEST, atomic_write_json, memory_dir, utc_now
+from taskmem_lab.store import (
+    CLIPS,
+    MANIFEST,
+    RunDir,
+    atomic_write_json,
+    identity_changes,
+    memory_dir,
+    utc_now,
+)
 from taskmem_lab.tasks import load_tasks
 
 if TYPE_CHECKING:
     from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
     from taskmem_lab.evaluation.qa import QAParams
+    from taskmem_lab.media.stream import Stream
+    from taskmem_lab.perception.base import Perceiver
     from taskmem_lab.perception.perceiver import PerceptionParams
+    from taskmem_lab.schema import Task
 
 log = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
@@ -75,6 +89,7 @@ class StreamJob:
     perception: PerceptionParams | None = None
     cache: bool | str = True
     decoder: str = "pyav"
+    allow_model_change: bool = False
 
     @property
     def run_path(self) -> Path:
@@ -111,8 +126,6 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
     """
     started = time.perf_counter()
     complete, done, total = finished_run(job.run_path)
-    if complete:
-        return StreamOutcome(job.stream_id, "skipped", done, total)
     perceiver = None
     try:
         stream = load_stream(job.source)
@@ -133,6 +146,8 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
                 stream, job.perception, job.params, job.root, speaker, job.decoder
             )
         tasks = load_tasks(job.tasks) if job.tasks else []
+        if complete and unchanged(job.run_path, stream, chat, job, tasks, perceiver):
+            return StreamOutcome(job.stream_id, "skipped", done, total)
         run = memorize(
             stream,
             chat,
@@ -142,6 +157,7 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
             tag=job.tag,
             perceiver=perceiver,
             progress=False,
+            allow_model_change=job.allow_model_change,
             decoder=job.decoder,
         )
         n = len(run.finished())
@@ -161,6 +177,19 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
     finally:
         if perceiver is not None:
             perceiver.close()
+
+
+def unchanged(
+    path: Path,
+    stream: Stream,
+    model: ChatModel,
+    job: StreamJob,
+    tasks: Sequence[Task],
+    perceiver: Perceiver | None,
+) -> bool:
+    """Whether the stored run at `path` was made with the inputs `job` asks for now."""
+    planned = planned_manifest(stream, model, job.params, tasks, job.tag, perceiver)
+    return not identity_changes(RunDir(path).manifest(), planned)
 
 
 def _model(spec: str, cache: bool | str) -> ChatModel:
@@ -507,6 +536,7 @@ def run_benchmark(
     plan_only: bool = False,
     progress: bool = True,
     decoder: str = "pyav",
+    allow_model_change: bool = False,
 ) -> BenchResult:
     """Plan, memorize and evaluate a benchmark; see the module docstring.
 
@@ -516,6 +546,8 @@ def run_benchmark(
     the benchmark was selected. With `plan_only` nothing is memorized or asked. `decoder` is
     the frame reader of every stream: the forward-only PyAV reader by default, which decodes
     nothing while a stream waits on the model (decord decodes ahead: gigabytes for many streams).
+    A stream memorized before with other inputs is refused (a failed stream naming what
+    differs); `allow_model_change` lets its run continue with another model (recorded).
     """
     from taskmem_lab.bench.hub import load_benchmark
 
@@ -555,6 +587,7 @@ def run_benchmark(
             perception,
             cache_arg,
             decoder,
+            allow_model_change,
         )
         for s in plan.streams
     ]

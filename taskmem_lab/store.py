@@ -19,7 +19,7 @@ import platform
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,6 +365,20 @@ def _content(source: Any) -> Any:
 def _brief(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The identity fields (`IDENTITY_FIELDS` and `endpoint`) in which a stored manifest `old`
+    differs from the manifest `new` of the run asked for, each as `open_run` words it; the
+    same files moved elsewhere, and a missing (older) endpoint record, are no change."""
+    changes = []
+    for key in IDENTITY_FIELDS + ("endpoint",):
+        if old.get(key) == new.get(key) or (key == "endpoint" and "endpoint" not in old):
+            continue
+        if key == "source" and _content(old.get(key)) == _content(new.get(key)):
+            continue
+        changes.append(f"different {key!r}: {_difference(key, old.get(key), new.get(key))}")
+    return changes
 
 
 def open_run(
