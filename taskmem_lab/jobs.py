@@ -34,6 +34,7 @@ from taskmem_lab.store import (
     atomic_write_json,
     cut_torn_tail,
     read_jsonl,
+    refuse_links,
     utc_now,
     versions,
 )
@@ -141,6 +142,8 @@ class ResumableDir:
 
         A different setting is refused with its name; a torn last row (a kill mid-write) is cut.
         """
+        if self.path.is_dir():
+            refuse_links(self.path, f"{self.kind} results folder")
         if self.exists():
             old = self.settings()
             differs = settings_difference(old, settings)

@@ -66,14 +66,14 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 "reading parquet needs pyarrow: pip install 'taskmem_lab[eval]'"
             ) from exc
         return pq.read_table(path).to_pylist()
+    if suffix not in (".json", ".jsonl"):
+        raise BenchmarkError(f"{path}: expected one of {TABLE_SUFFIXES}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BenchmarkError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if suffix == ".jsonl":
         return [_json(line, f"{path}, line {n}") for n, line in _lines(text) if line.strip()]
-    if suffix != ".json":
-        raise BenchmarkError(f"{path}: expected one of {TABLE_SUFFIXES}")
     data = _json(text, str(path))
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]

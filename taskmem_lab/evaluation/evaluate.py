@@ -60,7 +60,7 @@ from taskmem_lab.evaluation.qa import (
 )
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.memory import Memory, dumps_jsonl, load_any
-from taskmem_lab.params import check_param
+from taskmem_lab.params import check_finite, check_param
 from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import LOCK_FILE, FolderLock, atomic_write_json, mark_stopped, utc_now
@@ -99,6 +99,7 @@ class EvalParams:
     unparseable: str = field(default=WRONG, metadata={"choices": READINGS})
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
         check_param(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
         check_param(self.limit is None or self.limit >= 1, "limit", "must be >= 1")

@@ -81,6 +81,11 @@ def load_stream(path: str | Path) -> Stream:
             if duration <= 0:
                 raise ConfigError(f"{where}.duration must be > 0 seconds, got {duration}")
             end = decodable_end(fp) - offset
+            if end <= 0:
+                raise ConfigError(
+                    f"{where}.offset {offset} is past the file's end "
+                    f"({end + offset:.3f} s of decodable video)"
+                )
             if duration > end + MIN_TAIL_S:
                 log.warning(
                     "%s: duration %.3f s runs past the file's decodable end (%.3f s); "
@@ -92,8 +97,23 @@ def load_stream(path: str | Path) -> Stream:
                 )
                 duration = end
         files.append(StreamFile(str(fp), start, duration, offset))
+    _check_overlaps(files, f"stream manifest {p}")
     files.sort(key=lambda f: f.start)
     return Stream(stream_id=stream_id, files=tuple(files))
+
+
+def _check_overlaps(files: list[StreamFile], where: str) -> None:
+    """Files may abut or leave gaps in stream time, never overlap (beyond `GAP_TOLERANCE_S`
+    of rounding): the later file's first seconds would never be memorized."""
+    order = sorted(range(len(files)), key=lambda i: files[i].start)
+    for a, b in zip(order, order[1:], strict=False):
+        end = files[a].start + files[a].duration
+        if files[b].start < end - GAP_TOLERANCE_S:
+            raise ConfigError(
+                f"{where}: files[{b}] starts at {files[b].start:g} s, inside files[{a}] "
+                f"({files[a].start:g}-{end:g} s); files must not overlap in stream time "
+                "(fix its start, or cut the earlier file with 'duration')"
+            )
 
 
 def _seconds(value: object, where: str, allow_negative: bool = False) -> float:

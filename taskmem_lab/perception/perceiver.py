@@ -57,6 +57,7 @@ from taskmem_lab.store import (
     atomic_write_json,
     perception_dir,
     read_jsonl,
+    refuse_links,
 )
 
 CLIPS = "clips.jsonl"
@@ -355,6 +356,7 @@ class StreamPerceiver:
         """Lock the folder before the first write, then re-read what another process stored."""
         if not self.lock.held:
             self.lock.acquire()
+            refuse_links(self.path, "perception folder")
             atomic_write_json(self.path / SETTINGS, self.settings)
             self._load()
 
