@@ -1,5 +1,6 @@
 """Run again to resume, with the response cache on: a reply that failed is asked again."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,29 @@ def test_a_row_of_empty_replies_is_asked_again_but_words_are_kept():
     assert not answered(row("", "  "))
     assert answered(row("", "I would rather not pick one"))
     assert answered({"status": "answered", "answerer": {"samples": [{"text": ""}]}})
+
+
+@pytest.mark.slow
+def test_eval_asks_again_a_question_whose_reply_was_empty(tmp_path, server, api_config):
+    from taskmem_lab.cli import main
+    from taskmem_lab.schema import ClipRecord
+    from taskmem_lab.store import memory_dir, open_run
+
+    manifest = {"stream_id": "tmSmpl0001a", "model": "test", "params": {}, "source": []}
+    run = open_run(memory_dir(tmp_path / "mem", "tmSmpl0001a", "m"), {**manifest, "tasks": None})
+    run.append(ClipRecord(0, 0.0, 10.0, (0.0, 10.0), "ok", episodic="The cook cracks eggs."))
+    source = Path(__file__).resolve().parents[2] / "benchmarks" / "videomme" / "sample"
+    out = tmp_path / "out"
+    args = ["eval", "videomme", "--source", str(source), "--memories", str(tmp_path / "mem")]
+    args += ["--tag", "m", "--answerer", "openai:local-vlm", "--out", str(out), "-q"]
+    args += ["--concurrency", "1"]
+    server.script("empty")  # the first question's reply is an empty body
+    assert main(args) == 0
+    first = len(server.requests)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    empty = [r["id"] for r in rows if r["status"] == "unparseable"]
+    assert len(empty) == 1 and len(rows) == first
+    assert main(args) == 0
+    assert len(server.requests) == first + 1, "only the question with the empty reply is asked"
+    last = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
+    assert last["id"] == empty[0] and last["answerer"]["samples"][0]["text"]
