@@ -1,7 +1,8 @@
 """Ask a model for a JSON reply, and ask again when the reply cannot be parsed.
 
 Floor 2: used by the memorizer, perception (ASR, speaker matching), judges and rewards alike.
-The re-ask shows the model its own reply and what was wrong with it.
+The re-ask shows the model its own reply and what was wrong with it. A reply that could not be
+parsed is dropped from the response cache, so a rerun asks again instead of replaying it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from taskmem_lab.backends.base import ChatModel, Message, Reply, Request
+from taskmem_lab.backends.cache import forget
 from taskmem_lab.errors import ParseError
 from taskmem_lab.prompts import render
 
@@ -42,6 +44,7 @@ def ask(
         try:
             return Asked(parse(reply.text), replies, problems)
         except ParseError as exc:
+            forget(model, request)
             problems.append(str(exc))
             if attempt == reasks:
                 break

@@ -9,8 +9,11 @@ on the model). Two engines run the streams:
 - `ray`: each stream is a Ray task (`taskmem_lab[ray]`), retried by Ray when its worker dies,
   writing into the shared runs root; the driver only plans, tracks and evaluates.
 
-Resume is the run folder's: a stream whose run is complete is skipped before anything is opened,
-and an unfinished one continues after its last stored clip, whichever node wrote it. A failing
+Resume is the run folder's: a stream whose run is complete is skipped when it was made with the
+same inputs (`memorize`'s identity check: model and endpoint, parameters, tasks, perception,
+prompts and the sources' content; nothing is decoded), and an unfinished one continues after its
+last stored clip, whichever node wrote it. A complete run made otherwise is refused as
+`memorize` refuses it, naming what differs (a model switch is taken with `allow_model_change`). A failing
 stream is recorded (with its error) and the others go on; evaluation waits until every planned
 stream is complete, so no question is scored against a partial memory.
 
@@ -48,14 +51,15 @@ from taskmem_lab.bench.plan import (
 )
 from taskmem_lab.errors import ConfigError, TaskmemError
 from taskmem_lab.media.stream import load_stream
-from taskmem_lab.memorize import memorize
+from taskmem_lab.memorize import memorize, planned_manifest
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import default_tag, runs_root
 from taskmem_lab.store import (
     CLIPS,
     MANIFEST,
+    RunDir,
     atomic_write_json,
-    changed_sources,
+    identity_changes,
     memory_dir,
     recall_source_digests,
     utc_now,
@@ -65,7 +69,10 @@ from taskmem_lab.tasks import load_tasks
 if TYPE_CHECKING:
     from taskmem_lab.evaluation.evaluate import EvalParams, EvalResult
     from taskmem_lab.evaluation.qa import QAParams
+    from taskmem_lab.media.stream import Stream
+    from taskmem_lab.perception.base import Perceiver
     from taskmem_lab.perception.perceiver import PerceptionParams
+    from taskmem_lab.schema import Task
 
 log = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
@@ -91,6 +98,7 @@ class StreamJob:
     perception: PerceptionParams | None = None
     cache: bool | str = True
     decoder: str = "pyav"
+    allow_model_change: bool = False
 
     @property
     def run_path(self) -> Path:
@@ -113,7 +121,7 @@ def finished_run(path: Path) -> tuple[bool, int, int]:
     """(complete?, clips done, clips total) of a run folder, from its manifest alone."""
     try:
         data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # unreadable: the run is redone (and refused)
         return False, 0, 0
     done, total = int(data.get("clips_done") or 0), int(data.get("clips_total") or 0)
     return data.get("status") == "complete" and total > 0 and done == total, done, total
@@ -127,15 +135,6 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
     """
     started = time.perf_counter()
     complete, done, total = finished_run(job.run_path)
-    if complete:
-        changed = changed_sources(job.run_path)  # a stat per file; hashed only if touched
-        if changed:
-            return StreamOutcome(
-                job.stream_id, "failed", done, total,
-                f"SourceChanged: the run in {job.run_path} was made from other videos "
-                f"({'; '.join(changed[:3])}); use another --tag, or delete the run to redo it",
-            )  # fmt: skip
-        return StreamOutcome(job.stream_id, "skipped", done, total)
     perceiver = None
     try:
         stream = load_stream(job.source)
@@ -157,6 +156,8 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
                 stream, job.perception, job.params, job.root, speaker, job.decoder
             )
         tasks = load_tasks(job.tasks) if job.tasks else []
+        if complete and unchanged(job.run_path, stream, chat, job, tasks, perceiver):
+            return StreamOutcome(job.stream_id, "skipped", done, total)
         run = memorize(
             stream,
             chat,
@@ -166,6 +167,7 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
             tag=job.tag,
             perceiver=perceiver,
             progress=False,
+            allow_model_change=job.allow_model_change,
             decoder=job.decoder,
         )
         n = len(run.finished())
@@ -185,6 +187,19 @@ def memorize_job(job: StreamJob, model: ChatModel | None = None) -> StreamOutcom
     finally:
         if perceiver is not None:
             perceiver.close()
+
+
+def unchanged(
+    path: Path,
+    stream: Stream,
+    model: ChatModel,
+    job: StreamJob,
+    tasks: Sequence[Task],
+    perceiver: Perceiver | None,
+) -> bool:
+    """Whether the stored run at `path` was made with the inputs `job` asks for now."""
+    planned = planned_manifest(stream, model, job.params, tasks, job.tag, perceiver)
+    return not identity_changes(RunDir(path).manifest(), planned)
 
 
 def _model(spec: str, cache: bool | str) -> ChatModel:
@@ -256,7 +271,7 @@ class Tally:
         for line in data[:end].splitlines():
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue
             if row.get("status") == "ok":
                 tail.ok += 1
@@ -540,6 +555,7 @@ def run_benchmark(
     plan_only: bool = False,
     progress: bool = True,
     decoder: str = "pyav",
+    allow_model_change: bool = False,
 ) -> BenchResult:
     """Plan, memorize and evaluate a benchmark; see the module docstring.
 
@@ -549,6 +565,8 @@ def run_benchmark(
     the benchmark was selected. With `plan_only` nothing is memorized or asked. `decoder` is
     the frame reader of every stream: the forward-only PyAV reader by default, which decodes
     nothing while a stream waits on the model (decord decodes ahead: gigabytes for many streams).
+    A stream memorized before with other inputs is refused (a failed stream naming what
+    differs); `allow_model_change` lets its run continue with another model (recorded).
     """
     from taskmem_lab.bench.hub import load_benchmark
 
@@ -589,6 +607,7 @@ def run_benchmark(
             perception,
             cache_arg,
             decoder,
+            allow_model_change,
         )
         for s in plan.streams
     ]

@@ -34,6 +34,7 @@ from taskmem_lab.store import (
     atomic_write_json,
     cut_torn_tail,
     read_jsonl,
+    refuse_links,
     utc_now,
     versions,
 )
@@ -130,6 +131,8 @@ class ResumableDir:
             data = json.loads(self.settings_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(f"{self.settings_path} cannot be read: {exc}") from exc
+        except RecursionError:
+            raise StoreError(f"{self.settings_path} is nested too deeply to read") from None
         if not isinstance(data, dict):
             raise StoreError(f"{self.settings_path} does not hold a JSON object")
         return data
@@ -139,6 +142,8 @@ class ResumableDir:
 
         A different setting is refused with its name; a torn last row (a kill mid-write) is cut.
         """
+        if self.path.is_dir():
+            refuse_links(self.path, f"{self.kind} results folder")
         if self.exists():
             old = self.settings()
             differs = settings_difference(old, settings)

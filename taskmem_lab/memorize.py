@@ -344,6 +344,24 @@ def run_manifest(
     }
 
 
+def planned_manifest(
+    stream: Stream,
+    model: ChatModel,
+    params: MemorizeParams,
+    tasks: Sequence[Task] = (),
+    tag: str = "default",
+    perceiver: Perceiver | None = None,
+) -> dict[str, Any]:
+    """The manifest of the run `memorize` would make: what a stored run is compared with
+    (`store.open_run`, and `taskmem bench` before it skips a complete stream)."""
+    safe_name(stream.stream_id, "stream id")
+    safe_name(tag, "tag")
+    manifest = run_manifest(stream, model.model_id, params, tasks, tag)
+    manifest["endpoint"] = model_identity(model)
+    manifest["perception"] = getattr(perceiver, "manifest_entry", None)
+    return manifest
+
+
 def memorize(
     stream: Stream,
     model: ChatModel,
@@ -366,12 +384,8 @@ def memorize(
     requests with; "auto" or "decord" take decord's batch reader.
     Raises `ModelError`/`ParseError` after storing the failed clip; re-running resumes there.
     """
-    safe_name(stream.stream_id, "stream id")
-    safe_name(tag, "tag")
     recall_source_digests(run_path)
-    manifest = run_manifest(stream, model.model_id, params, tasks, tag)
-    manifest["endpoint"] = model_identity(model)
-    manifest["perception"] = getattr(perceiver, "manifest_entry", None)
+    manifest = planned_manifest(stream, model, params, tasks, tag, perceiver)
     with FolderLock(run_path, "memorize run"):
         run = open_run(run_path, manifest, allow_model_change)
         try:

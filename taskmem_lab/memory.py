@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.errors import StoreError, UnsafePickleError
-from taskmem_lab.store import RunDir, read_jsonl
+from taskmem_lab.store import RunDir, numbered_jsonl
 from taskmem_lab.timefmt import span
 
 KINDS = ("episodic", "semantic", "both")
@@ -75,9 +75,8 @@ class Memory:
 
         Every field is checked (finite times, end >= start, text as text); a bad line is one
         `StoreError` naming its line number and the field."""
-        rows = read_jsonl(path)
         entries = []
-        for n, row in enumerate(rows, 1):
+        for n, row in numbered_jsonl(path, last_line=True):
             at = f"{path}:{n}"
             if not isinstance(row, dict):
                 raise StoreError(f"{at}: a memory line must be a JSON object")
@@ -89,7 +88,7 @@ class Memory:
                 raise StoreError(f"{at}: end {end} is before start {start}")
             if not isinstance(row["text"], str):
                 raise StoreError(f"{at}: text must be a string, got {type(row['text']).__name__}")
-            clip = row.get("clip", n - 1)
+            clip = row.get("clip", len(entries))
             if isinstance(clip, bool) or not isinstance(clip, int):
                 raise StoreError(f"{at}: clip must be an integer, got {clip!r}")
             knowledge = row.get("knowledge") or row.get("semantic") or []

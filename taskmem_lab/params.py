@@ -7,18 +7,31 @@ restarted run can check it continues the same experiment.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from taskmem_lab.errors import ConfigError
 
 MAX_INTERVAL_S = 3600.0  # one clip per hour at most; a window longer than that is a typo
+# A clip shorter than this holds under one frame at the usual 1-2 fps, and an hour of video
+# would make tens of thousands of model calls: `--interval 0.0001` is a typo, not a plan.
+MIN_INTERVAL_S = 0.5
 
 
 def check_param(ok: bool, name: str, message: str) -> None:
     """Raise `ConfigError` naming the parameter `name` unless `ok`; shared by every params class."""
     if not ok:
         raise ConfigError(f"parameter {name!r}: {message}")
+
+
+def check_finite(params: Any) -> None:
+    """Every float field of a params dataclass is a finite number (not NaN, not inf): `inf`
+    from the command line (`--temperature inf`, `1e400`) would otherwise reach a server, or be
+    stored as `Infinity`. Shared by every params class, first thing in `__post_init__`."""
+    for f in fields(params):
+        value = getattr(params, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"parameter {f.name!r}: must be a finite number, got {value}")
 
 
 def check_model_call(params: Any, prefix: str = "") -> None:
@@ -72,10 +85,11 @@ class MemorizeParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(
-            0 < self.interval <= MAX_INTERVAL_S,
+            MIN_INTERVAL_S <= self.interval <= MAX_INTERVAL_S,
             "interval",
-            f"must be in (0, {MAX_INTERVAL_S:g}] seconds, got {self.interval}",
+            f"must be in [{MIN_INTERVAL_S:g}, {MAX_INTERVAL_S:g}] seconds, got {self.interval}",
         )
         check_param(
             self.context_duration <= MAX_INTERVAL_S,

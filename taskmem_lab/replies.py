@@ -20,9 +20,12 @@ def parse_object(text: str) -> dict[str, Any]:
     if not text or not text.strip():
         raise ParseError("the reply was empty")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = json_repair.loads(text)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = json_repair.loads(text)
+    except RecursionError:
+        raise ParseError("the reply is nested too deeply to be a JSON object") from None
     if isinstance(value, list):
         value = next((v for v in value if isinstance(v, dict)), None)
     if not isinstance(value, dict):

@@ -19,7 +19,7 @@ import platform
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,7 @@ def current_umask() -> int:
             for line in fh:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     with _UMASK_LOCK:
         old = os.umask(0o022)
@@ -111,7 +111,13 @@ class FolderLock:
         if self._fh is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:  # never through a link: the holder note would overwrite the link's target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                refuse_links(self.folder, self.what)
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+        fh = open(fd, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -188,6 +194,18 @@ def perception_dir(root: str | Path, video_id: str, settings_hash: str) -> Path:
 
 
 @contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An `OSError` raised inside that names no file (a write on a full disk: `ENOSPC` comes
+    from `write()`, which knows no path) is raised again naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
+
+
+@contextmanager
 def atomic_file(path: str | Path, mode: str = "w", fsync: bool = True) -> Iterator[IO[Any]]:
     """A temporary file beside `path` to write; on success it is flushed, fsynced (unless
     `fsync` is False) and renamed over `path`, on failure removed: a reader sees the old file or
@@ -198,7 +216,7 @@ def atomic_file(path: str | Path, mode: str = "w", fsync: bool = True) -> Iterat
     try:
         honour_umask(fd)
         encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as fh:
+        with naming(path), os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
             if fsync:
@@ -224,7 +242,7 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     line = json.dumps(record, ensure_ascii=False) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
+    with naming(path), open(path, "a", encoding="utf-8") as fh:
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
@@ -244,17 +262,24 @@ def cut_torn_tail(path: Path) -> None:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The finished records of a JSONL file; a line that is not UTF-8 JSON is a `StoreError`
     naming it (a torn last line, left by a kill mid-write, is skipped)."""
+    return [row for _, row in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path: str | Path, last_line: bool = False) -> list[tuple[int, Any]]:
+    """(line number, record) of each non-blank line of a JSONL file, numbered as an editor
+    shows them. A last line without its newline is a torn record and skipped, unless
+    `last_line` (a file written by hand, whose last line need not end in a newline)."""
     p = Path(path)
     if not p.exists():
         return []
     rows = []
     with open(p, "rb") as fh:
         for n, raw in enumerate(fh, 1):
-            if not raw.endswith(b"\n"):
+            if not raw.endswith(b"\n") and not last_line:
                 break  # torn tail: not a finished record
             if raw.strip():
                 try:
-                    rows.append(json.loads(raw.decode("utf-8")))
+                    rows.append((n, json.loads(raw.decode("utf-8"))))
                 except UnicodeDecodeError as exc:
                     raise StoreError(f"{p}:{n} is not UTF-8 text: {exc}") from None
                 except ValueError as exc:  # JSONDecodeError, or an integer too long to read
@@ -288,6 +313,10 @@ class RunDir:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(f"{self.manifest_path} is not a readable manifest: {exc}") from exc
+        except RecursionError:
+            raise StoreError(
+                f"{self.manifest_path} is nested too deeply to be a manifest"
+            ) from None
         if not isinstance(data, dict):
             raise StoreError(f"{self.manifest_path} is not a manifest (not a JSON object)")
         return data
@@ -420,6 +449,35 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def refuse_links(folder: str | Path, what: str = "run folder") -> None:
+    """`StoreError` when anything inside `folder` (at any depth) is a symbolic link: a resumed
+    run writes into its files, and a link would carry those writes (or reads) out of the folder.
+    The folder itself may be a link (a runs root on another disk)."""
+    for base, dirs, files in os.walk(folder):  # never follows links to folders
+        for name in (*dirs, *files):
+            p = Path(base) / name
+            if p.is_symlink():
+                raise StoreError(
+                    f"{p} is a symbolic link (to {os.readlink(p)}); a {what} holds only its own "
+                    "files and links in it are not followed: replace the link with a copy of its "
+                    "target, or move the folder away to start over"
+                )
+
+
+def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The identity fields (`IDENTITY_FIELDS` and `endpoint`) in which a stored manifest `old`
+    differs from the manifest `new` of the run asked for, each as `open_run` words it; the
+    same files moved elsewhere, and a missing (older) endpoint record, are no change."""
+    changes = []
+    for key in IDENTITY_FIELDS + ("endpoint",):
+        if old.get(key) == new.get(key) or (key == "endpoint" and "endpoint" not in old):
+            continue
+        if key == "source" and _content(old.get(key)) == _content(new.get(key)):
+            continue
+        changes.append(f"different {key!r}: {_difference(key, old.get(key), new.get(key))}")
+    return changes
+
+
 def open_run(
     path: str | Path, manifest: dict[str, Any], allow_model_change: bool = False
 ) -> RunDir:
@@ -430,6 +488,8 @@ def open_run(
     The caller holds the folder's lock (`FolderLock`).
     """
     run = RunDir(Path(path))
+    if run.path.is_dir():
+        refuse_links(run.path)
     if run.exists():
         old = run.manifest()
         changes: dict[str, Any] = {}

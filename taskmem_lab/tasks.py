@@ -33,7 +33,7 @@ def load_tasks(path: str | Path) -> list[Task]:
     try:
         if p.suffix == ".jsonl":
             rows = []
-            for n, line in enumerate(text.splitlines(), 1):
+            for n, line in enumerate(text.split("\n"), 1):  # numbered as an editor shows
                 if line.strip():
                     try:
                         rows.append(json.loads(line))
@@ -41,6 +41,10 @@ def load_tasks(path: str | Path) -> list[Task]:
                         raise ConfigError(
                             f"task file {p}, line {n}: not valid JSON ({exc})"
                         ) from exc
+                    except RecursionError:
+                        raise ConfigError(
+                            f"task file {p}, line {n}: nested too deeply to read"
+                        ) from None
                     where.append(f"line {n}")
         elif p.suffix == ".json":
             rows = json.loads(text)
@@ -48,6 +52,8 @@ def load_tasks(path: str | Path) -> list[Task]:
             rows = yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"task file {p} is not valid: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"task file {p} is nested too deeply to read") from None
     if isinstance(rows, dict):
         rows = rows.get("tasks", [])
     if not isinstance(rows, list):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -164,3 +165,50 @@ def test_the_bench_figure_leaves_the_callers_plotting_alone(bench, tmp_path):
         assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
     finally:
         matplotlib.use(before)
+
+
+# bench notices change: a complete stream made with other inputs is refused, not skipped.
+
+
+def _run_tagged(bench, tmp_path, model="fake", params=PARAMS, **kw):
+    source, videos = bench
+    return run_benchmark(
+        "videomme", source, videos, model, "fake", params=params, only=["v0"],
+        out=tmp_path / "runs", tag="t", progress=False, cache=False, **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_complete_stream_with_other_inputs_is_refused_by_what_differs(bench, tmp_path):
+    first = _run_tagged(bench, tmp_path)
+    assert first.outcomes["v0"].status == "complete"
+    assert _run_tagged(bench, tmp_path).outcomes["v0"].status == "skipped"
+
+    for params, differs in (
+        (MemorizeParams(interval=4, context_duration=10), r"different 'params'.*interval"),
+        (MemorizeParams(interval=5, context_duration=20), r"different 'params'.*context"),
+    ):
+        again = _run_tagged(bench, tmp_path, params=params)
+        outcome = again.outcomes["v0"]
+        assert outcome.status == "failed" and again.evaluation is None
+        assert re.search(differs, outcome.error), outcome.error
+
+    changed = _run_tagged(bench, tmp_path, model="fake:reader")
+    assert changed.outcomes["v0"].status == "failed"
+    assert "different 'model'" in changed.outcomes["v0"].error
+    assert "--allow-model-change" in changed.outcomes["v0"].error
+
+    allowed = _run_tagged(bench, tmp_path, model="fake:reader", allow_model_change=True)
+    assert allowed.outcomes["v0"].status == "complete"
+    manifest = json.loads((tmp_path / "runs/v0/memory/t/manifest.json").read_text())
+    assert manifest["model"] == "fake:reader" and len(manifest["model_changes"]) == 1
+
+
+@pytest.mark.slow
+def test_a_replaced_video_is_refused(bench, tmp_path):
+    assert _run_tagged(bench, tmp_path).outcomes["v0"].status == "complete"
+    _, videos = bench
+    gen.test_video(videos / "v0.mp4", 7, size="80x60", fps=5, audio=False)  # other pixels
+    again = _run_tagged(bench, tmp_path)
+    assert again.outcomes["v0"].status == "failed"
+    assert "different 'source'" in again.outcomes["v0"].error

@@ -3,7 +3,9 @@
 Keyed by `Request.fingerprint` over the model's resolved identity (`identity_key`: for an
 endpoint name, the server address, served model name, API flavour and options), so two servers
 behind one name never share replies. Stores the reply text, reasoning, usage and model id only
-(never endpoint settings or keys). Safe for several threads of one process and for several
+(never endpoint settings or keys). An empty reply is never stored (nor served from an older
+cache), and a reply its caller could not use is dropped (`forget`): "run again to resume" asks
+the model again instead of replaying the reply that failed. Safe for several threads of one process and for several
 processes (SQLite WAL, one short transaction per write).
 
 A cache that cannot be opened (read-only, not a database) is refused with one line at start; a
@@ -70,13 +72,16 @@ class ResponseCache:
                 "response cache %s: unreadable entry, asking the model (%s)", self.path, exc
             )
             data = None
-        if not isinstance(data, dict) or not set(data) <= _REPLY_FIELDS:
+        if not _usable(data):
             self.misses += 1
             return None
         self.hits += 1
         return Reply(**{**data, "cached": True})
 
     def put(self, key: str, reply: Reply) -> None:
+        """Store `reply` under `key`; an empty reply is not stored (it would be replayed)."""
+        if not reply.text.strip():
+            return
         data = asdict(reply)
         data.pop("cached", None)
         try:
@@ -96,9 +101,26 @@ class ResponseCache:
                 )
             self._write_failed = True
 
+    def drop(self, key: str) -> None:
+        """Remove the entry under `key` (a reply its caller could not use)."""
+        try:
+            with self._lock:
+                self._conn.execute("DELETE FROM replies WHERE key = ?", (key,))
+                self._conn.commit()
+        except sqlite3.DatabaseError as exc:
+            log.warning("response cache %s: cannot drop an unusable reply (%s)", self.path, exc)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _usable(data: object) -> bool:
+    """A stored entry that can be served: a reply's fields, with text in it."""
+    if not isinstance(data, dict) or not set(data) <= _REPLY_FIELDS:
+        return False
+    text = data.get("text")
+    return isinstance(text, str) and bool(text.strip())
 
 
 class CachedModel:
@@ -118,8 +140,20 @@ class CachedModel:
         self.cache.put(key, reply)
         return reply
 
+    def forget(self, request: Request) -> None:
+        """Drop the stored reply to `request`: its caller could not parse or use it."""
+        self.cache.drop(request.fingerprint(identity_key(self.model)))
+
     def __getattr__(self, name: str):  # noqa: ANN204 - delegate backend extras (e.g. `fake`)
         return getattr(self.model, name)
+
+
+def forget(model: ChatModel, request: Request) -> None:
+    """Drop `model`'s cached reply to `request` when `model` is (or wraps) a `CachedModel`; a
+    reply that failed to parse or was refused must not be replayed when the run is resumed."""
+    drop = getattr(model, "forget", None)
+    if callable(drop):
+        drop(request)
 
 
 def open_cache(setting: bool | str | Path | None) -> ResponseCache | None:

@@ -33,6 +33,7 @@ Model spec suffixes: `name#effort#verbosity` (reasoning effort, verbosity) and `
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -40,6 +41,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
@@ -67,10 +69,21 @@ class Endpoint:
     backoff_s: float = 1.0
     image_detail: str = "auto"
     max_call_s: float = 300.0
+    max_reply_bytes: int = 8 * 1024 * 1024  # a reply longer than this is refused, not stored
 
     @property
     def address(self) -> str:
-        return self.base_url or self.azure_endpoint or "https://api.openai.com/v1"
+        """The server's address as shown and stored: never with a `user:password@` part."""
+        return strip_userinfo(self.base_url or self.azure_endpoint or "https://api.openai.com/v1")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be shown: the key and any user or password inside the address."""
+        found = [self.api_key] if self.api_key and self.api_key != "EMPTY" else []
+        for url in (self.base_url, self.azure_endpoint):
+            parts = urlsplit(url or "")
+            found += [x for x in (parts.username, parts.password) if x]
+        return tuple(found)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -101,6 +114,24 @@ class SpecOptions:
     think: bool = False
 
 
+def strip_userinfo(url: str) -> str:
+    """`url` without its `user:password@` part (`http://u:KEY@host/v1` -> `http://host/v1`)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def basic_auth(url: str | None) -> dict[str, str] | None:
+    """The `Authorization: Basic` header a `user:password@` address asks for (as the HTTP
+    client would send it), so the address itself can go to the client without them."""
+    parts = urlsplit(url or "")
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
 def parse_spec_name(spec: str) -> SpecOptions:
     """`gpt-5#high#low` -> effort high, verbosity low; `qwen3-vl#think` -> think."""
     name, *rest = spec.split("#")
@@ -129,8 +160,10 @@ def read_config(path: str | Path | None = None) -> dict[str, Any]:
     try:
         text = p.read_text()
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"endpoint config {p} is not valid JSON/YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"endpoint config {p} is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError(f"endpoint config {p} must be a mapping of endpoint names")
     return data
@@ -158,6 +191,7 @@ _NUMBERS: dict[str, tuple[tuple[type, ...], float, float]] = {
     "max_retries": ((int,), 0, 20),
     "backoff_s": ((int, float), 0, 600),
     "max_call_s": ((int, float), 1, 24 * 3600),
+    "max_reply_bytes": ((int,), 1024, 1024**3),
 }
 _STRINGS = (
     "api_type",

@@ -6,13 +6,16 @@ jitter; a semaphore per endpoint bounds concurrent requests across all models th
 server that reports an image-size limit makes the model switch to low image detail once and retry.
 
 Every attempt has a total deadline (the endpoint's `timeout`, however slowly the bytes arrive) and
-every call a total budget (`max_call_s`, all attempts and waits together); each retry logs one
-line. Error text from a server is redacted for API keys before it goes anywhere.
+every call a total budget (`max_call_s`, all attempts and waits together); a reply body is read
+up to `max_reply_bytes` (default 8 MiB), and one that is longer (or nested too deeply to parse)
+is a malformed reply; each retry logs one line. Error text from a server is redacted for API keys (whole, or any run of 8 or more of their
+characters) before it is cut short or goes anywhere, and so is the text of a reply.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import random
@@ -43,9 +46,11 @@ from taskmem_lab.backends.base import (
 from taskmem_lab.backends.endpoints import (
     Endpoint,
     SpecOptions,
+    basic_auth,
     endpoints_for,
     parse_spec_name,
     read_config,
+    strip_userinfo,
 )
 from taskmem_lab.backends.visual import frame_label
 from taskmem_lab.errors import ModelError
@@ -78,13 +83,52 @@ _KEY_SHAPED = re.compile(
 )
 
 
+# A run of this many characters of a secret is redacted wherever it appears (a cut-off key).
+PARTIAL_RUN = 8
+REDACTED = "[redacted]"
+
+
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` with the given secrets and anything key-shaped (sk-..., Bearer ..., api_key=...)
-    replaced by `[redacted]`: server error text is stored in records and printed."""
+    """`text` with the given secrets (whole, or any run of `PARTIAL_RUN` of their characters)
+    and anything key-shaped (sk-..., Bearer ..., api_key=...) replaced by `[redacted]`: server
+    error text is stored in records and printed. Redact first, then cut."""
+    text = redact_secrets(text, secrets)
+    return _KEY_SHAPED.sub(lambda m: (m.group(1) or m.group(3) or "") + REDACTED, text)
+
+
+def redact_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with each secret, and each run of `PARTIAL_RUN`+ characters of one, redacted."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return _KEY_SHAPED.sub(lambda m: (m.group(1) or m.group(3) or "") + "[redacted]", text)
+            text = text.replace(secret, REDACTED)
+    for secret in secrets:
+        if len(secret) >= PARTIAL_RUN and text:
+            text = _redact_runs(text, _runs_of(secret))
+    return text
+
+
+@functools.lru_cache(maxsize=32)
+def _runs_of(secret: str) -> re.Pattern[str]:
+    """Finds (overlapping) every place where `PARTIAL_RUN` characters of `secret` start."""
+    grams = sorted({secret[i : i + PARTIAL_RUN] for i in range(len(secret) - PARTIAL_RUN + 1)})
+    return re.compile("(?=(" + "|".join(map(re.escape, grams)) + "))")
+
+
+def _redact_runs(text: str, runs: re.Pattern[str]) -> str:
+    starts = [m.start() for m in runs.finditer(text)]
+    if not starts:
+        return text
+    out, kept, end = [], 0, -1
+    for i in starts:
+        if i > end:  # a new covered stretch begins: flush what lies before it
+            if end >= 0:
+                out.append(REDACTED)
+            out.append(text[kept:i])
+        end = max(end, i + PARTIAL_RUN)
+        kept = end
+    out.append(REDACTED)
+    out.append(text[kept:])
+    return "".join(out)
 
 
 _IMAGE_LIMIT = re.compile(
@@ -155,7 +199,7 @@ class OpenAICompatModel:
         self._detail = {e.address: e.image_detail for e in endpoints}
         self._clients: dict[int, Any] = {}
         self._lock = threading.Lock()
-        self._secrets = tuple({e.api_key for e in endpoints if e.api_key != "EMPTY"})
+        self._secrets = tuple(sorted({s for e in endpoints for s in e.secrets}))
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -172,7 +216,8 @@ class OpenAICompatModel:
         return self.endpoints[0].video
 
     def _client(self, endpoint: Endpoint) -> Any:
-        """The endpoint's `chat.completions.with_raw_response`, made on first use.
+        """The endpoint's `chat.completions.with_streaming_response`, made on first use (the
+        body is read by `read_capped`, never more than the endpoint's `max_reply_bytes`).
 
         Resolving it imports the SDK's resource modules (~0.3 s of CPU): done once under the
         lock by the first caller, so the first calls of many streams do not each wait for it.
@@ -183,20 +228,23 @@ class OpenAICompatModel:
                 client: openai.OpenAI
                 if endpoint.api_type == "azure":
                     client = openai.AzureOpenAI(
-                        azure_endpoint=endpoint.azure_endpoint or "",
+                        azure_endpoint=strip_userinfo(endpoint.azure_endpoint or ""),
                         api_version=endpoint.api_version,
                         api_key=endpoint.api_key,
                         timeout=endpoint.timeout,
                         max_retries=0,
+                        default_headers=basic_auth(endpoint.azure_endpoint),
                     )
                 else:
                     client = openai.OpenAI(
-                        base_url=endpoint.base_url,
+                        # user:password@ goes in a header: the HTTP client logs the URL (-v)
+                        base_url=endpoint.base_url and strip_userinfo(endpoint.base_url),
                         api_key=endpoint.api_key,
                         timeout=endpoint.timeout,
                         max_retries=0,
+                        default_headers=basic_auth(endpoint.base_url),
                     )
-                self._clients[key] = client.chat.completions.with_raw_response
+                self._clients[key] = client.chat.completions.with_streaming_response
             return self._clients[key]
 
     def warm(self) -> None:
@@ -237,10 +285,10 @@ class OpenAICompatModel:
         started = time.perf_counter()
         with _semaphore(endpoint):
             try:
-                raw = self._client(endpoint).create(
+                with self._client(endpoint).create(
                     messages=messages, **self._kwargs(endpoint, request)
-                )
-                body = raw.http_response.content
+                ) as raw:
+                    body = read_capped(raw, endpoint.max_reply_bytes)
             except openai.BadRequestError as exc:
                 if detail != "low" and _IMAGE_LIMIT.search(str(exc)):
                     log.warning(
@@ -251,10 +299,12 @@ class OpenAICompatModel:
                     return self._call_once(endpoint, request)
                 raise
         latency = time.perf_counter() - started
-        data = parse_completion(body)
+        data = parse_completion(body, self._secrets)
         message = data["choices"][0]["message"]
-        answer, reasoning = split_reasoning(message.get("content") or "")
+        content = redact_secrets(message.get("content") or "", self._secrets)
+        answer, reasoning = split_reasoning(content)
         server_reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        server_reasoning = redact_secrets(str(server_reasoning), self._secrets)
         usage: dict[str, int] = {}
         if data.get("usage") is not None:
             usage = {
@@ -340,39 +390,65 @@ class OpenAICompatModel:
             ) from None
 
     def _redacted(self, exc: BaseException) -> str:
-        return redact(_short(exc), self._secrets)
+        return _first_line(redact(str(exc), self._secrets)) if str(exc) else type(exc).__name__
 
     def _why(self, exc: BaseException) -> str:
         return f"{type(exc).__name__}: {self._redacted(exc)}"
 
 
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+def _first_line(text: str, limit: int = 300) -> str:
+    """The first line of (already redacted) error text, cut to `limit` characters."""
+    return (text.splitlines() or [""])[0][:limit]
+
+
+def read_capped(raw: Any, limit: int) -> bytes:
+    """The reply body, read no further than `limit` bytes (a longer one is `MalformedReply`)."""
+    declared = raw.http_response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise MalformedReply(_too_long(f"{int(declared):,} bytes", limit))
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in raw.iter_bytes(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise MalformedReply(_too_long(f"more than {limit:,} bytes", limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_long(what: str, limit: int) -> str:
+    return (
+        f"reply is too long ({what}; max_reply_bytes={limit:,} in the endpoint config "
+        "raises the limit)"
+    )
 
 
 def _is_count(value: Any) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
-def parse_completion(body: bytes) -> dict[str, Any]:
-    """A chat-completion body checked field by field; `MalformedReply` says what is wrong."""
+def parse_completion(body: bytes, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A chat-completion body checked field by field; `MalformedReply` says what is wrong
+    (quoting the body only after `secrets` are redacted from it)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedReply(f"reply is not UTF-8 (byte {exc.start})") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise MalformedReply("reply is nested too deeply to be a chat completion") from None
     except json.JSONDecodeError as exc:
         cut = exc.msg.startswith("Unterminated") or exc.pos >= len(text.rstrip()) - 1
         what = "truncated JSON" if cut else "not JSON"
         raise MalformedReply(
-            f"reply is {what} ({exc.msg} at char {exc.pos}): {text[:80]!r}"
+            f"reply is {what} ({exc.msg} at char {exc.pos}): {redact(text[:1000], secrets)[:80]!r}"
         ) from None
     if not isinstance(data, dict):
         raise MalformedReply(f"reply is a JSON {type(data).__name__}, not an object")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise MalformedReply(f"reply has no choices ({_brief(data)})")
+        raise MalformedReply(f"reply has no choices ({_brief(data, secrets)})")
     choice = choices[0]
     message = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(message, dict):
@@ -397,8 +473,8 @@ def parse_completion(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _brief(data: Any) -> str:
-    text = json.dumps(data, default=str)
+def _brief(data: Any, secrets: tuple[str, ...] = ()) -> str:
+    text = redact(json.dumps(data, default=str)[:1000], secrets)
     return text if len(text) <= 120 else text[:117] + "..."
 
 

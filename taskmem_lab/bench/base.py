@@ -8,7 +8,7 @@ JSONL and parquet files into plain rows with errors that name the file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,16 +66,15 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 "reading parquet needs pyarrow: pip install 'taskmem_lab[eval]'"
             ) from exc
         return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
+    if suffix not in (".json", ".jsonl"):
+        raise BenchmarkError(f"{path}: expected one of {TABLE_SUFFIXES}")
     try:
-        if suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        if suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise BenchmarkError(f"{path}: expected one of {TABLE_SUFFIXES}")
-    except json.JSONDecodeError as exc:
-        raise BenchmarkError(f"{path} is not valid JSON: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchmarkError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    if suffix == ".jsonl":
+        return [_json(line, f"{path}, line {n}") for n, line in _lines(text) if line.strip()]
+    data = _json(text, str(path))
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if _is_task_dict(data):
@@ -86,6 +85,22 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise BenchmarkError(f"{path}: expected a list of JSON objects")
     return data
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a JSONL text, counted as editors count them (only newlines end a
+    line, so the numbers match what a user sees)."""
+    return enumerate(text.split("\n"), 1)
+
+
+def _json(text: str, where: str) -> Any:
+    """`text` as JSON; `where` (the file, or the file and line) names it in the one-line error."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchmarkError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BenchmarkError(f"{where} is nested too deeply to read") from None
 
 
 def _is_task_dict(data: Mapping[str, Any]) -> bool:

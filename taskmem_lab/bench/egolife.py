@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.bench.base import Benchmark, located, records_from_path, require_fields
-from taskmem_lab.bench.record import QARecord, check_unique
+from taskmem_lab.bench.record import QARecord, check_unique, text_field
 from taskmem_lab.errors import BenchmarkError
 
 NAME = "egolife"
@@ -202,7 +202,7 @@ def convert_row(row: Mapping[str, Any], where: str, participant: str | None = No
         id=f"{who}_{row['ID']}",
         benchmark=NAME,
         video_id=who,
-        question=str(row["question"]).strip(),
+        question=text_field(row, "question", where).strip(),
         options=tuple(str(row[f"choice_{c}"]).strip() for c in "abcd"),
         answer=str(row.get("answer", "")).strip().upper(),
         answer_kind="choice",

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require_fields
-from taskmem_lab.bench.record import QARecord, check_unique
+from taskmem_lab.bench.record import QARecord, check_unique, text_field
 from taskmem_lab.errors import BenchmarkError
 
 NAME = "egotempo"
@@ -72,7 +72,7 @@ def convert_row(row: Mapping[str, Any], where: str, index: int = 0) -> QARecord:
         id=str(qid),
         benchmark=NAME,
         video_id=str(clip_id),
-        question=str(row["question"]).strip(),
+        question=text_field(row, "question", where).strip(),
         options=(),
         answer=str(row["answer"]).strip(),
         answer_kind="open",

@@ -37,6 +37,15 @@ COMMON_FIELDS = (
 )
 
 
+def text_field(row: Mapping[str, Any], key: str, where: str) -> str:
+    """`row[key]` as text, refused when it is not a string (`"question": null` would otherwise
+    be asked as the text "None")."""
+    value = row[key]
+    if not isinstance(value, str):
+        raise BenchmarkError(f"{where}: {key!r} must be text, got {value!r:.60}")
+    return value
+
+
 def _bad(record_id: str, message: str) -> BenchmarkError:
     return BenchmarkError(f"question {record_id!r}: {message}")
 
@@ -123,7 +132,7 @@ class QARecord:
             id=str(row["id"]),
             benchmark=str(row["benchmark"]),
             video_id=str(row["video_id"]),
-            question=str(row["question"]),
+            question=text_field(row, "question", f"question {row['id']!r}"),
             options=tuple(str(o) for o in (row["options"] or ())),
             answer=str(row["answer"]),
             answer_kind=str(row["answer_kind"]),

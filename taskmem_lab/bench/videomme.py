@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmem_lab.bench.base import TASK_KEY, Benchmark, located, records_from_path, require_fields
-from taskmem_lab.bench.record import LETTERS, QARecord, check_unique
+from taskmem_lab.bench.record import LETTERS, QARecord, check_unique, text_field
 from taskmem_lab.errors import BenchmarkError
 
 NAME = "videomme"
@@ -77,7 +77,7 @@ def convert_row(row: Mapping[str, Any], where: str, fallback: Mapping[str, str])
         id=str(row.get("question_id") or fallback["question_id"]),
         benchmark=NAME,
         video_id=str(row["videoID"]),
-        question=str(row["question"]).strip(),
+        question=text_field(row, "question", where).strip(),
         options=tuple(strip_option(str(o), i, where) for i, o in enumerate(options)),
         answer=str(row["answer"]).strip().upper(),
         answer_kind="choice",

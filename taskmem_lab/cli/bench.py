@@ -81,6 +81,7 @@ def bench_command(args: argparse.Namespace) -> int:
         plan_only=args.plan,
         progress=not args.quiet,
         decoder=args.decoder,
+        allow_model_change=args.allow_model_change,
     )
     if args.plan:
         print(result.plan.table())
@@ -157,6 +158,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["pyav", "decord", "auto"],
         default="pyav",
         help="frame reader: pyav decodes forward and never ahead (low memory; default)",
+    )
+    b.add_argument(
+        "--allow-model-change",
+        action="store_true",
+        help="continue streams memorized with another model or server (the switch is recorded)",
     )
     add_options(
         b.add_argument_group("memorizing (MemorizeParams)"),

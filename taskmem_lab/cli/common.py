@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from taskmem_lab.errors import ConfigError
+
 
 def add_cache_args(p: argparse.ArgumentParser) -> None:
     """`--cache FILE` / `--no-cache` and `-q/--quiet`."""
@@ -35,5 +37,12 @@ def response_cache(args: argparse.Namespace) -> Any:
 def read_supplement(value: str) -> str:
     """`--supplement-prompt`: the text itself, or `@FILE` to read it from a file."""
     if value.startswith("@"):
-        return Path(value[1:]).read_text(encoding="utf-8").strip()
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"--supplement-prompt {value}: {path} is not UTF-8 text (byte {exc.start}: "
+                f"{exc.reason})"
+            ) from None
     return value

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from taskmem_lab.errors import ConfigError
 from taskmem_lab.evaluation.agreement import AgreementParams
 from taskmem_lab.evaluation.evaluate import EvalParams
 from taskmem_lab.evaluation.qa import QAParams
+
+MAX_PRICE = 10_000.0  # USD per 1M tokens; dearer than any model sold, so a typo
 
 
 def prices(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
@@ -27,6 +30,12 @@ def prices(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
             raise ConfigError(
                 f"--price {value!r}: expected SPEC=IN,OUT in USD per 1M tokens"
             ) from exc
+        for side, usd in (("IN", tokens_in), ("OUT", tokens_out)):
+            if not (math.isfinite(usd) and 0 <= usd <= MAX_PRICE):
+                raise ConfigError(
+                    f"--price {value!r}: {side} must be a number of USD per 1M tokens in "
+                    f"0..{MAX_PRICE:g}, got {usd}"
+                )
         out[spec] = (tokens_in, tokens_out)
     return out
 

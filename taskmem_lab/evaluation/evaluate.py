@@ -12,7 +12,9 @@ the response cache makes repeated requests free, so a finished evaluation re-run
 calls. Questions without a
 memory are listed in `missing.json` and counted in the table, never dropped silently; when no
 question has a memory the run stops with an error naming the video ids looked for and where. A
-question whose model call fails is not written (the next run retries it).
+question whose model call fails is not written (the next run retries it), and one whose every
+reply was empty is written but asked again on the next run (`answered`); a model that answered in
+words no reading could parse keeps its row.
 
 Output folder: `run.json` (what was evaluated, with which models, prompts and parameters),
 `results.jsonl`, `missing.json`, `table.md` and `table.parquet` (Acc/Cov/Prec per benchmark,
@@ -77,7 +79,7 @@ from taskmem_lab.evaluation.qa import (
 from taskmem_lab.evaluation.retrieval import Retriever, index_folder
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.memory import Memory, dumps_jsonl, load_any
-from taskmem_lab.params import check_param
+from taskmem_lab.params import check_finite, check_param
 from taskmem_lab.paths import safe_name
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.store import LOCK_FILE, FolderLock, atomic_write_json, mark_stopped, utc_now
@@ -123,6 +125,7 @@ class EvalParams:
     attribute: str = field(default=NONE, metadata={"choices": MODES})
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(self.attribute in MODES, "attribute", f"must be one of {MODES}")
         check_param(self.unparseable in READINGS, "unparseable", f"must be one of {READINGS}")
         check_param(1 <= self.concurrency <= 256, "concurrency", "must be in 1..256")
@@ -252,9 +255,18 @@ def results_dir(out: Path) -> ResumableDir:
         key=lambda row: str(row["id"]),
         settings_name=RUN,
         rows_name=RESULTS,
-        ok=lambda row: True,  # a question whose model call failed is never written
+        ok=answered,  # a question whose model call failed is never written
         hint="use another --out, or delete the folder to start over",
     )
+
+
+def answered(row: Mapping[str, Any]) -> bool:
+    """Whether a results row is done: anything but an unparseable answer from replies that were
+    all empty (a server that sent nothing; a resumed run asks again)."""
+    if row.get("status") != "unparseable":
+        return True
+    samples = (row.get("answerer") or {}).get("samples") or []
+    return any(str(s.get("text") or "").strip() for s in samples)
 
 
 def adopt_later_settings(folder: ResumableDir, identity: dict[str, Any]) -> None:

@@ -42,6 +42,8 @@ def reply_object(text: str) -> dict[str, Any] | None:
         chunk = text[start : end + 1]
         try:
             value = json.loads(chunk)
+        except RecursionError:
+            value = None
         except json.JSONDecodeError:
             try:
                 value = ast.literal_eval(chunk)  # literals only: no code runs

@@ -30,7 +30,7 @@ from taskmem_lab.bench.record import ABSTAIN_LETTER, LETTERS, QARecord
 from taskmem_lab.errors import ConfigError, ParseError
 from taskmem_lab.evaluation.retrieval import Retriever
 from taskmem_lab.memory import KINDS, Entry, Memory
-from taskmem_lab.params import check_param
+from taskmem_lab.params import check_finite, check_param
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.replies import parse_object
 from taskmem_lab.timefmt import hms
@@ -70,6 +70,7 @@ class QAParams:
     max_context_chars: int = 0
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(self.context in CONTEXTS, "context", f"must be one of {CONTEXTS}")
         check_param(self.memory_kind in KINDS, "memory_kind", f"must be one of {KINDS}")
         check_param(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")

@@ -56,6 +56,8 @@ def load_stream(path: str | Path) -> Stream:
         data = yaml.safe_load(text) if p.suffix != ".json" else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"stream manifest {p} is not valid JSON/YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"stream manifest {p} is nested too deeply to read") from None
     if not isinstance(data, dict) or not isinstance(data.get("files"), list) or not data["files"]:
         raise ConfigError(f"stream manifest {p} needs a non-empty 'files' list")
     stream_id = safe_name(data.get("stream_id") or p.stem, f"stream manifest {p}: stream_id")
@@ -86,6 +88,11 @@ def load_stream(path: str | Path) -> Stream:
                 files.append(StreamFile(str(fp), start, duration, offset))
                 continue
             end = decodable_end(fp) - offset
+            if end <= 0:
+                raise ConfigError(
+                    f"{where}.offset {offset} is past the file's end "
+                    f"({end + offset:.3f} s of decodable video)"
+                )
             if duration > end + MIN_TAIL_S:
                 log.warning(
                     "%s: duration %.3f s runs past the file's decodable end (%.3f s); "
@@ -97,8 +104,23 @@ def load_stream(path: str | Path) -> Stream:
                 )
                 duration = end
         files.append(StreamFile(str(fp), start, duration, offset))
+    _check_overlaps(files, f"stream manifest {p}")
     files.sort(key=lambda f: f.start)
     return Stream(stream_id=stream_id, files=tuple(files))
+
+
+def _check_overlaps(files: list[StreamFile], where: str) -> None:
+    """Files may abut or leave gaps in stream time, never overlap (beyond `GAP_TOLERANCE_S`
+    of rounding): the later file's first seconds would never be memorized."""
+    order = sorted(range(len(files)), key=lambda i: files[i].start)
+    for a, b in zip(order, order[1:], strict=False):
+        end = files[a].start + files[a].duration
+        if files[b].start < end - GAP_TOLERANCE_S:
+            raise ConfigError(
+                f"{where}: files[{b}] starts at {files[b].start:g} s, inside files[{a}] "
+                f"({files[a].start:g}-{end:g} s); files must not overlap in stream time "
+                "(fix its start, or cut the earlier file with 'duration')"
+            )
 
 
 def _seconds(value: object, where: str, allow_negative: bool = False) -> float:

@@ -295,7 +295,10 @@ def parse_asr_reply(text: str) -> list[tuple[Word, str]]:
         # The reply is a bare list of segments (parse_object returned its first item).
         import json_repair
 
-        value = json_repair.loads(text)
+        try:
+            value = json_repair.loads(text)
+        except RecursionError:
+            raise ParseError("the reply is nested too deeply to be a list of segments") from None
         items = value if isinstance(value, list) else [obj]
     if items is None or isinstance(items, dict):
         raise ParseError("the JSON object has no list field 'segments'")

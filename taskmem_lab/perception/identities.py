@@ -422,8 +422,8 @@ class IdentityRegistry:
             return cls(params)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(f"cannot read the identity registry {path}: {exc}") from exc
+        except (OSError, ValueError, RecursionError) as exc:
+            raise StoreError(f"cannot read the identity registry {path}: {exc!r:.200}") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise StoreError(f"{path}: unknown identity registry schema {data.get('schema')!r}")
         saved = data.get("params") or {}
@@ -511,8 +511,8 @@ def gallery(directory: str | Path) -> list[tuple[str, Path]]:
         return []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"cannot read the identity registry {path}: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise StoreError(f"cannot read the identity registry {path}: {exc!r:.200}") from None
     out = []
     for gid, entry in (data.get("characters") or {}).items():
         rel = entry.get("crop")

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from taskmem_lab.params import check_model_call, check_param
+from taskmem_lab.params import check_finite, check_model_call, check_param
 
 # --------------------------------------------------------------------------- names and defaults
 
@@ -132,6 +132,7 @@ class FaceParams:
     split_distance: float | None = None
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(
             self.backend in FACE_BACKEND_NAMES,
             "backend",
@@ -276,6 +277,7 @@ class AsrParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(
             self.backend in ASR_BACKEND_NAMES,
             "backend",
@@ -340,6 +342,7 @@ class VoiceParams:
     reasks: int = 1
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(
             self.backend in VOICE_BACKEND_NAMES,
             "backend",
@@ -382,6 +385,7 @@ class IdentityParams:
     crop_side: int = 160
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(
             self.face_backend in FACE_MATCH_THRESHOLD,
             "face_backend",

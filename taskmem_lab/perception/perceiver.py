@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from taskmem_lab.backends.base import ChatModel
+from taskmem_lab.errors import StoreError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.media.stream import source_identity
 from taskmem_lab.media.video import Frame, StreamFrames, sample_times
@@ -54,6 +56,7 @@ from taskmem_lab.store import (
     atomic_write_json,
     perception_dir,
     read_jsonl,
+    refuse_links,
 )
 
 CLIPS = "clips.jsonl"
@@ -62,6 +65,7 @@ REGISTRY_DIR = "identities"
 NEXT_REGISTRY = "identities.next"  # the registry after clip k, promoted once k's record is stored
 OLD_REGISTRY = "identities.old"
 NEXT_CLIP = "clip.json"
+log = logging.getLogger(__name__)
 
 
 def model_identity(spec: str) -> dict[str, str]:
@@ -252,28 +256,66 @@ class StreamPerceiver:
         self._embedder: Any = None
 
     def _load(self) -> None:
-        """Stored records and the identity registry that matches them."""
+        """Stored records and the identity registry that matches them.
+
+        A registry swap left half done by a killed process is finished (or undone) here, on
+        open, not only before the next clip is computed: a perception whose every clip is stored
+        is read back with the gallery of its last clip.
+        """
         self.records: dict[int, dict[str, Any]] = {
             r["clip"]: r for r in read_jsonl(self.path / CLIPS)
         }
         if self.lock.held:
             self._settle_registry()
-        reg_dir = self.path / REGISTRY_DIR
+        elif self._unsettled():
+            self._repair()
+        reg_dir = self._registry_dir()
         self.registry = (
             IdentityRegistry.load(reg_dir, self.params.identities)
             if (reg_dir / "identities.json").is_file()
             else IdentityRegistry(self.params.identities)
         )
 
+    def _unsettled(self) -> bool:
+        """Whether a killed commit left `identities.next/` or `identities.old/` behind."""
+        return any((self.path / n).is_dir() for n in (NEXT_REGISTRY, OLD_REGISTRY))
+
+    def _repair(self) -> None:
+        """Settle the registry under the folder's lock, taken only for this; a folder in use by
+        another process (mid-commit) or not writable is read as it stands (`_registry_dir`)."""
+        try:
+            self.lock.acquire()
+        except StoreError as exc:  # LockedError included
+            log.info("%s: registry left unsettled (%s); reading around it", self.path, exc)
+            return
+        try:
+            self._settle_registry()
+        finally:
+            self.lock.release()
+
+    def _registry_dir(self) -> Path:
+        """The folder holding the registry that matches the stored records, whatever step of
+        a commit it is at: `identities.next/` once its clip's record is stored, else
+        `identities/`, else `identities.old/` (a swap stopped between its two renames)."""
+        nxt, cur, old = (self.path / n for n in (NEXT_REGISTRY, REGISTRY_DIR, OLD_REGISTRY))
+        if nxt.is_dir() and self._next_clip(nxt) in self.records:
+            return nxt
+        return cur if cur.is_dir() or not old.is_dir() else old
+
+    @staticmethod
+    def _next_clip(nxt: Path) -> int | None:
+        """The clip whose registry `identities.next/` holds; None when its note is unreadable."""
+        try:
+            return int(json.loads((nxt / NEXT_CLIP).read_text(encoding="utf-8"))["clip"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return None
+
     def _settle_registry(self) -> None:
         """Finish or undo a registry swap a killed process left: the registry saved for clip k
         is promoted only if k's record was stored, so no clip is ever counted twice."""
         nxt, cur, old = (self.path / n for n in (NEXT_REGISTRY, REGISTRY_DIR, OLD_REGISTRY))
         if nxt.is_dir():
-            try:
-                clip = int(json.loads((nxt / NEXT_CLIP).read_text(encoding="utf-8"))["clip"])
-            except (OSError, ValueError, KeyError, TypeError):
-                clip = None
+            clip = self._next_clip(nxt)
             if clip is not None and clip in self.records:
                 if cur.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
@@ -302,6 +344,7 @@ class StreamPerceiver:
         """Lock the folder before the first write, then re-read what another process stored."""
         if not self.lock.held:
             self.lock.acquire()
+            refuse_links(self.path, "perception folder")
             atomic_write_json(self.path / SETTINGS, self.settings)
             self._load()
 

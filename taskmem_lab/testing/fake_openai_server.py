@@ -3,11 +3,11 @@
 It is a test double wrapping the fake model (`backends.fake`): each reply is the fake model's
 answer for the request's purpose, which the client sends in the `X-Taskmem-Purpose` header (real
 OpenAI-compatible servers ignore unknown headers), marked `[fake server]`. It can be scripted to
-answer 429, 500, an image-size 400, malformed text, a `<think>` block, or to hang past the
+answer 429, 500, an image-size 400, malformed text, an empty or null content, a `<think>` block, or to hang past the
 client's timeout; to send a hostile HTTP-200 body (`HOSTILE`: not JSON, not UTF-8, truncated,
 wrong field types), to trickle a good reply one byte at a time (`trickle`: every read in time, the
 whole never) or to echo the API key in a 500 (`leak_key`); it can hold every request after the
-N-th until released (to kill a client mid-run), fail every request a predicate picks
+N-th until released (to kill a client mid-run), send a body scripted byte for byte (`script_raw`), fail every request a predicate picks
 (`fail_if`), and it can be given pairwise verdicts (`script_verdicts`). Every request body and its
 purpose are recorded (`requests`, `purposes`).
 
@@ -55,6 +55,9 @@ BEHAVIOURS = (
     "think",
     "trickle",
     "leak_key",
+    "empty",
+    "null_content",
+    "raw",
     *HOSTILE,
 )
 
@@ -157,6 +160,7 @@ class FakeOpenAIServer:
         self.paths: list[str] = []
         self._script: list[str] = []
         self._verdicts: list[str] = []
+        self._raw: list[tuple[int, bytes]] = []
         self._lock = threading.Lock()
         self.hold_after: int | None = None
         self._stopping = False
@@ -191,6 +195,13 @@ class FakeOpenAIServer:
             raise ValueError(f"unknown behaviours {unknown}; known: {BEHAVIOURS}")
         with self._lock:
             self._script.extend(behaviours)
+
+    def script_raw(self, status: int, body: bytes | str) -> None:
+        """The next scripted reply is `body` with HTTP `status`, sent as it is."""
+        data = body.encode() if isinstance(body, str) else body
+        with self._lock:
+            self._raw.append((status, data))
+            self._script.append("raw")
 
     def script_verdicts(self, *verdicts: str) -> None:
         """Answers ("A", "B" or "tie") for the next pairwise-judge requests, in arrival order;
@@ -288,9 +299,16 @@ class FakeOpenAIServer:
                     msg = f"upstream failed for {key} (api_key=sk-live-0123456789abcdef)"
                     self._send(500, {"error": {"message": msg, "type": "server_error"}})
                     return
+                if behaviour == "raw":
+                    with server._lock:
+                        status, data = server._raw.pop(0)
+                    self._send(status, None, data)
+                    return
                 if behaviour == "hang":
                     time.sleep(server.hang_s)
                 content = reply_for(body, purpose, server._pop_verdict)
+                if behaviour in ("empty", "null_content"):
+                    content = "" if behaviour == "empty" else None  # a valid, empty completion
                 if behaviour == "malformed":
                     content = "Sure! Here is the memory: description = the man walks (no JSON"
                 if behaviour == "think":
@@ -310,8 +328,8 @@ class FakeOpenAIServer:
                     ],
                     "usage": {
                         "prompt_tokens": prompt_tokens,
-                        "completion_tokens": len(content.split()),
-                        "total_tokens": prompt_tokens + len(content.split()),
+                        "completion_tokens": len((content or "").split()),
+                        "total_tokens": prompt_tokens + len((content or "").split()),
                     },
                 }
                 if behaviour in HOSTILE:

@@ -24,7 +24,7 @@ from taskmem_lab.asking import ask
 from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ConfigError, ModelError, ParseError, StoreError
 from taskmem_lab.jobs import Progress, ResumableDir
-from taskmem_lab.params import check_param
+from taskmem_lab.params import check_finite, check_param
 from taskmem_lab.prompts import prompt_hash, render
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Task
 from taskmem_lab.tasks import arrived_before, tasks_digest
@@ -73,6 +73,7 @@ class PairParams:
     media: str = field(default=ExportParams.media, metadata={"choices": MEDIA_MODES})
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(1 <= self.max_questions <= 50, "max_questions", "must be in 1..50")
         check_param(
             self.questions in QUESTION_MODES,

@@ -17,7 +17,7 @@ from typing import Any
 
 from taskmem_lab.errors import ConfigError, ParseError
 from taskmem_lab.face_ids import LOCAL_ID
-from taskmem_lab.params import check_model_call, check_param
+from taskmem_lab.params import check_finite, check_model_call, check_param
 from taskmem_lab.replies import parse_object
 
 TEXT_FLAGS = (
@@ -63,6 +63,7 @@ class RewardParams:
     judge_reasks: int = 1
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(self.think_threshold >= 1, "think_threshold", "must be >= 1 token")
         check_param(
             self.think_penalty >= 0, "think_penalty", "must be >= 0 (the size of a penalty)"
@@ -155,7 +156,7 @@ def check_format(completion: str, require_thinking: bool = False) -> FormatCheck
     description: str | None = None
     try:
         obj = json.loads(answer)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         problems.append("the answer is not strict JSON")
         obj = None
     if obj is not None:

@@ -22,7 +22,7 @@ from taskmem_lab.backends.base import ChatModel, Request, Sampling
 from taskmem_lab.errors import ModelError, ParseError
 from taskmem_lab.face_ids import IdMap
 from taskmem_lab.jobs import Progress, ResumableDir
-from taskmem_lab.params import check_param
+from taskmem_lab.params import check_finite, check_param
 from taskmem_lab.replies import parse_description
 from taskmem_lab.schema import SCHEMA_VERSION
 from taskmem_lab.training.replay import ReplayedClip, RunReplay
@@ -47,6 +47,7 @@ class RolloutParams:
     max_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_param(1 <= self.n <= 256, "n", f"must be in 1..256, got {self.n}")
         check_param(self.temperature > 0, "temperature", "must be > 0 so candidates differ")
         if self.top_p is not None:
