@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from taskmem_lab.errors import LockedError, StoreError
-from taskmem_lab.paths import file_sha256, remember_sha256, safe_name, stamp_matches
+from taskmem_lab.paths import remember_sha256, safe_name
 from taskmem_lab.schema import SCHEMA_VERSION, ClipRecord
 
 MANIFEST = "manifest.json"
@@ -400,30 +400,6 @@ def _content(source: Any, keep: tuple[str, ...] = ()) -> Any:
     return [
         {k: v for k, v in f.items() if k not in drop} if isinstance(f, dict) else f for f in source
     ]
-
-
-def changed_sources(run_path: str | Path) -> list[str]:
-    """The source files of a stored run whose content is no longer what the run was made from
-    (`name: why`), checked cheaply: a file whose stamp (`paths.STAMP_FIELDS`) still matches is
-    not read; one whose stamp changed is hashed and compared. Entries recorded without a stamp
-    (older runs) are not checked here (a resume through `open_run` still compares them)."""
-    try:
-        data = json.loads((Path(run_path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    source = data.get("source") if isinstance(data, dict) else None
-    changed = []
-    for f in source if isinstance(source, list) else []:
-        if not isinstance(f, dict) or not isinstance(f.get("path"), str) or "inode" not in f:
-            continue
-        path = Path(f["path"])
-        if stamp_matches(path, f):
-            continue
-        if not path.is_file():
-            changed.append(f"{path.name}: missing")
-        elif file_sha256(path) != f.get("sha256"):
-            changed.append(f"{path.name}: different content (sha256)")
-    return changed
 
 
 def recall_source_digests(run_path: str | Path) -> int:
