@@ -31,7 +31,7 @@ from taskmem_lab.media.stream import source_identity
 from taskmem_lab.media.video import Frame, StreamFrames, sample_times
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import file_sha256, safe_name
-from taskmem_lab.perception.asr import ClipTranscriber, make_asr
+from taskmem_lab.perception.asr import make_asr
 from taskmem_lab.perception.base import Perception
 from taskmem_lab.perception.face_backends import borrow_face_backend
 from taskmem_lab.perception.faces import clip_faces
@@ -47,6 +47,7 @@ from taskmem_lab.perception.params import (
 )
 from taskmem_lab.perception.records import FaceDetection, Segment
 from taskmem_lab.perception.render import annotate
+from taskmem_lab.perception.transcribers import Transcriber, make_transcriber
 from taskmem_lab.perception.voices import identify_speakers, make_voice_embedder
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Stream
 from taskmem_lab.store import (
@@ -260,8 +261,9 @@ class StreamPerceiver:
         self.model = speaker_model
         self._load()
         self._face_frames: StreamFrames | None = None
-        self._transcriber: ClipTranscriber | None = None
+        self._transcriber: Transcriber | None = None
         self._embedder: Any = None
+        self._asr_restored = False  # the stored state is taken once, by the first clip computed
 
     def _load(self) -> None:
         """Stored records and the identity registry that matches them."""
@@ -319,12 +321,12 @@ class StreamPerceiver:
 
     # ------------------------------------------------------------------ lazily built parts
 
-    def _asr(self) -> ClipTranscriber | None:
+    def _asr(self) -> Transcriber | None:
         if self.params.asr is None:
             return None
         if self._transcriber is None:
             asr = make_asr(self.params.asr, self.model)
-            self._transcriber = ClipTranscriber.from_params(asr, self.stream, self.params.asr)
+            self._transcriber = make_transcriber(asr, self.stream, self.params.asr)
         return self._transcriber
 
     def _voices(self) -> Any:
@@ -402,14 +404,14 @@ class StreamPerceiver:
         links: dict[str, Any] = {}
         transcriber = self._asr()
         if transcriber is not None:
-            previous = self.records.get(clip.index - 1, {}).get("asr_state")
-            if previous and transcriber.carry_from is None and transcriber.last_end is None:
-                transcriber.carry_from, transcriber.last_end = previous
+            if not self._asr_restored:
+                self._asr_restored = True
+                transcriber.restore(self.records.get(clip.index - 1, {}).get("asr_state"))
             t0 = time.perf_counter()
             segments = transcriber.transcribe_clip(clip)
             timings["asr_s"] = time.perf_counter() - t0
             warnings += transcriber.warnings
-            transcriber.warnings = []
+            transcriber.warnings.clear()
         if segments:
             t0 = time.perf_counter()
             earlier_dets, earlier_segs = self._window_state(clip, upto=clip.index - 1)
@@ -453,7 +455,7 @@ class StreamPerceiver:
             "transcript": [s.to_json() for s in segments],
             "speakers_how": speakers_how,
             "speaker_links": links,
-            "asr_state": [transcriber.carry_from, transcriber.last_end] if transcriber else None,
+            "asr_state": transcriber.state() if transcriber else None,
             "warnings": warnings,
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
