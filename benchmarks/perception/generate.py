@@ -272,7 +272,9 @@ def _shot_canvas(
     boxes = {}
     for k, pid in enumerate(shot.people):
         person = cast[pid]
-        crop, (fx1, fy1, fx2, fy2) = head_crop(images[person.photo], person.face, cell / h, shot.zoom)
+        crop, (fx1, fy1, fx2, fy2) = head_crop(
+            images[person.photo], person.face, cell / h, shot.zoom
+        )
         scale = min(cell / crop.width, h / crop.height)
         tw, th = max(1, int(crop.width * scale)), max(1, int(crop.height * scale))
         ox, oy = int(k * cell + (cell - tw) / 2), (h - th) // 2
