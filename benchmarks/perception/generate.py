@@ -44,7 +44,7 @@ from taskmem_lab.testing.media import GROUP_PHOTO_FACES, group_photo
 SR = 22050  # espeak-ng's rate
 SIZES = [(426, 240), (640, 360), (854, 480), (1280, 720), (1920, 1080)]
 FPS = [25, 30, 60]
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # espeak-ng voices: (voice+variant, pitch 0..99, words per minute); one per person.
 VOICE_POOL = [
@@ -58,7 +58,7 @@ VOICE_POOL = [
 ]
 
 _SUBJECTS = [
-    "the engineer", "my neighbour", "the old captain", "our teacher", "a small child",
+    "the engineer", "my neighbor", "the old captain", "our teacher", "a small child",
     "the pilot", "her brother", "the baker", "this committee", "the gardener",
 ]  # fmt: skip
 _VERBS = [
@@ -122,6 +122,24 @@ def people() -> list[Person]:
         if hopper.is_file():
             # Face box as dlib's HOG detector finds it on the full-size photo.
             out.append(Person("hopper", hopper, (180, 139, 366, 325), VOICE_POOL[6]))
+    return out
+
+
+def alone_in_photo(img, person: Person, others: list[Person]):  # noqa: ANN001, ANN201
+    """The photo with every other face of it painted over (flat, in the region's mean colour),
+    so a crop around `person` shows no one else, not even half a face at its edge."""
+    from PIL import ImageDraw, ImageStat
+
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    for other in others:
+        if other.photo != person.photo or other.pid == person.pid:
+            continue
+        x1, y1, x2, y2 = other.face
+        pad_x, pad_y = 0.35 * (x2 - x1), 0.45 * (y2 - y1)
+        region = (int(x1 - pad_x), int(y1 - pad_y), int(x2 + pad_x), int(y2 + pad_y))
+        mean = tuple(int(v) for v in ImageStat.Stat(img.crop(region)).mean[:3])
+        draw.rectangle(region, fill=mean)
     return out
 
 
@@ -272,9 +290,7 @@ def _shot_canvas(
     boxes = {}
     for k, pid in enumerate(shot.people):
         person = cast[pid]
-        crop, (fx1, fy1, fx2, fy2) = head_crop(
-            images[person.photo], person.face, cell / h, shot.zoom
-        )
+        crop, (fx1, fy1, fx2, fy2) = head_crop(images[pid], person.face, cell / h, shot.zoom)
         scale = min(cell / crop.width, h / crop.height)
         tw, th = max(1, int(crop.width * scale)), max(1, int(crop.height * scale))
         ox, oy = int(k * cell + (cell - tw) / 2), (h - th) // 2
@@ -290,7 +306,9 @@ def render_scene(plan: ScenePlan, cast: dict[str, Person], out: Path, seed: int)
 
     w, h = plan.size
     margin = max(2, round(h / 120))  # a few pixels of hand-held drift
-    images = {p.photo: Image.open(p.photo).convert("RGB") for p in cast.values()}
+    photos = {p.photo: Image.open(p.photo).convert("RGB") for p in cast.values()}
+    everyone = people()
+    images = {pid: alone_in_photo(photos[p.photo], p, everyone) for pid, p in cast.items()}
     audio, speech = render_audio(plan, cast, seed)
     video = out / f".{plan.name}.video.mp4"
     frames: list[TruthFrame] = []
