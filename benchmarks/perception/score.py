@@ -14,7 +14,7 @@ reference that clip-wise WER is compared with. Per scene and in total:
 - real-time factor (video seconds per wall second; `cached` when read back from a former run).
 
     python benchmarks/perception/score.py SET_DIR [--settings default live] [--scenes 3]
-        [--out /tmp/taskmem-perception-runs] [--write docs/performance.md]
+        [--out /tmp/taskmem-perception-runs] [--write docs/performance.md] [--asr-only]
 
 Settings (`SETTINGS`): default (CLI defaults: file-mode ASR), live, clip, fps2 (faces at 2 fps),
 beam1. `--write` replaces the section between the `perception-set` markers of the page.
@@ -45,10 +45,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
 BEGIN, END = "<!-- perception-set: begin -->", "<!-- perception-set: end -->"
 
 
-def perception_for(name: str, beam: int | None = None) -> PerceptionParams:
+def perception_for(name: str, beam: int | None = None, faces: bool = True) -> PerceptionParams:
     from taskmem_lab.perception.perceiver import perception_params
 
-    params = perception_params(True, True, PerceptionChoices(**SETTINGS[name]))
+    params = perception_params(faces, True, PerceptionChoices(**SETTINGS[name]))
     assert params is not None and params.asr is not None
     if beam is not None:
         params = replace(params, asr=replace(params.asr, beam_size=beam))
@@ -126,12 +126,12 @@ HEADER = (
 
 
 def score_setting(
-    name: str, truths: list[Path], out: Path, beam: int | None
+    name: str, truths: list[Path], out: Path, beam: int | None, faces: bool = True
 ) -> tuple[str, Scores, float | None]:
     """Perceive and score every scene with one setting; returns its table."""
     from taskmem_lab.perception.scoring import word_errors
 
-    params = perception_for(name, beam)
+    params = perception_for(name, beam, faces)
     scorer = Scorer()
     whole_errors = [0, 0]
     lines = [HEADER]
@@ -142,10 +142,9 @@ def score_setting(
         truth = load_truth(path)
         video = path.with_suffix(".mp4")
         records, rtf = run_scene(truth, video, params, out / name)
-        segments, faces = hypothesis_of(records)
-        assert params.faces is not None
-        times = sampled_times(records, params.faces.face_fps)
-        s = scorer.add(truth, segments, faces, times)
+        segments, seen = hypothesis_of(records)
+        times = sampled_times(records, params.faces.face_fps) if params.faces else []
+        s = scorer.add(truth, segments, seen if params.faces else None, times)
         reference = " ".join(x.text for x in truth.speech)
         errors, words = word_errors([reference], [whole_file_text(video, params, cache)])
         whole_errors[0] += errors
@@ -188,6 +187,9 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=None, help="whisper beam (default: the CLI's)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/taskmem-perception-runs"))
     ap.add_argument("--write", type=Path, default=None, help="page to write the tables to")
+    ap.add_argument(
+        "--asr-only", action="store_true", help="no faces: speech figures only (much faster)"
+    )
     args = ap.parse_args()
     truths = sorted(args.set.glob("scene_*.json"))[: args.scenes]
     if not truths:
@@ -195,11 +197,14 @@ def main() -> None:
     sections = []
     for name in args.settings:
         print(f"\n### setting {name}: {SETTINGS[name] or 'CLI defaults'}", flush=True)
-        table, total, whole = score_setting(name, truths, args.out, args.beam)
+        table, total, whole = score_setting(
+            name, truths, args.out, args.beam, faces=not args.asr_only
+        )
         beam = args.beam or perception_for(name).asr.beam_size  # type: ignore[union-attr]
         title = (
             f"### `{name}`: {json.dumps(SETTINGS[name]) if SETTINGS[name] else 'CLI defaults'}, "
             f"beam {beam}, {len(truths)} scenes of `{args.set.name}`"
+            + (", speech only (no faces)" if args.asr_only else "")
         )
         sections.append(f"{title}\n\n{table}")
         print(table.splitlines()[-1])
