@@ -229,6 +229,12 @@ def _alone(
     return out
 
 
+def _matches_speakers(params: PerceptionParams) -> bool:
+    """Whether a speaker model may be asked (speech on, voices matched to faces)."""
+    vp = params.voices
+    return params.asr is not None and vp is not None and vp.match_faces
+
+
 def _ordered_unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
 
@@ -244,6 +250,7 @@ class StreamPerceiver:
         root: str | Path,
         speaker_model: ChatModel | None = None,
         decoder: str = "pyav",
+        speaker_identity: dict[str, Any] | None = None,
     ) -> None:
         self.stream = stream
         # Frame reader of the face frames (media.video.open_reader): clips arrive in order, so
@@ -253,6 +260,15 @@ class StreamPerceiver:
         self.mp = memorize_params
         # Keyed by the sources' content too: another video under the same name never reuses it.
         self.settings = {**settings_of(params, memorize_params), "sources": source_identity(stream)}
+        # The model that matches speakers to faces is often the memorizer's own, which the
+        # settings do not name: its identity keys the records too (a replay, which runs no
+        # model, passes the identity its run stored).
+        if speaker_identity is None and speaker_model is not None:
+            from taskmem_lab.backends.base import model_identity as chat_identity
+
+            speaker_identity = chat_identity(speaker_model)
+        if speaker_identity is not None and _matches_speakers(params):
+            self.settings["speaker"] = speaker_identity
         self.key = settings_hash(self.settings)
         self.path = perception_dir(root, safe_name(stream.stream_id, "stream id"), self.key)
         self.path.mkdir(parents=True, exist_ok=True)
