@@ -56,13 +56,18 @@ def perception_for(name: str, beam: int | None = None, faces: bool = True) -> Pe
 
 
 def whole_file_text(video: Path, params: PerceptionParams, cache: Path) -> str:
-    """One Whisper pass over the scene's whole audio (cached per model, beam and scene)."""
+    """One Whisper pass over the scene's whole audio (cached per model, beam and video content)."""
     from taskmem_lab.media.audio import window_audio
     from taskmem_lab.media.stream import load_stream
     from taskmem_lab.perception.asr import WhisperAsr
 
     assert params.asr is not None
-    key = f"{video.stem}.whole.beam{params.asr.beam_size}.{Path(params.asr.model).name}.json"
+    from taskmem_lab.paths import file_sha256
+
+    digest = file_sha256(video)[:12]
+    key = (
+        f"{video.stem}.{digest}.whole.beam{params.asr.beam_size}.{Path(params.asr.model).name}.json"
+    )
     path = cache / key
     if path.is_file():
         return json.loads(path.read_text())["text"]
