@@ -365,6 +365,9 @@ class VoiceParams:
             voice is labelled with the face's id (records say "visible_alone").
         link_min_s: seconds of speaking-alone evidence a link needs.
         link_share: share of the voice's speaking-alone seconds the face must have.
+        continue_gap_s: a segment too short to embed that starts within this many seconds
+            of the end of the segment before it (in the same clip) takes that segment's
+            speaker (0: off).
         temperature: sampling temperature of the speaker-matching call.
         max_tokens: completion budget of that call.
         reasks: how often it is asked again when its reply cannot be parsed.
@@ -379,6 +382,7 @@ class VoiceParams:
     link_faces: bool = True
     link_min_s: float = 3.0
     link_share: float = 0.8
+    continue_gap_s: float = 0.2
     temperature: float = 0.0
     max_tokens: int = 512
     reasks: int = 1
@@ -395,6 +399,9 @@ class VoiceParams:
         check_param(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
         check_param(self.link_min_s > 0, "link_min_s", "must be > 0 seconds")
         check_param(0.5 <= self.link_share <= 1, "link_share", "must be in [0.5, 1]")
+        check_param(
+            0 <= self.continue_gap_s <= 2, "continue_gap_s", "must be in 0..2 seconds (0: off)"
+        )
         check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:

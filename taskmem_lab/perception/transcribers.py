@@ -10,8 +10,9 @@ interface (`transcribe_clip(clip)`, `warnings`, `audio`, `state()` / `restore()`
   clip in which they end. What the original tool does.
 - `LiveTranscriber` ("live", for live sources): every `live_step_s` of new audio, the
   look-back window (at most `live_window_s`, trimmed at a committed sentence end) is heard
-  again; a word is committed once two consecutive passes agree on it (LocalAgreement-2, as in
-  whisper_streaming), or once it is `live_max_delay_s` older than the newest audio. Committed
+  again; words are committed once two consecutive passes agree on them (LocalAgreement-2, as
+  in whisper_streaming, here on whole sentences that are over), or once they are
+  `live_max_delay_s` older than the newest audio. Committed
   words are grouped into sentences; a sentence goes to the clip in which it is complete. A clip
   never hears audio after its end.
 - `asr.ClipTranscriber` ("clip"): each clip heard on its own, with carry-over.
@@ -166,6 +167,46 @@ def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
     return n
 
 
+_EDGE_S = 1.0  # a sentence ending this close to the newest audio may still be cut off
+
+
+def sentence_groups(words: Sequence[Word], pause_s: float) -> list[list[Word]]:
+    """Words grouped into sentences: cut after sentence punctuation and at pauses."""
+    groups: list[list[Word]] = []
+    current: list[Word] = []
+    for w in words:
+        if current and pause_s > 0 and w.start - current[-1].end >= pause_s:
+            groups.append(current)
+            current = []
+        current.append(w)
+        if re.search(r"[.!?]\W*$", w.text.strip()):
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def agreed_words(
+    previous: Sequence[Word], current: Sequence[Word], t: float, pause_s: float
+) -> int:
+    """How many leading words of `current` to commit: whole sentences that the previous pass
+    heard word for word the same, and that are over (punctuated or followed by more speech)
+    at least `_EDGE_S` before the newest audio `t`. Agreeing on whole sentences, not on word
+    prefixes, keeps a sentence's words from being frozen while its end is still unheard."""
+    before = sentence_groups(previous, pause_s)
+    n = 0
+    groups = sentence_groups(current, pause_s)
+    for k, group in enumerate(groups):
+        over = k + 1 < len(groups) or re.search(r"[.!?]\W*$", group[-1].text.strip())
+        same = k < len(before) and len(before[k]) == len(group)
+        same = same and agreed_prefix(before[k], group) == len(group)
+        if not (over and same and group[-1].end <= t - _EDGE_S):
+            break
+        n += len(group)
+    return n
+
+
 @dataclass
 class LiveTranscriber:
     """LocalAgreement-2 over a look-back window, stepping through each clip (see the module
@@ -209,7 +250,7 @@ class LiveTranscriber:
             for w in self._units(samples, self.buffer_start)
             if (w.start + w.end) / 2 > self.committed_until + 1e-6 and w.end <= t + 1e-6
         ]
-        n = len(heard) if final else agreed_prefix(self.previous, heard)
+        n = len(heard) if final else agreed_words(self.previous, heard, t, self.split_pause_s)
         while n < len(heard) and heard[n].end <= t - self.max_delay_s:
             n += 1  # the bound on the delay: old words are committed without agreement
         if n:

@@ -397,7 +397,10 @@ def assign_speakers(
        or None) and `params.link_faces`, a voice-only speaker is linked to a face once the
        evidence is strong (see `VoiceParams.link_min_s`); its segments of this clip then
        take the face's id.
-    6. unknown.
+    6. continues: a segment still undecided (too short to embed) that starts within
+       `params.continue_gap_s` of the end of the segment before it takes that segment's
+       speaker (Whisper cuts one speaker's sentence at a comma or full stop into pieces).
+    7. unknown.
 
     Face matches are banked before any voice is matched, so a voice seen with a face earlier in
     the same clip is already known. Returns how each segment was decided.
@@ -470,6 +473,17 @@ def assign_speakers(
                 for k in range(len(segments)):
                     if decided[k] == voice:
                         decided[k], how[k] = face, "visible_alone"
+    if params.continue_gap_s > 0:
+        order = sorted(range(len(segments)), key=lambda k: (segments[k].start, segments[k].end))
+        for before, i in zip(order, order[1:], strict=False):
+            gap = segments[i].start - segments[before].end
+            undecided = decided[i] is None and embeddings[i] is None
+            if (
+                undecided
+                and decided[before] is not None
+                and -1e-6 <= gap <= params.continue_gap_s + 1e-6
+            ):
+                decided[i], how[i] = decided[before], "continues"
     for seg, gid in zip(segments, decided, strict=True):
         seg.speaker = gid if gid is not None else UNKNOWN_SPEAKER
     return how

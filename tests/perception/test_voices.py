@@ -437,12 +437,29 @@ def test_face_match_wins_and_labels_spread_within_a_clip():
 
 def test_without_registry_or_embeddings_speakers_are_faces_or_unknown():
     ids = IdMap.from_order(["[face_4]"])
-    segs = [Segment(0, 2, "a"), Segment(2, 4, "b")]
+    segs = [Segment(0, 2, "a"), Segment(2.5, 4, "b")]
     assert assign_speakers(segs, ["<face_1>", "unknown"], [None, None], None, ids) == [
         "face",
         "unknown",
     ]
     assert [s.speaker for s in segs] == ["[face_4]", "unknown"]
+
+
+def test_a_piece_too_short_to_embed_continues_the_segment_it_follows():
+    ids = IdMap.from_order(["[face_4]"])
+    segs = [
+        Segment(0, 3, "the baker found"),
+        Segment(3.1, 3.9, "seven apples."),  # 0.1 s after: the same sentence, cut by Whisper
+        Segment(5.0, 5.8, "Yes."),  # after a pause: somebody, we cannot tell
+    ]
+    voice = [np.array([1.0, 0.0]), None, None]
+    how = assign_speakers(segs, ["<face_1>", "unknown", "unknown"], voice, None, ids)
+    assert how == ["face", "continues", "unknown"]
+    assert [s.speaker for s in segs] == ["[face_4]", "[face_4]", "unknown"]
+    off = [Segment(0, 3, "a"), Segment(3.1, 3.9, "b")]
+    params = VoiceParams(continue_gap_s=0)
+    how = assign_speakers(off, ["<face_1>", "unknown"], [None, None], None, ids, params=params)
+    assert how == ["face", "unknown"]
 
 
 @pytest.mark.slow
