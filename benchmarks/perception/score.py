@@ -11,7 +11,7 @@ reference that clip-wise WER is compared with. Per scene and in total:
 - IDF1, ID switches, MOTA on the frames sampled for faces, switches on the first sampled frame
   after a cut, ids worn by several people, the share of matched faces wearing another's id;
 - speaker-to-face linking (share of on-screen speech labelled with the speaker's face id);
-- real-time factor (video seconds per wall second; `cached` when read back from a former run).
+- real-time factor (video seconds per wall second) of the run that computed the records.
 
     python benchmarks/perception/score.py SET_DIR [--settings default live] [--scenes 3]
         [--out /tmp/taskmem-perception-runs] [--write docs/performance.md] [--asr-only]
@@ -81,11 +81,12 @@ def whole_file_text(video: Path, params: PerceptionParams, cache: Path) -> str:
 def run_scene(
     truth: Truth, video: Path, params: PerceptionParams, out: Path
 ) -> tuple[list[dict[str, Any]], float | None]:
-    """Perceive one scene; returns its clip records and its real-time factor (None: cached)."""
+    """Perceive one scene; returns its clip records and its real-time factor (that of the run
+    which computed them, kept in `out/walls.json`; None when unknown)."""
     from taskmem_lab.media.stream import load_stream
     from taskmem_lab.perception.perceiver import StreamPerceiver
     from taskmem_lab.pipeline import perceive_stream
-    from taskmem_lab.store import read_jsonl
+    from taskmem_lab.store import atomic_write_json, read_jsonl
 
     mp = MemorizeParams()
     probe = StreamPerceiver(load_stream(video), params, mp, out)
@@ -95,7 +96,13 @@ def run_scene(
     perceiver, _ = perceive_stream(video, params, mp, out, progress=False)
     wall = time.perf_counter() - t0
     records = list(read_jsonl(perceiver.path / "clips.jsonl"))
-    return records, (truth.duration / wall if fresh else None)
+    walls_file = out / "walls.json"
+    walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
+    if fresh:
+        walls[perceiver.key] = wall
+        atomic_write_json(walls_file, walls)
+    known = walls.get(perceiver.key)
+    return records, (truth.duration / known if known else None)
 
 
 def _pct(x: float | None) -> str:
@@ -169,7 +176,7 @@ def score_setting(
 
 
 def _rtf(x: float | None) -> str:
-    return "cached" if x is None else f"{x:.2f}"
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def write_section(page: Path, text: str) -> None:
