@@ -215,3 +215,22 @@ def test_no_audio_track_is_a_warning_in_every_mode():
         t = cls(FakeTimelineAsr(TIMELINE), one_file(20.0), load_audio=silence, _has_audio=False)
         assert t.transcribe_clip(ClipSpec(0, 0.0, 10.0, 0.0)) == []
         assert t.warnings == ["stream 's' has no audio track"]
+
+
+def test_live_agreement_is_on_whole_sentences_that_are_over():
+    from taskmem_lab.perception.transcribers import agreed_words
+
+    def words(*items):
+        return [Word(a, b, f" {t}") for a, b, t in items]
+
+    one = words((0, 0.5, "we"), (0.5, 1.0, "fold."), (2.0, 2.5, "the"), (2.5, 3.0, "maps"))
+    # The first sentence agrees and ended >= 1 s before the newest audio; the second is open.
+    assert agreed_words(one, one, t=4.0, pause_s=1.0) == 2
+    # Ending 0.5 s before the newest audio, it may still be cut off: nothing yet.
+    assert agreed_words(one, one, t=1.5, pause_s=1.0) == 0
+    # A pass that heard one word differently agrees on nothing of that sentence.
+    other = words((0, 0.5, "we"), (0.5, 1.0, "foiled."), (2.0, 2.5, "the"))
+    assert agreed_words(other, one, t=4.0, pause_s=1.0) == 0
+    # A sentence followed by more speech after a pause is over, even without punctuation.
+    unpunctuated = words((0, 0.5, "we"), (0.5, 1.0, "fold"), (2.5, 3.0, "the"))
+    assert agreed_words(unpunctuated, unpunctuated, t=4.0, pause_s=1.0) == 2
