@@ -435,6 +435,16 @@ def drop_reheard(
     return [s for s in segments if not (s.start < carry_from and s.end <= limit)]
 
 
+def segment_span(stream: Stream, clip: ClipSpec) -> tuple[float, float]:
+    """The contiguous stream span (files without gaps) that holds `clip`."""
+    spans = stream_segments(stream)
+    if 0 <= clip.segment < len(spans) and spans[clip.segment][0] <= clip.start + 1e-6:
+        return spans[clip.segment]
+    return next(
+        ((a, b) for a, b in spans if a - 1e-6 <= clip.start < b), (stream.start, stream.end)
+    )
+
+
 @dataclass
 class ClipTranscriber:
     """Transcribes a stream clip by clip, in order, with the boundary rule of docs/design.md.
@@ -468,14 +478,7 @@ class ClipTranscriber:
         return cls(asr, stream, tol_s=params.boundary_tol_s, max_carry_s=params.max_carry_s)
 
     def _segment_span(self, clip: ClipSpec) -> tuple[float, float]:
-        """The contiguous stream span (files without gaps) that holds `clip`."""
-        spans = stream_segments(self.stream)
-        if 0 <= clip.segment < len(spans) and spans[clip.segment][0] <= clip.start + 1e-6:
-            return spans[clip.segment]
-        return next(
-            ((a, b) for a, b in spans if a - 1e-6 <= clip.start < b),
-            (self.stream.start, self.stream.end),
-        )
+        return segment_span(self.stream, clip)
 
     def _hear(self, t0: float, t1: float, keep: bool = False) -> list[Segment]:
         if self._has_audio is None:

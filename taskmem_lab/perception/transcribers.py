@@ -32,8 +32,13 @@ import numpy as np
 
 from taskmem_lab.errors import NoAudioError
 from taskmem_lab.media.audio import SAMPLE_RATE, stream_has_audio, window_audio
-from taskmem_lab.media.stream import segments as stream_segments
-from taskmem_lab.perception.asr import Asr, ClipTranscriber, Word, split_sentences
+from taskmem_lab.perception.asr import (
+    Asr,
+    ClipTranscriber,
+    Word,
+    segment_span,
+    split_sentences,
+)
 from taskmem_lab.perception.params import AsrParams
 from taskmem_lab.perception.records import Segment
 from taskmem_lab.schema import ClipSpec, Stream
@@ -50,16 +55,6 @@ class Transcriber(Protocol):
     def state(self) -> Any: ...
 
     def restore(self, state: Any) -> None: ...
-
-
-def segment_span(stream: Stream, clip: ClipSpec) -> tuple[float, float]:
-    """The contiguous stream span (files without gaps) that holds `clip`."""
-    spans = stream_segments(stream)
-    if 0 <= clip.segment < len(spans) and spans[clip.segment][0] <= clip.start + 1e-6:
-        return spans[clip.segment]
-    return next(
-        ((a, b) for a, b in spans if a - 1e-6 <= clip.start < b), (stream.start, stream.end)
-    )
 
 
 @dataclass
