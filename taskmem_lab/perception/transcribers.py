@@ -182,6 +182,10 @@ def sentence_groups(words: Sequence[Word], pause_s: float) -> list[list[Word]]:
     return groups
 
 
+def _ends(word: Word) -> bool:
+    return re.search(r"[.!?]\W*$", word.text.strip()) is not None
+
+
 def agreed_words(
     previous: Sequence[Word], current: Sequence[Word], t: float, pause_s: float
 ) -> int:
@@ -246,12 +250,23 @@ class LiveTranscriber:
             if (w.start + w.end) / 2 > self.committed_until + 1e-6 and w.end <= t + 1e-6
         ]
         n = len(heard) if final else agreed_words(self.previous, heard, t, self.split_pause_s)
-        while n < len(heard) and heard[n].end <= t - self.max_delay_s:
-            n += 1  # the bound on the delay: old words are committed without agreement
+        # The bound on the delay: whole sentences over `max_delay_s` ago are committed without
+        # agreement (the latest pass has heard the most of them), and any word twice as old.
+        for group in sentence_groups(heard[n:], self.split_pause_s):
+            if group[-1].end > t - self.max_delay_s:
+                break
+            n += len(group)
+        while n < len(heard) and heard[n].end <= t - 2 * self.max_delay_s:
+            n += 1
         if n:
             self.pending += heard[:n]
             self.committed_until = heard[n - 1].end
         self.previous = heard[n:]
+        pause_after = n < len(heard) and heard[n].start - heard[n - 1].end >= self.split_pause_s
+        if n and (_ends(heard[n - 1]) or pause_after):
+            # Committed up to a sentence end: the next pass starts there, so Whisper hears the
+            # speech still open from its beginning and nothing it already wrote down.
+            self.buffer_start = min(max(self.buffer_start, heard[n - 1].end), t - self.step_s)
         if t - self.buffer_start > self.window_s:
             self._trim(t)
 
