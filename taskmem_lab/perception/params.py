@@ -380,7 +380,7 @@ class VoiceParams:
     match_faces: bool = True
     new_voices: bool = False
     link_faces: bool = True
-    link_min_s: float = 3.0
+    link_min_s: float = 2.0
     link_share: float = 0.8
     continue_gap_s: float = 0.2
     temperature: float = 0.0
