@@ -13,11 +13,11 @@ reference that clip-wise WER is compared with. Per scene and in total:
 - speaker-to-face linking (share of on-screen speech labelled with the speaker's face id);
 - real-time factor (video seconds per wall second) of the run that computed the records.
 
-    python benchmarks/perception/score.py SET_DIR [--settings default live] [--scenes 3]
+    python benchmarks/perception/score.py SET_DIR [--settings default file-speech live-speech] [--scenes 3] [--pick scene_03]
         [--out /tmp/taskmem-perception-runs] [--write docs/performance.md] [--asr-only]
 
-Settings (`SETTINGS`): default (CLI defaults: file-mode ASR), live, clip, fps2 (faces at 2 fps),
-beam1. `--write` replaces the section between the `perception-set` markers of the page.
+Settings (`SETTINGS`): default (CLI defaults: file-mode ASR), fps2 (faces at 2 fps), and the
+ASR modes on speech alone: file-speech, live-speech, clip-speech. `--write` replaces the section between the `perception-set` markers of the page.
 Figures from a loaded machine are only indicative for speed; the quality figures do not depend
 on load.
 """
@@ -38,9 +38,11 @@ from taskmem_lab.perception.truth import Truth, load_truth
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
-    "live": {"asr_mode": "live"},
-    "clip": {"asr_mode": "clip"},
     "fps2": {"face_fps": 2.0},
+    # The ASR modes compared on speech alone (faces do not change what is heard).
+    "file-speech": {"asr_mode": "file", "faces": False},
+    "live-speech": {"asr_mode": "live", "faces": False},
+    "clip-speech": {"asr_mode": "clip", "faces": False},
 }
 BEGIN, END = "<!-- perception-set: begin -->", "<!-- perception-set: end -->"
 
@@ -48,7 +50,9 @@ BEGIN, END = "<!-- perception-set: begin -->", "<!-- perception-set: end -->"
 def perception_for(name: str, beam: int | None = None, faces: bool = True) -> PerceptionParams:
     from taskmem_lab.perception.perceiver import perception_params
 
-    params = perception_params(faces, True, PerceptionChoices(**SETTINGS[name]))
+    choices = {k: v for k, v in SETTINGS[name].items() if k != "faces"}
+    faces = faces and SETTINGS[name].get("faces", True)
+    params = perception_params(faces, True, PerceptionChoices(**choices))
     assert params is not None and params.asr is not None
     if beam is not None:
         params = replace(params, asr=replace(params.asr, beam_size=beam))
@@ -196,6 +200,7 @@ def main() -> None:
     ap.add_argument("set", type=Path, help="folder made by generate.py")
     ap.add_argument("--settings", nargs="+", default=["default"], choices=sorted(SETTINGS))
     ap.add_argument("--scenes", type=int, default=None, help="only the first N scenes")
+    ap.add_argument("--pick", nargs="+", default=None, help="only these scenes (scene_03 ...)")
     ap.add_argument("--beam", type=int, default=None, help="whisper beam (default: the CLI's)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/taskmem-perception-runs"))
     ap.add_argument("--write", type=Path, default=None, help="page to write the tables to")
@@ -204,6 +209,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     truths = sorted(args.set.glob("scene_*.json"))[: args.scenes]
+    if args.pick:
+        truths = [t for t in truths if t.stem in args.pick]
     if not truths:
         raise SystemExit(f"no scene_*.json in {args.set}: run generate.py first")
     sections = []
@@ -216,7 +223,11 @@ def main() -> None:
         title = (
             f"### `{name}`: {json.dumps(SETTINGS[name]) if SETTINGS[name] else 'CLI defaults'}, "
             f"beam {beam}, {len(truths)} scenes of `{args.set.name}`"
-            + (", speech only (no faces)" if args.asr_only else "")
+            + (
+                ", speech only (no faces)"
+                if args.asr_only or not SETTINGS[name].get("faces", True)
+                else ""
+            )
         )
         sections.append(f"{title}\n\n{table}")
         print(table.splitlines()[-1])
