@@ -17,7 +17,7 @@ reference that clip-wise WER is compared with. Per scene and in total:
         [--out /tmp/taskmem-perception-runs] [--write docs/performance.md] [--asr-only]
 
 Settings (`SETTINGS`): default (CLI defaults: file-mode ASR), fps2 (faces at 2 fps), and the
-ASR modes on speech alone: file-speech, live-speech, clip-speech. `--write` replaces the section between the `perception-set` markers of the page.
+ASR modes on speech alone: file-speech, live-speech, clip-speech. `--write` replaces the set's section (between its `perception-set NAME` markers) of the page.
 Figures from a loaded machine are only indicative for speed; the quality figures do not depend
 on load.
 """
@@ -44,7 +44,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "live-speech": {"asr_mode": "live", "faces": False},
     "clip-speech": {"asr_mode": "clip", "faces": False},
 }
-BEGIN, END = "<!-- perception-set: begin -->", "<!-- perception-set: end -->"
+MARK = "<!-- perception-set {name}: {end} -->"
 
 
 def perception_for(name: str, beam: int | None = None, faces: bool = True) -> PerceptionParams:
@@ -183,13 +183,14 @@ def _rtf(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def write_section(page: Path, text: str) -> None:
-    """Replace the `perception-set` section of `page` (appended when it has none)."""
+def write_section(page: Path, text: str, name: str) -> None:
+    """Replace the section of set `name` in `page` (appended when it has none)."""
     content = page.read_text(encoding="utf-8")
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in content and END in content:
-        head, rest = content.split(BEGIN, 1)
-        content = head + block + rest.split(END, 1)[1]
+    begin, end = MARK.format(name=name, end="begin"), MARK.format(name=name, end="end")
+    block = f"{begin}\n{text}\n{end}"
+    if begin in content and end in content:
+        head, rest = content.split(begin, 1)
+        content = head + block + rest.split(end, 1)[1]
     else:
         content = content.rstrip("\n") + "\n\n" + block + "\n"
     page.write_text(content, encoding="utf-8")
@@ -232,7 +233,7 @@ def main() -> None:
         sections.append(f"{title}\n\n{table}")
         print(table.splitlines()[-1])
     if args.write:
-        write_section(args.write, "\n\n".join(sections))
+        write_section(args.write, "\n\n".join(sections), args.set.name)
         print(f"written to {args.write}")
 
 
