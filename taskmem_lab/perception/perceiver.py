@@ -212,20 +212,20 @@ def _det_from_json(d: dict[str, Any]) -> FaceDetection:
 
 def _alone(
     segments: Sequence[Segment], dets: Sequence[FaceDetection], face_fps: float, share: float = 0.6
-) -> list[str | None]:
-    """Per segment, the global face id that alone was visible while it was said: the only
-    identity among the detections in its span, seen on at least `share` of the span's sampled
-    frames; else None."""
-    out: list[str | None] = []
+) -> list[frozenset[str] | None]:
+    """Per segment, the global face ids in view while it was said: each seen on at least
+    `share` of the span's sampled frames, and no other face seen at all; else None. (The
+    speakers step links a voice to the one face among them that has no voice yet.)"""
+    out: list[frozenset[str] | None] = []
     for seg in segments:
         inside = [d for d in dets if seg.start - 1e-6 <= d.time <= seg.end + 1e-6 and d.identity]
-        people = {d.identity for d in inside}
-        if len(people) != 1:
-            out.append(None)
-            continue
-        frames = len({round(d.time, 3) for d in inside})
         expected = max(1, int(round((seg.end - seg.start) * face_fps)))
-        out.append(next(iter(people)) if frames >= share * expected else None)
+        frames: dict[str, set[float]] = {}
+        for d in inside:
+            frames.setdefault(d.identity, set()).add(round(d.time, 3))
+        people = frozenset(frames)
+        steady = people and all(len(f) >= share * expected for f in frames.values())
+        out.append(people if steady else None)
     return out
 
 

@@ -550,3 +550,22 @@ def test_whisper_and_voices_diarize_two_speakers_across_clips(tmp_path):
     assert labels["male"] != labels["female"]
     assert all(len(v) == 1 for v in labels.values()), labels  # stable across clips
     assert {next(iter(v)) for v in labels.values()} == {"[voice_1]", "[voice_2]"}
+
+
+def test_with_two_faces_in_view_the_voice_goes_to_the_one_without_a_voice():
+    registry = IdentityRegistry()
+    ids = two_faces(registry)
+    both = frozenset({"[face_1]", "[face_2]"})
+    params = VoiceParams(link_min_s=2.0)
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    # Nobody in view has a voice yet: two candidates, no evidence.
+    segs = [Segment(0, 3, "x")]
+    assign_speakers(segs, ["unknown"], [a], registry, ids, True, [both], params)
+    assert segs[0].speaker == "[voice_1]" and not registry.evidence
+    # [face_1] speaks with its own voice (a face match banks it): [voice_1], heard again
+    # with both in view, must be [face_2]'s.
+    assign_speakers([Segment(4, 6, "y")], ["<face_1>"], [b], registry, ids, True, None, params)
+    segs = [Segment(7, 10, "z")]
+    how = assign_speakers(segs, ["unknown"], [a], registry, ids, True, [both], params)
+    assert (segs[0].speaker, how) == ("[face_2]", ["visible_alone"])
+    assert registry.links["[voice_1]"]["to"] == "[face_2]"
