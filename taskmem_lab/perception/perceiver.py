@@ -211,11 +211,16 @@ def _det_from_json(d: dict[str, Any]) -> FaceDetection:
 
 
 def _alone(
-    segments: Sequence[Segment], dets: Sequence[FaceDetection], face_fps: float, share: float = 0.6
+    segments: Sequence[Segment],
+    dets: Sequence[FaceDetection],
+    face_fps: float,
+    share: float = 0.6,
+    glimpse: float = 0.2,
 ) -> list[frozenset[str] | None]:
     """Per segment, the global face ids in view while it was said: each seen on at least
-    `share` of the span's sampled frames, and no other face seen at all; else None. (The
-    speakers step links a voice to the one face among them that has no voice yet.)"""
+    `share` of the span's sampled frames, any other face on at most `glimpse` of them (a
+    sentence running over a cut); else None. (The speakers step links a voice to the one face
+    among them that has no voice yet.)"""
     out: list[frozenset[str] | None] = []
     for seg in segments:
         inside = [d for d in dets if seg.start - 1e-6 <= d.time <= seg.end + 1e-6 and d.identity]
@@ -223,9 +228,11 @@ def _alone(
         frames: dict[str, set[float]] = {}
         for d in inside:
             frames.setdefault(d.identity, set()).add(round(d.time, 3))
-        people = frozenset(frames)
-        steady = people and all(len(f) >= share * expected for f in frames.values())
-        out.append(people if steady else None)
+        people = frozenset(p for p, f in frames.items() if len(f) >= share * expected)
+        clear = all(
+            len(f) >= share * expected or len(f) <= glimpse * expected for f in frames.values()
+        )
+        out.append(people if people and clear else None)
     return out
 
 
