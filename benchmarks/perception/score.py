@@ -142,7 +142,12 @@ HEADER = (
 
 
 def score_setting(
-    name: str, truths: list[Path], out: Path, beam: int | None, faces: bool = True
+    name: str,
+    truths: list[Path],
+    out: Path,
+    beam: int | None,
+    faces: bool = True,
+    whole: bool = True,
 ) -> tuple[str, Scores, float | None]:
     """Perceive and score every scene with one setting; returns its table."""
     from taskmem_lab.perception.scoring import word_errors
@@ -162,7 +167,8 @@ def score_setting(
         times = sampled_times(records, params.faces.face_fps) if params.faces else []
         s = scorer.add(truth, segments, seen if params.faces else None, times)
         reference = " ".join(x.text for x in truth.speech)
-        errors, words = word_errors([reference], [whole_file_text(video, params, cache)])
+        text = whole_file_text(video, params, cache) if whole else None
+        errors, words = word_errors([reference], [text]) if text is not None else (0, 0)
         whole_errors[0] += errors
         whole_errors[1] += words
         if rtf is not None:
@@ -208,6 +214,9 @@ def main() -> None:
     ap.add_argument(
         "--asr-only", action="store_true", help="no faces: speech figures only (much faster)"
     )
+    ap.add_argument(
+        "--no-whole", action="store_true", help="skip the one-pass whole-file reference WER"
+    )
     args = ap.parse_args()
     truths = sorted(args.set.glob("scene_*.json"))[: args.scenes]
     if args.pick:
@@ -218,7 +227,7 @@ def main() -> None:
     for name in args.settings:
         print(f"\n### setting {name}: {SETTINGS[name] or 'CLI defaults'}", flush=True)
         table, total, whole = score_setting(
-            name, truths, args.out, args.beam, faces=not args.asr_only
+            name, truths, args.out, args.beam, faces=not args.asr_only, whole=not args.no_whole
         )
         beam = args.beam or perception_for(name).asr.beam_size  # type: ignore[union-attr]
         title = (
