@@ -383,7 +383,7 @@ class Scorer:
             self._link[1] += total
             link = linked / total if total else None
         return Scores(
-            wer, der, der_no, jer, jer_no, *_tracking_figures([tracking] if tracking else []),
+            wer, der, der_no, jer, jer_no, **_tracking_figures([tracking] if tracking else []),
             linking=link, speech_s=speech_s, frames=len(tracking.frame_times) if tracking else 0,
         )  # fmt: skip
 
@@ -395,7 +395,7 @@ class Scorer:
         return Scores(
             self._words[0] / self._words[1] if spoken else None,
             diar["der"], diar["der_no_overlap"], diar["jer"], diar["jer_no_overlap"],
-            *_tracking_figures(self._tracks),
+            **_tracking_figures(self._tracks),
             linking=self._link[0] / self._link[1] if self._link[1] else None,
             speech_s=self._speech_s,
             frames=sum(len(t.frame_times) for t in self._tracks),
@@ -408,25 +408,26 @@ def _uem(duration: float) -> Any:
     return Timeline([Segment(0.0, max(duration, 1e-3))])
 
 
-def _tracking_figures(tracks: Sequence[Tracking]) -> tuple[Any, ...]:
-    """(idf1, id_switches, mota, switches_at_cuts, shared_ids, wrong_id_share) of the tracks."""
+def _tracking_figures(tracks: Sequence[Tracking]) -> dict[str, Any]:
+    """idf1, id_switches, mota, switches_at_cuts, shared_ids and wrong_id_share of the tracks."""
+    names = ("idf1", "id_switches", "mota", "switches_at_cuts", "shared_ids", "wrong_id_share")
     if not tracks:
-        return (None,) * 6
+        return dict.fromkeys(names)
     import motmetrics as mm
 
     mh = mm.metrics.create()
-    names = [str(i) for i in range(len(tracks))]
+    labels = [str(i) for i in range(len(tracks))]
     summary = mh.compute_many(
         [t.acc for t in tracks],
         metrics=["idf1", "num_switches", "mota"],
-        names=names,
+        names=labels,
         generate_overall=len(tracks) > 1,
     )
-    row = summary.loc["OVERALL" if len(tracks) > 1 else names[0]]
+    row = summary.loc["OVERALL" if len(tracks) > 1 else labels[0]]
     owners: list[Counter[str]] = [c for t in tracks for c in t.id_owners().values()]
     total = sum(sum(c.values()) for c in owners)
     wrong = sum(sum(c.values()) - c.most_common(1)[0][1] for c in owners)
-    return (
+    values = (
         _finite(row["idf1"]),
         int(row["num_switches"]),
         _finite(row["mota"]),
@@ -434,6 +435,7 @@ def _tracking_figures(tracks: Sequence[Tracking]) -> tuple[Any, ...]:
         sum(t.shared_ids() for t in tracks),
         wrong / total if total else None,
     )
+    return dict(zip(names, values, strict=True))
 
 
 def _finite(x: Any) -> float | None:

@@ -320,7 +320,7 @@ class LiveTranscriber:
         sentences = self._sentences(clip.end, last)
         self.audio = None
         if sentences:
-            t0 = min(window_start, sentences[0].start)
+            t0 = min(window_start if window_start is not None else clip.start, sentences[0].start)
             samples = self._loader.load(t0, clip.end)
             self.audio = None if samples is None else (t0, samples)
         hi = math.floor(clip.end * 10 + 1e-6) / 10
