@@ -211,6 +211,7 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=None, help="whisper beam (default: the CLI's)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/taskmem-perception-runs"))
     ap.add_argument("--write", type=Path, default=None, help="page to write the tables to")
+    ap.add_argument("--section", default=None, help="name of the page's section (the set's)")
     ap.add_argument(
         "--asr-only", action="store_true", help="no faces: speech figures only (much faster)"
     )
@@ -242,7 +243,7 @@ def main() -> None:
         sections.append(f"{title}\n\n{table}")
         print(table.splitlines()[-1])
     if args.write:
-        write_section(args.write, "\n\n".join(sections), args.set.name)
+        write_section(args.write, "\n\n".join(sections), args.section or args.set.name)
         print(f"written to {args.write}")
 
 
