@@ -59,6 +59,10 @@ def perceive_command(args: argparse.Namespace) -> int:
     from taskmem_lab.timefmt import span
 
     faces, asr = not (args.no_faces or args.asr_only), not args.no_asr
+    if args.truth:
+        from taskmem_lab.perception.truth import load_truth
+
+        load_truth(args.truth)  # a bad truth file stops the run before perception starts
     perception = _perception(args, faces=faces, asr=asr)
     if perception is None:
         raise ConfigError(
@@ -79,6 +83,11 @@ def perceive_command(args: argparse.Namespace) -> int:
     print(f"perception: {perceiver.path} ({len(crops)} characters)")
     for gid, path in crops:
         print(f"    {gid}: {path}")
+    if args.truth:
+        from taskmem_lab.perception.scoring import format_scores, score_run
+
+        print(f"scored against {args.truth}:")
+        print(format_scores(score_run(args.truth, perceiver.path)))
     return 0
 
 
@@ -136,6 +145,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--asr-only", action="store_true", help="speech only (no faces, no speaker matching)"
     )
     pc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pc.add_argument(
+        "--truth",
+        metavar="FILE",
+        help="score the run against this truth file (WER, DER, IDF1, linking; "
+        "see docs/perception.md; needs the scoring extra)",
+    )
     _add_perception(pc)
     pc.set_defaults(func=perceive_command)
 

@@ -201,15 +201,15 @@ class WhisperAsr:
             ) from exc
         return self._model
 
-    def transcribe(self, audio: np.ndarray, t0: float) -> list[Segment]:
-        audio = np.asarray(audio, dtype=np.float32)
-        duration = len(audio) / SAMPLE_RATE
-        if duration < 0.1:
-            return []
+    def _chunks(
+        self, audio: np.ndarray
+    ) -> tuple[list[list[Word]], list[tuple[float, float]] | None]:
+        """Whisper's chunks (its own segments) as window-relative words, and VAD's speech spans
+        (None without VAD; empty: no speech, nothing transcribed)."""
         model = self.load()
         speech = _speech_spans(audio) if self.params.vad else None
         if speech is not None and not speech:
-            return []
+            return [], speech
         chunks, _info = model.transcribe(
             audio,
             language=self.params.language,
@@ -218,18 +218,39 @@ class WhisperAsr:
             word_timestamps=True,
             condition_on_previous_text=False,
         )
-        sentences: list[Word] = []
+        out: list[list[Word]] = []
         for chunk in chunks:  # a generator: decoding happens here
+            if chunk.words:
+                out.append([Word(float(w.start), float(w.end), w.word) for w in chunk.words])
+            elif chunk.text.strip():
+                out.append([Word(float(chunk.start), float(chunk.end), " " + chunk.text.strip())])
+        return out, speech
+
+    def transcribe(self, audio: np.ndarray, t0: float) -> list[Segment]:
+        audio = np.asarray(audio, dtype=np.float32)
+        duration = len(audio) / SAMPLE_RATE
+        if duration < 0.1:
+            return []
+        chunks, speech = self._chunks(audio)
+        sentences: list[Word] = []
+        for words in chunks:
             # Whisper's own segment boundaries (timestamp tokens at pauses) are kept: tiny models
             # often drop the full stop between two speakers' sentences.
-            if chunk.words:
-                words = [Word(float(w.start), float(w.end), w.word) for w in chunk.words]
-                sentences += split_sentences(words, self.params.split_pause_s)
-            elif chunk.text.strip():
-                sentences.append(Word(float(chunk.start), float(chunk.end), chunk.text.strip()))
+            sentences += split_sentences(words, self.params.split_pause_s)
         if speech is not None:
             sentences = [_to_speech(w, speech) for w in sentences if _heard(w, speech)]
         return to_segments(sentences, t0, duration)
+
+    def words(self, audio: np.ndarray, t0: float) -> list[Word]:
+        """The window's words in stream time (those VAD heard), for the live mode's agreement."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if len(audio) / SAMPLE_RATE < 0.1:
+            return []
+        chunks, speech = self._chunks(audio)
+        words = [w for chunk in chunks for w in chunk]
+        if speech is not None:
+            words = [w for w in words if _heard(w, speech)]
+        return [Word(t0 + w.start, t0 + w.end, w.text) for w in words]
 
 
 def _speech_spans(audio: np.ndarray) -> list[tuple[float, float]]:
@@ -417,6 +438,16 @@ def drop_reheard(
     return [s for s in segments if not (s.start < carry_from and s.end <= limit)]
 
 
+def segment_span(stream: Stream, clip: ClipSpec) -> tuple[float, float]:
+    """The contiguous stream span (files without gaps) that holds `clip`."""
+    spans = stream_segments(stream)
+    if 0 <= clip.segment < len(spans) and spans[clip.segment][0] <= clip.start + 1e-6:
+        return spans[clip.segment]
+    return next(
+        ((a, b) for a, b in spans if a - 1e-6 <= clip.start < b), (stream.start, stream.end)
+    )
+
+
 @dataclass
 class ClipTranscriber:
     """Transcribes a stream clip by clip, in order, with the boundary rule of docs/design.md.
@@ -450,14 +481,7 @@ class ClipTranscriber:
         return cls(asr, stream, tol_s=params.boundary_tol_s, max_carry_s=params.max_carry_s)
 
     def _segment_span(self, clip: ClipSpec) -> tuple[float, float]:
-        """The contiguous stream span (files without gaps) that holds `clip`."""
-        spans = stream_segments(self.stream)
-        if 0 <= clip.segment < len(spans) and spans[clip.segment][0] <= clip.start + 1e-6:
-            return spans[clip.segment]
-        return next(
-            ((a, b) for a, b in spans if a - 1e-6 <= clip.start < b),
-            (self.stream.start, self.stream.end),
-        )
+        return segment_span(self.stream, clip)
 
     def _hear(self, t0: float, t1: float, keep: bool = False) -> list[Segment]:
         if self._has_audio is None:
@@ -512,3 +536,12 @@ class ClipTranscriber:
         self.carry_from = carry
         self.last_end = clip.end
         return out + keep
+
+    def state(self) -> list[float | None]:
+        """What a resumed run needs: `[carry_from, last_end]`."""
+        return [self.carry_from, self.last_end]
+
+    def restore(self, state: Any) -> None:
+        """Take the state stored with the previous clip (unless this one already has one)."""
+        if isinstance(state, list) and len(state) == 2 and self.last_end is None:
+            self.carry_from, self.last_end = state

@@ -234,7 +234,13 @@ class DlibBackend:
     ) -> list[Described]:
         dlib = self._dlib
         chips, qualities = [], []
-        for image, cand in items:
+        contiguous: dict[int, np.ndarray] = {}
+        for frame, cand in items:
+            # dlib's get_face_chip takes C-contiguous arrays only; a decoded frame whose width
+            # is not a multiple of the decoder's line alignment (426 px at 240p) is a strided view.
+            if id(frame) not in contiguous:
+                contiguous[id(frame)] = np.ascontiguousarray(frame)
+            image = contiguous[id(frame)]
             x1, y1, x2, y2 = cand.box
             rect = dlib.rectangle(
                 int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1

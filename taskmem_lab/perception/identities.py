@@ -332,6 +332,11 @@ class IdentityRegistry:
             global_id = str(self.links[global_id]["to"])
         return global_id
 
+    def has_voice(self, global_id: str) -> bool:
+        """Whether the character has a voice bank (its own voice, or one linked to it)."""
+        character = self.characters.get(global_id)
+        return character is not None and bool(character.voices.size)
+
     def add_evidence(self, voice_id: str, face_id: str, seconds: float) -> float:
         """Count `seconds` of `voice_id` speaking while `face_id` alone was visible; returns
         the total for the pair."""

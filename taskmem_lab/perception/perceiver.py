@@ -32,7 +32,7 @@ from taskmem_lab.media.stream import source_identity
 from taskmem_lab.media.video import Frame, StreamFrames, sample_times
 from taskmem_lab.params import MemorizeParams
 from taskmem_lab.paths import file_sha256, safe_name
-from taskmem_lab.perception.asr import ClipTranscriber, make_asr
+from taskmem_lab.perception.asr import make_asr
 from taskmem_lab.perception.base import Perception
 from taskmem_lab.perception.face_backends import borrow_face_backend
 from taskmem_lab.perception.faces import clip_faces
@@ -48,6 +48,7 @@ from taskmem_lab.perception.params import (
 )
 from taskmem_lab.perception.records import FaceDetection, Segment
 from taskmem_lab.perception.render import annotate
+from taskmem_lab.perception.transcribers import Transcriber, make_transcriber
 from taskmem_lab.perception.voices import identify_speakers, make_voice_embedder
 from taskmem_lab.schema import SCHEMA_VERSION, ClipSpec, Stream
 from taskmem_lab.store import (
@@ -202,22 +203,35 @@ def _det_from_json(d: dict[str, Any]) -> FaceDetection:
 
 
 def _alone(
-    segments: Sequence[Segment], dets: Sequence[FaceDetection], face_fps: float, share: float = 0.6
-) -> list[str | None]:
-    """Per segment, the global face id that alone was visible while it was said: the only
-    identity among the detections in its span, seen on at least `share` of the span's sampled
-    frames; else None."""
-    out: list[str | None] = []
+    segments: Sequence[Segment],
+    dets: Sequence[FaceDetection],
+    face_fps: float,
+    share: float = 0.6,
+    glimpse: float = 0.2,
+) -> list[frozenset[str] | None]:
+    """Per segment, the global face ids in view while it was said: each seen on at least
+    `share` of the span's sampled frames, any other face on at most `glimpse` of them (a
+    sentence running over a cut); else None. (The speakers step links a voice to the one face
+    among them that has no voice yet.)"""
+    out: list[frozenset[str] | None] = []
     for seg in segments:
         inside = [d for d in dets if seg.start - 1e-6 <= d.time <= seg.end + 1e-6 and d.identity]
-        people = {d.identity for d in inside}
-        if len(people) != 1:
-            out.append(None)
-            continue
-        frames = len({round(d.time, 3) for d in inside})
         expected = max(1, int(round((seg.end - seg.start) * face_fps)))
-        out.append(next(iter(people)) if frames >= share * expected else None)
+        frames: dict[str, set[float]] = {}
+        for d in inside:
+            frames.setdefault(d.identity, set()).add(round(d.time, 3))
+        people = frozenset(p for p, f in frames.items() if len(f) >= share * expected)
+        clear = all(
+            len(f) >= share * expected or len(f) <= glimpse * expected for f in frames.values()
+        )
+        out.append(people if people and clear else None)
     return out
+
+
+def _matches_speakers(params: PerceptionParams) -> bool:
+    """Whether a speaker model may be asked (speech on, voices matched to faces)."""
+    vp = params.voices
+    return params.asr is not None and vp is not None and vp.match_faces
 
 
 def _ordered_unique(items: Sequence[str]) -> list[str]:
@@ -235,6 +249,7 @@ class StreamPerceiver:
         root: str | Path,
         speaker_model: ChatModel | None = None,
         decoder: str = "pyav",
+        speaker_identity: dict[str, Any] | None = None,
     ) -> None:
         self.stream = stream
         # Frame reader of the face frames (media.video.open_reader): clips arrive in order, so
@@ -244,6 +259,15 @@ class StreamPerceiver:
         self.mp = memorize_params
         # Keyed by the sources' content too: another video under the same name never reuses it.
         self.settings = {**settings_of(params, memorize_params), "sources": source_identity(stream)}
+        # The model that matches speakers to faces is often the memorizer's own, which the
+        # settings do not name: its identity keys the records too (a replay, which runs no
+        # model, passes the identity its run stored).
+        if speaker_identity is None and speaker_model is not None:
+            from taskmem_lab.backends.base import model_identity as chat_identity
+
+            speaker_identity = chat_identity(speaker_model)
+        if speaker_identity is not None and _matches_speakers(params):
+            self.settings["speaker"] = speaker_identity
         self.key = settings_hash(self.settings)
         self.path = perception_dir(root, safe_name(stream.stream_id, "stream id"), self.key)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -252,8 +276,9 @@ class StreamPerceiver:
         self.model = speaker_model
         self._load()
         self._face_frames: StreamFrames | None = None
-        self._transcriber: ClipTranscriber | None = None
+        self._transcriber: Transcriber | None = None
         self._embedder: Any = None
+        self._asr_restored = False  # the stored state is taken once, by the first clip computed
 
     def _load(self) -> None:
         """Stored records and the identity registry that matches them.
@@ -350,12 +375,12 @@ class StreamPerceiver:
 
     # ------------------------------------------------------------------ lazily built parts
 
-    def _asr(self) -> ClipTranscriber | None:
+    def _asr(self) -> Transcriber | None:
         if self.params.asr is None:
             return None
         if self._transcriber is None:
             asr = make_asr(self.params.asr, self.model)
-            self._transcriber = ClipTranscriber.from_params(asr, self.stream, self.params.asr)
+            self._transcriber = make_transcriber(asr, self.stream, self.params.asr)
         return self._transcriber
 
     def _voices(self) -> Any:
@@ -433,14 +458,14 @@ class StreamPerceiver:
         links: dict[str, Any] = {}
         transcriber = self._asr()
         if transcriber is not None:
-            previous = self.records.get(clip.index - 1, {}).get("asr_state")
-            if previous and transcriber.carry_from is None and transcriber.last_end is None:
-                transcriber.carry_from, transcriber.last_end = previous
+            if not self._asr_restored:
+                self._asr_restored = True
+                transcriber.restore(self.records.get(clip.index - 1, {}).get("asr_state"))
             t0 = time.perf_counter()
             segments = transcriber.transcribe_clip(clip)
             timings["asr_s"] = time.perf_counter() - t0
             warnings += transcriber.warnings
-            transcriber.warnings = []
+            transcriber.warnings.clear()
         if segments:
             t0 = time.perf_counter()
             earlier_dets, earlier_segs = self._window_state(clip, upto=clip.index - 1)
@@ -484,7 +509,7 @@ class StreamPerceiver:
             "transcript": [s.to_json() for s in segments],
             "speakers_how": speakers_how,
             "speaker_links": links,
-            "asr_state": [transcriber.carry_from, transcriber.last_end] if transcriber else None,
+            "asr_state": transcriber.state() if transcriber else None,
             "warnings": warnings,
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
@@ -553,10 +578,12 @@ def perception_params(
     speech = None
     speaker_model = c.speaker_model
     if asr and c.asr_backend == "vlm":
-        speech = AsrParams(backend="vlm", model=c.asr_model)
+        speech = AsrParams(backend="vlm", model=c.asr_model, mode=c.asr_mode)
         speaker_model = speaker_model or c.asr_model
     elif asr:
-        speech = AsrParams(backend=c.asr_backend, model=default_asr_model(c.asr_model))
+        speech = AsrParams(
+            backend=c.asr_backend, model=default_asr_model(c.asr_model), mode=c.asr_mode
+        )
     return PerceptionParams(
         faces=face,
         asr=speech,

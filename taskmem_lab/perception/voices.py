@@ -350,6 +350,8 @@ class VoiceRegistry(Protocol):
 
     def new_voice_character(self, embedding: np.ndarray) -> str: ...
 
+    def has_voice(self, global_id: str) -> bool: ...
+
     def add_evidence(self, voice_id: str, face_id: str, seconds: float) -> float: ...
 
     def evidence_share(self, voice_id: str, face_id: str) -> float: ...
@@ -380,7 +382,7 @@ def assign_speakers(
     registry: VoiceRegistry | None,
     ids: IdMap,
     new_voices: bool = False,
-    alone: Sequence[str | None] | None = None,
+    alone: Sequence[str | frozenset[str] | None] | None = None,
     params: VoiceParams | None = None,
 ) -> list[str]:
     """Set each segment's `speaker` to a global id (`[face_N]`, `[voice_N]`) or "unknown":
@@ -393,11 +395,15 @@ def assign_speakers(
        how speakers who are off screen are recognized.
     4. new_voice: with `new_voices`, the unmatched embeddings of the clip are clustered
        (`cluster_voices`) and each cluster starts a voice-only character `[voice_N]`.
-    5. visible_alone: with `alone` (per segment, the one face id visible while it was said,
-       or None) and `params.link_faces`, a voice-only speaker is linked to a face once the
-       evidence is strong (see `VoiceParams.link_min_s`); its segments of this clip then
-       take the face's id.
-    6. unknown.
+    5. visible_alone: with `alone` (per segment, the face ids in view while it was said, or
+       one face id, or None when unclear) and `params.link_faces`, a voice-only speaker gains
+       evidence for the one face in view that has no voice yet (faces with a voice bank speak
+       with their own voice), and is linked to it once the evidence is strong (see
+       `VoiceParams.link_min_s`); its segments of this clip then take the face's id.
+    6. continues: a segment still undecided (too short to embed) that starts within
+       `params.continue_gap_s` of the end of the segment before it takes that segment's
+       speaker (Whisper cuts one speaker's sentence at a comma or full stop into pieces).
+    7. unknown.
 
     Face matches are banked before any voice is matched, so a voice seen with a face earlier in
     the same clip is already known. Returns how each segment was decided.
@@ -457,10 +463,16 @@ def assign_speakers(
             for i in members:
                 decided[i], how[i] = gid, "new_voice"
     if alone is not None and registry is not None and params.link_faces:
-        for i, face in enumerate(alone):
+        for i, seen in enumerate(alone):
             voice = decided[i]
-            if face is None or voice is None or not voice.startswith("[voice_"):
+            if seen is None or voice is None or not voice.startswith("[voice_"):
                 continue
+            candidates = {seen} if isinstance(seen, str) else set(seen)
+            if len(candidates) > 1:
+                candidates = {f for f in candidates if not registry.has_voice(f)}
+            if len(candidates) != 1:
+                continue
+            face = candidates.pop()
             seconds = registry.add_evidence(voice, face, segments[i].end - segments[i].start)
             if (
                 seconds >= params.link_min_s
@@ -470,6 +482,17 @@ def assign_speakers(
                 for k in range(len(segments)):
                     if decided[k] == voice:
                         decided[k], how[k] = face, "visible_alone"
+    if params.continue_gap_s > 0:
+        order = sorted(range(len(segments)), key=lambda k: (segments[k].start, segments[k].end))
+        for before, i in zip(order, order[1:], strict=False):
+            gap = segments[i].start - segments[before].end
+            undecided = decided[i] is None and embeddings[i] is None
+            if (
+                undecided
+                and decided[before] is not None
+                and -1e-6 <= gap <= params.continue_gap_s + 1e-6
+            ):
+                decided[i], how[i] = decided[before], "continues"
     for seg, gid in zip(segments, decided, strict=True):
         seg.speaker = gid if gid is not None else UNKNOWN_SPEAKER
     return how
@@ -487,14 +510,14 @@ def identify_speakers(
     embedder: VoiceEmbedder | None,
     params: VoiceParams | None = None,
     visible: Sequence[str] | None = None,
-    alone: Sequence[str | None] | None = None,
+    alone: Sequence[str | frozenset[str] | None] | None = None,
 ) -> list[str]:
     """One clip's speakers, end to end: embed, match faces, assign. Returns how each was decided.
 
     `audio` covers stream times from `t0` (the audio the transcript came from, e.g.
     `ClipTranscriber.audio`); `frames` are the annotated window frames; `visible` the local ids
-    drawn on them (default: every local id of `ids`); `alone` per segment the one global face
-    id visible while it was said (None: none or several), for voice-face links.
+    drawn on them (default: every local id of `ids`); `alone` per segment the global face ids
+    in view while it was said (None: unclear), for voice-face links.
     """
     params = params or VoiceParams()
     if not segments:

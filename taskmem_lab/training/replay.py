@@ -151,7 +151,10 @@ def stored_perceiver(
     except (KeyError, TypeError) as exc:
         raise ReplayError(f"cannot read the perception settings of {run}: {exc}") from exc
     root = Path(where).parents[2]  # <root>/<stream>/perception/<hash>
-    perceiver = StreamPerceiver(stream, PerceptionParams(**parts), params, root)
+    speaker = entry["settings"].get("speaker")
+    perceiver = StreamPerceiver(
+        stream, PerceptionParams(**parts), params, root, speaker_identity=speaker
+    )
     if perceiver.key != entry.get("hash"):
         raise ReplayError(
             f"the perception settings of {run} hash to {perceiver.key}, the run used "

@@ -119,3 +119,35 @@ def test_cli_prints_one_line_for_a_missing_extra(tmp_path, monkeypatch, capsys):
     assert code != 0
     assert len(err) == 1 and err[0].startswith("taskmem: error:"), err
     assert "taskmem_lab[asr]" in err[0] and "Traceback" not in err[0]
+
+
+def test_the_asr_mode_and_the_memorizers_speaker_model_are_in_the_key(tmp_path):
+    from taskmem_lab.backends.fake import FakeModel
+    from taskmem_lab.perception.perceiver import StreamPerceiver
+    from taskmem_lab.schema import Stream, StreamFile
+
+    base = PerceptionParams(faces=None)
+    keys = {_key(replace(base, asr=AsrParams(mode=m))) for m in ("file", "live", "clip")}
+    assert len(keys) == 3
+    assert _key(base) == _key(replace(base, asr=AsrParams(mode="file")))  # the default, named
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not decoded here")
+    stream = Stream("v", (StreamFile(str(video), 0.0, 10.0),))
+
+    def key(model=None, identity=None) -> str:
+        p = StreamPerceiver(
+            stream, base, MemorizeParams(), tmp_path / "runs", model, "pyav", identity
+        )
+        p.close()
+        return p.key
+
+    a, b = FakeModel("model-a"), FakeModel("model-b")
+    assert key(a) != key(b) != key()
+    # A replay runs no model: the identity its run stored gives the same key.
+    stored = StreamPerceiver(stream, base, MemorizeParams(), tmp_path / "runs", a).settings
+    assert key(identity=stored["speaker"]) == key(a)
+    # Without speech, no speaker is ever matched: the model does not matter.
+    silent = PerceptionParams(asr=None)
+    k1 = StreamPerceiver(stream, silent, MemorizeParams(), tmp_path / "r2", a).key
+    assert k1 == StreamPerceiver(stream, silent, MemorizeParams(), tmp_path / "r3", b).key

@@ -784,3 +784,17 @@ def test_streams_share_a_bounded_pool_of_face_backends(monkeypatch):
     assert sorted(map(id, closed)) == sorted(map(id, made))
     with FB.borrow_face_backend(params) as again:
         assert len(made) == 3 and again is made[-1]  # closed backends are not lent again
+
+
+def test_dlib_describes_faces_on_strided_frames(dlib_backend, photo_image):
+    """A decoded 426x240 frame is a strided view (rows padded to the decoder's alignment);
+    dlib's face chips need contiguous arrays (found on the labelled set's 240p scenes)."""
+    x1, y1, x2, y2 = GROUP_PHOTO_FACES["p1"]
+    padded = np.zeros((photo_image.shape[0], photo_image.shape[1] + 22, 3), np.uint8)
+    padded[:, : photo_image.shape[1]] = photo_image
+    strided = padded[:, : photo_image.shape[1]]
+    assert not strided.flags.c_contiguous
+    cand = F.Candidate((x1, y1, x2, y2), 0.9)
+    (got,) = dlib_backend.describe([(strided, cand)], [True])
+    (want,) = dlib_backend.describe([(photo_image, cand)], [True])
+    assert np.allclose(got.embedding, want.embedding, atol=1e-5)

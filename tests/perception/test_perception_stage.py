@@ -176,3 +176,21 @@ def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
     registry = json.loads((perceiver.path / "identities" / "identities.json").read_text())
     assert registry["links"] == links
     assert seen and all(p.frames is None for _, p in seen)  # windows are not kept
+
+
+def test_the_faces_in_view_while_a_line_is_said_tolerate_a_glimpse_across_a_cut():
+    import numpy as np
+
+    from taskmem_lab.perception.perceiver import _alone
+    from taskmem_lab.perception.records import FaceDetection, Segment
+
+    def seen(t: float, who: str) -> FaceDetection:
+        return FaceDetection(t, (0, 0, 0.1, 0.1), 1.0, 1.0, np.zeros(0), identity=who)
+
+    dets = [seen(k / 10, "[face_1]") for k in range(50)]  # 0-5 s, 10 fps
+    dets += [seen(k / 10, "[face_2]") for k in range(45, 50)]  # the last 0.5 s after a cut
+    dets += [seen(k / 10, "[face_3]") for k in range(60, 100)]
+    assert _alone([Segment(0, 5, "a")], dets, 10.0) == [frozenset({"[face_1]"})]
+    assert _alone([Segment(3, 5, "b")], dets, 10.0) == [None]  # [face_2] a quarter of it
+    assert _alone([Segment(6, 10, "c")], dets, 10.0) == [frozenset({"[face_3]"})]
+    assert _alone([Segment(10.5, 12, "d")], dets, 10.0) == [None]  # nobody in view

@@ -438,12 +438,29 @@ def test_face_match_wins_and_labels_spread_within_a_clip():
 
 def test_without_registry_or_embeddings_speakers_are_faces_or_unknown():
     ids = IdMap.from_order(["[face_4]"])
-    segs = [Segment(0, 2, "a"), Segment(2, 4, "b")]
+    segs = [Segment(0, 2, "a"), Segment(2.5, 4, "b")]
     assert assign_speakers(segs, ["<face_1>", "unknown"], [None, None], None, ids) == [
         "face",
         "unknown",
     ]
     assert [s.speaker for s in segs] == ["[face_4]", "unknown"]
+
+
+def test_a_piece_too_short_to_embed_continues_the_segment_it_follows():
+    ids = IdMap.from_order(["[face_4]"])
+    segs = [
+        Segment(0, 3, "the baker found"),
+        Segment(3.1, 3.9, "seven apples."),  # 0.1 s after: the same sentence, cut by Whisper
+        Segment(5.0, 5.8, "Yes."),  # after a pause: somebody, we cannot tell
+    ]
+    voice = [np.array([1.0, 0.0]), None, None]
+    how = assign_speakers(segs, ["<face_1>", "unknown", "unknown"], voice, None, ids)
+    assert how == ["face", "continues", "unknown"]
+    assert [s.speaker for s in segs] == ["[face_4]", "[face_4]", "unknown"]
+    off = [Segment(0, 3, "a"), Segment(3.1, 3.9, "b")]
+    params = VoiceParams(continue_gap_s=0)
+    how = assign_speakers(off, ["<face_1>", "unknown"], [None, None], None, ids, params=params)
+    assert how == ["face", "unknown"]
 
 
 @pytest.mark.slow
@@ -535,3 +552,22 @@ def test_whisper_and_voices_diarize_two_speakers_across_clips(tmp_path):
     assert labels["male"] != labels["female"]
     assert all(len(v) == 1 for v in labels.values()), labels  # stable across clips
     assert {next(iter(v)) for v in labels.values()} == {"[voice_1]", "[voice_2]"}
+
+
+def test_with_two_faces_in_view_the_voice_goes_to_the_one_without_a_voice():
+    registry = IdentityRegistry()
+    ids = two_faces(registry)
+    both = frozenset({"[face_1]", "[face_2]"})
+    params = VoiceParams(link_min_s=2.0)
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    # Nobody in view has a voice yet: two candidates, no evidence.
+    segs = [Segment(0, 3, "x")]
+    assign_speakers(segs, ["unknown"], [a], registry, ids, True, [both], params)
+    assert segs[0].speaker == "[voice_1]" and not registry.evidence
+    # [face_1] speaks with its own voice (a face match banks it): [voice_1], heard again
+    # with both in view, must be [face_2]'s.
+    assign_speakers([Segment(4, 6, "y")], ["<face_1>"], [b], registry, ids, True, None, params)
+    segs = [Segment(7, 10, "z")]
+    how = assign_speakers(segs, ["unknown"], [a], registry, ids, True, [both], params)
+    assert (segs[0].speaker, how) == ("[face_2]", ["visible_alone"])
+    assert registry.links["[voice_1]"]["to"] == "[face_2]"
