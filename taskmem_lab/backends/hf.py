@@ -487,25 +487,10 @@ class HFModel:
         return loaded
 
     def _inputs(self, loaded: Loaded, request: Request) -> Any:
-        messages, metadata = chat_messages(request, loaded.native_video, loaded.audio_rate)
-        extra: dict[str, Any] = {}
-        if metadata:
-            # Frames are already sampled: the processor must not sample again, and it needs the
-            # timing to print frame timestamps.
-            extra = {"do_sample_frames": False, "video_metadata": metadata}
         try:
-            inputs = loaded.processor.apply_chat_template(
-                messages,
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                **extra,
-            )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ModelError(
-                f"hf model {self.name!r}: its processor rejected the request ({exc})"
-            ) from exc
+            inputs = encode_request(loaded, request)
+        except ModelError as exc:
+            raise ModelError(f"hf model {self.name!r}: {exc}") from exc
         return inputs.to(loaded.device, dtype=loaded.model.dtype)
 
     def generate(self, request: Request) -> Reply:
@@ -587,3 +572,28 @@ def from_spec(name: str) -> HFModel:
     base, options = split_options(name)
     params = params_from_options(HFParams, options, f"hf:{name}")
     return HFModel(base or DEFAULT_MODEL, params)
+
+
+def encode_request(loaded: Loaded, request: Request) -> Any:
+    """The model's inputs for `request` (on the CPU), built as every `hf` generation builds them;
+    `training.adapt` encodes preference pairs with it so training sees the served prompt.
+
+    Raises `ModelError` when the processor rejects the request.
+    """
+    messages, metadata = chat_messages(request, loaded.native_video, loaded.audio_rate)
+    extra: dict[str, Any] = {}
+    if metadata:
+        # Frames are already sampled: the processor must not sample again, and it needs the
+        # timing to print frame timestamps.
+        extra = {"do_sample_frames": False, "video_metadata": metadata}
+    try:
+        return loaded.processor.apply_chat_template(
+            messages,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            **extra,
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"the processor rejected the request ({exc})") from exc

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskmem_lab.errors import ConfigError, StoreError
+from taskmem_lab.errors import ConfigError, ModelError, StoreError
 from taskmem_lab.jobs import SUMMARY, ResumableDir
 from taskmem_lab.params import check_param
 from taskmem_lab.schema import SCHEMA_VERSION
@@ -126,23 +126,12 @@ def _completion_ids(loaded: Loaded, text: str) -> Any:
 
 def encode_pair(loaded: Loaded, pair: PreferencePair) -> Encoded:
     """The pair's prompt as the `hf` backend formats it, and its completions' token ids."""
-    from taskmem_lab.backends.hf import chat_messages
+    from taskmem_lab.backends.hf import encode_request
 
-    messages, metadata = chat_messages(pair.request, loaded.native_video, loaded.audio_rate)
-    extra = {"do_sample_frames": False, "video_metadata": metadata} if metadata else {}
     try:
-        inputs = loaded.processor.apply_chat_template(
-            messages,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            **extra,
-        )
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(
-            f"pair {pair.id}: the model's processor rejected its prompt ({exc})"
-        ) from exc
+        inputs = encode_request(loaded, pair.request)
+    except ModelError as exc:
+        raise ConfigError(f"pair {pair.id}: {exc}") from exc
     return Encoded(
         dict(inputs), _completion_ids(loaded, pair.chosen), _completion_ids(loaded, pair.rejected)
     )
