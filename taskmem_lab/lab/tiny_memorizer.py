@@ -33,7 +33,7 @@ from taskmem_lab.params import MemorizeParams, check_param
 from taskmem_lab.schema import ClipRecord, ClipSpec
 
 MARKER = "tiny_memorizer.json"
-VAGUE = "Someone is in the room."
+VAGUE = "Someone is there."  # under 4 words: the fake text judge never flags it as a repeat
 
 
 @dataclass(frozen=True)
