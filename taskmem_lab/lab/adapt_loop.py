@@ -119,7 +119,7 @@ def qa_frame(rows: dict[str, Any]) -> pd.DataFrame:
     import pandas as pd
 
     def pct(x: float | None) -> float | None:
-        return None if x is None else 100.0 * x
+        return None if x is None else round(100.0 * x, 1)
 
     return pd.DataFrame(
         [
