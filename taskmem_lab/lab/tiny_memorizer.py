@@ -152,7 +152,8 @@ def _train(
     from taskmem_lab.backends.hf import HFModel
     from taskmem_lab.prompts import render
     from taskmem_lab.testing.tiny_vlm import build_tiny_idefics3
-    from taskmem_lab.training.adapt import _completion_ids, completion_logp
+    from taskmem_lab.training.adapt import completion_logp, encode_pair
+    from taskmem_lab.training.preference import PreferencePair
 
     rng = random.Random(params.seed)
     styles = [entry_json(vague), *(entry_json(s) for s in specific)]
@@ -166,21 +167,21 @@ def _train(
     optimizer = torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=0.0)
     # linear decay to zero: the last steps settle the two entries' probabilities
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / params.steps)
-    targets = [
-        (_completion_ids(loaded, entry_json(vague)), _completion_ids(loaded, entry_json(s)))
-        for s in specific
-    ]
     losses = []
     try:
         for _ in range(params.steps):
             k = rng.randrange(len(clips))
             earlier = [rng.choice((vague, specific[i])) for i in range(k)]
-            inputs = dict(model._inputs(loaded, _request(clips, k, earlier, memorize, rng)))
-            lazy, sharp = targets[k]
+            request = _request(clips, k, earlier, memorize, rng)
+            # the prompt as the hf backend formats it, and both entries' token ids
+            enc = encode_pair(
+                loaded,
+                PreferencePair(str(k), str(k), request, entry_json(specific[k]), entry_json(vague)),
+            )
             loss = -(
-                params.p_vague * completion_logp(loaded, inputs, lazy)
-                + (1 - params.p_vague) * completion_logp(loaded, inputs, sharp)
-            ) / max(int(lazy.shape[1]), int(sharp.shape[1]))
+                params.p_vague * completion_logp(loaded, enc.prompt, enc.rejected)
+                + (1 - params.p_vague) * completion_logp(loaded, enc.prompt, enc.chosen)
+            ) / max(int(enc.rejected.shape[1]), int(enc.chosen.shape[1]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
