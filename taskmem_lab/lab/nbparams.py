@@ -114,6 +114,24 @@ class PaperNotebook:
     figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
 
 
+@dataclass(frozen=True)
+class AdaptNotebook:
+    model: str = ""  # hf: spec of the frozen base memorizer; "" = the tiny trained one (smoke)
+    end: float = 24.0  # seconds of the sample talk to memorize
+    frame_fps: float = 0.5  # frames per second the memorizer sees
+    rollouts: int = 8  # sampled candidate entries per clip
+    temperature: float = 0.7  # sampling temperature of the rollouts
+    judge: str = "fake"  # text and pairwise judge spec
+    video_judge: str = "fake"  # video judge spec
+    layers: list[int] = field(default_factory=lambda: [1])  # decoder layers with a steer
+    steps: int = 20  # DPO steps
+    lr: float = 0.2  # learning rate of the steer
+    beta: float = 0.1  # DPO's KL coefficient
+    answerer: str = "fake:reader"  # model spec that answers the sample questions
+    out: str = field(default="runs", metadata=OUTPUT)  # runs root
+    figures: str = field(default="runs/figures", metadata=OUTPUT)  # figures and tables
+
+
 NOTEBOOK_PARAMS: dict[str, type] = {
     "01_audio": AudioNotebook,
     "02_faces": FacesNotebook,
@@ -121,6 +139,7 @@ NOTEBOOK_PARAMS: dict[str, type] = {
     "04_qa": QaNotebook,
     "05_ablations": AblationsNotebook,
     "06_paper": PaperNotebook,
+    "07_adapt": AdaptNotebook,
 }
 
 

@@ -38,7 +38,7 @@ from taskmem_lab.lab.nbparams import NOTEBOOK_PARAMS, coerce, default_of
 from taskmem_lab.lab.report import REPRODUCE_ENV
 from taskmem_lab.paths import repo_path
 
-ORDER = ("01_audio", "02_faces", "03_episodic", "04_qa", "05_ablations", "06_paper")
+ORDER = ("01_audio", "02_faces", "03_episodic", "04_qa", "05_ablations", "06_paper", "07_adapt")
 PROFILES = ("smoke", "demo", "paper")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -123,6 +123,8 @@ def _smoke(work: Path) -> dict[str, dict[str, Any]]:
             **common,
         },
         "06_paper": {"results": str(work / "runs" / "results"), "figures": figures},
+        # the tiny memorizer trained at build time, fake judges and fake:reader (all labelled)
+        "07_adapt": {"model": "", **common},
     }
 
 
@@ -134,6 +136,7 @@ def _demo(work: Path) -> dict[str, dict[str, Any]]:
     base["03_episodic"].update(model=vlm)
     base["04_qa"].update(answerer=vlm, judge=vlm, second_judge="")
     base["05_ablations"].update(models=[vlm], answerer=vlm, faces=[False, True], asr=[False, True])
+    base["07_adapt"].update(model=vlm, judge=vlm, video_judge=vlm, answerer=vlm, layers=[20])
     return base
 
 
@@ -154,6 +157,16 @@ def _paper(work: Path) -> dict[str, dict[str, Any]]:
         },
         "05_ablations": {"models": model, "answerer": model, **common},
         "06_paper": {"results": str(work / "runs" / "results"), "figures": figures},
+        "07_adapt": {
+            "model": "hf:Qwen/Qwen3-VL-30B-A3B-Instruct",
+            "judge": model,
+            "video_judge": model,
+            "answerer": model,
+            "layers": [22],
+            "steps": 10,
+            "lr": 1e-3,
+            **common,
+        },
     }
 
 

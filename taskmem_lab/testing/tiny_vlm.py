@@ -15,6 +15,7 @@ Needs the `hf` extra (torch, transformers, tokenizers, num2words for SmolVLM).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ SCALE_FACTOR = 2
 IMAGE_SEQ_LEN = (IMAGE_SIDE // PATCH) ** 2 // SCALE_FACTOR**2
 
 
-def _tokenizer(vocab_size: int):  # noqa: ANN202 - transformers type, imported lazily
+def _tokenizer(vocab_size: int, corpus: Sequence[str] = ()):  # noqa: ANN202 - lazily imported
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -72,7 +73,7 @@ def _tokenizer(vocab_size: int):  # noqa: ANN202 - transformers type, imported l
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_SENTENCES * 4, trainer=trainer)
+    tok.train_from_iterator([*_SENTENCES, *corpus] * 4, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|im_start|>",
@@ -164,8 +165,12 @@ def build_tiny_smolvlm(path: str | Path, vocab_size: int = 400, seed: int = 0) -
     return path
 
 
-def build_tiny_idefics3(path: str | Path, vocab_size: int = 400, seed: int = 0) -> Path:
-    """Write a tiny random Idefics3 checkpoint with its processor to `path` and return it."""
+def build_tiny_idefics3(
+    path: str | Path, vocab_size: int = 400, seed: int = 0, corpus: Sequence[str] = ()
+) -> Path:
+    """Write a tiny random Idefics3 checkpoint with its processor to `path` and return it.
+
+    `corpus`: more text the tokenizer is trained on (prompts the model will see get shorter)."""
     import torch
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import (
@@ -174,7 +179,7 @@ def build_tiny_idefics3(path: str | Path, vocab_size: int = 400, seed: int = 0) 
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(vocab_size)
+    tokenizer = _tokenizer(vocab_size, corpus)
     image_processor = Idefics3ImageProcessorPil(
         do_resize=True,
         size={"longest_edge": IMAGE_SIDE},

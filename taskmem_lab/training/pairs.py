@@ -331,6 +331,7 @@ def make_pairs(
                 "prompt": rec["prompt"],
                 "videos": rec["videos"],
                 "messages": rec["messages"],
+                "sampling": rec["sampling"],  # with messages, the request `taskmem adapt` rebuilds
                 "chosen": json.dumps({"description": entries[clip][win]}, ensure_ascii=False),
                 "rejected": json.dumps({"description": entries[clip][lose]}, ensure_ascii=False),
                 "chosen_candidate": win,

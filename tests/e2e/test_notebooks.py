@@ -22,7 +22,15 @@ pytest.importorskip("faster_whisper")
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_KEY = "sk-test" + "Q" * 40  # what a real key looks like; it must be written nowhere
-NOTEBOOKS = ("01_audio", "02_faces", "03_episodic", "04_qa", "05_ablations", "06_paper")
+NOTEBOOKS = (
+    "01_audio",
+    "02_faces",
+    "03_episodic",
+    "04_qa",
+    "05_ablations",
+    "06_paper",
+    "07_adapt",
+)
 
 
 def repo_files() -> set[str]:
@@ -204,6 +212,7 @@ def test_every_figure_has_data_and_provenance(smoke):
         "04_qa_errors",
         "05_ablations",
         "06_paper_accuracy",
+        "07_adapt_curves",
     ):
         assert (figures / f"{stem}.png").stat().st_size > 5000 and (
             figures / f"{stem}.pdf"
@@ -225,6 +234,36 @@ def test_every_figure_has_data_and_provenance(smoke):
     assert "67.9" in table and "reproduced" in table
     # 01, 02 and 03 share one perception; 05's ablation settings add their own.
     assert len(list((work / "runs" / "talk" / "perception").iterdir())) == 3
+
+
+def test_07_closes_the_loop_with_a_real_steer(smoke):
+    """07_adapt: a steer trained by real DPO steps (rows only at its layer) changes what the
+    tiny trained memorizer writes, and the QA table compares both memories, labelled fake."""
+    import torch
+
+    from taskmem_lab.lab.nbparams import AdaptNotebook
+    from taskmem_lab.store import RunDir
+
+    work, _, _ = smoke
+    memories = work / "runs" / "talk" / "memory"
+    (steer_file,) = (memories / "adapt_base" / "rollouts").rglob("steer.pt")
+    matrix = torch.load(steer_file, weights_only=True)["matrix"]
+    rows = [i for i in range(matrix.shape[0]) if bool(matrix[i].abs().sum() > 0)]
+    assert rows == AdaptNotebook().layers
+    steps = (steer_file.parent / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == AdaptNotebook().steps
+    base = RunDir(memories / "adapt_base").finished()
+    steered = RunDir(memories / "adapt_steered").finished()
+    assert base and set(base) == set(steered)
+    assert all(r.status == "ok" for r in [*base.values(), *steered.values()])
+    assert any(base[k].episodic != steered[k].episodic for k in base)
+    table = (work / "figures" / "07_adapt_qa.md").read_text()
+    assert "| base" in table and "| steered" in table and "fake model" in table
+    text = "".join(
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+        for o in outputs(work, "07_adapt")
+    )
+    assert "entries changed by the steer:" in text and "tiny Idefics3, briefly trained" in text
 
 
 def test_no_key_in_anything_smoke_wrote(smoke):

@@ -181,6 +181,11 @@ def test_pairs_drop_order_inconsistent_verdicts(run_and_requests, api_config, se
         assert p["questions"] and all(q in orders[0] for q in p["questions"])
         assert p["prompt"][1]["content"].count("<video>") == 1
         assert (tmp_path / "pairs" / p["videos"][0]["video"]).is_file()
+    # `taskmem adapt` reads the file as written: each pair's request rebuilt with its sampling.
+    from taskmem_lab.training.preference import load_pairs
+
+    loaded = load_pairs(tmp_path / "pairs")
+    assert len(loaded) == summary["kept"] and all(p.request.purpose == "episodic" for p in loaded)
     # The candidates were quality-scored beside the rollouts first.
     scores = run.path / "rollouts" / "t" / "rewards" / "s" / "summary.json"
     assert json.loads(scores.read_text())["richness"]["scored"] == 9
