@@ -127,14 +127,15 @@ ALONE_LINES = [
 
 @pytest.mark.slow
 def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
-    """No speaker model: each voice becomes a [voice_N] speaker and, once it has spoken for 3 s
-    while one face alone was in view, is linked to that face; the records say how.
+    """No speaker model: each voice becomes a [voice_N] speaker and, once it has spoken for
+    `VoiceParams.link_min_s` while one face alone was in view, is linked to that face; the records
+    say how.
 
     (Voices are linked at their second line here: each clip holds two lines of one voice.)"""
     import shutil
 
     from taskmem_lab.params import MemorizeParams
-    from taskmem_lab.perception.params import PerceptionChoices
+    from taskmem_lab.perception.params import PerceptionChoices, VoiceParams
     from taskmem_lab.perception.perceiver import perception_params
     from taskmem_lab.pipeline import perceive_stream
     from taskmem_lab.testing.media import GROUP_PHOTO_FACES, Shot, head_region
@@ -166,13 +167,14 @@ def test_offline_speakers_are_linked_to_the_face_seen_speaking_alone(tmp_path):
     # Whisper may cut a clip's two lines into one segment or two (it varies with the CPU's int8
     # kernels): what holds is that each clip has speech long enough to embed...
     assert {i for i, *_ in said} == {0, 1}, said
-    # ...and each voice spoke 5 s while its face alone was in view (3 s are needed): linked, and
+    # ...and each voice spoke 5 s while its face alone was in view (link_min_s are needed): linked, and
     # the clip's segments of that voice carry the face's id.
     for i, _, speaker, how in said:
         assert (speaker, how) == (next(iter(faces[i])), "visible_alone"), said
     links = {k: v for r in records for k, v in r["speaker_links"].items()}
     assert {v["to"] for v in links.values()} == faces[0] | faces[1]
-    assert all(v["how"] == "visible_alone" and v["evidence_s"] >= 3.0 for v in links.values())
+    need = VoiceParams().link_min_s
+    assert all(v["how"] == "visible_alone" and v["evidence_s"] >= need for v in links.values())
     registry = json.loads((perceiver.path / "identities" / "identities.json").read_text())
     assert registry["links"] == links
     assert seen and all(p.frames is None for _, p in seen)  # windows are not kept
