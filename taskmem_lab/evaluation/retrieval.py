@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Any
 from taskmem_lab.errors import ConfigError
 from taskmem_lab.memory import Entry, Memory
 from taskmem_lab.paths import slug
-from taskmem_lab.store import atomic_write_json
+from taskmem_lab.store import atomic_file, atomic_write_json
 
 log = logging.getLogger(__name__)
 DEFAULT_EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -141,7 +140,7 @@ class Retriever:
             hashes = [entry_hash(e) for e in entries]
             stored = _load(Path(folder), self.model_name) if folder is not None else {}
             new = sorted({h for h in hashes if h not in stored})
-            by_text = {entry_hash(e): entry_text(e) for e in entries}
+            by_text = dict(zip(hashes, map(entry_text, entries), strict=True))
             fresh = self._encode([by_text[h] for h in new]) if new else None
             known = {**stored, **({h: fresh[i] for i, h in enumerate(new)} if new else {})}
             dim = _dimension(known, self._encoder if entries else None)
@@ -241,12 +240,8 @@ def _save(folder: Path, model: str, hashes: Sequence[str], vectors: Any) -> bool
     try:
         folder.mkdir(parents=True, exist_ok=True)
         old = _old_matrix(meta_path)
-        tmp = folder / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_file(folder / name, "wb") as fh:
             np.save(fh, unique, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(folder / name)
         meta = {"schema": INDEX_SCHEMA, "model": model, "vectors": name, "hashes": list(rows)}
         atomic_write_json(meta_path, meta)
         if old and old != name:

@@ -17,7 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,76 +167,72 @@ def run_all(page, url: str) -> None:
     accept_kernel_dialog(page)
 
 
-def test_run_all_in_jupyterlab_and_move_the_slider(lab):
+@contextmanager
+def notebook_page(lab: tuple[str, Path], notebook: str, failure_png: str) -> Iterator[Any]:
+    """A browser page on `notebook` in JupyterLab after Run All; a screenshot when the test fails."""
     url, work = lab
     shots = Path(os.environ.get("TASKMEM_TEST_ARTIFACTS", work))
     with sync_api.sync_playwright() as pw:
         browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            run_all(page, url.format("03_episodic"))
-            slider = page.locator(".widget-slider").first
-            slider.wait_for(state="visible", timeout=300_000)
-            wait_idle(page, 240_000)
-            frame = page.locator("img.taskmem-frame").first
-            entry = page.locator(".widget-html .taskmem-entry").first
-            transcript = page.locator(".widget-html .taskmem-transcript").first
-            before = (frame.get_attribute("src"), entry.inner_text(), transcript.inner_text())
-            assert frame.get_attribute("data-clip") == "0"
-            slider.scroll_into_view_if_needed()
-            page.locator(".widget-slider .noUi-handle").first.focus()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_selector("img.taskmem-frame[data-clip='1']", timeout=60_000)
-            after = (frame.get_attribute("src"), entry.inner_text(), transcript.inner_text())
-            assert after[0] != before[0], "the frame did not change"
-            assert after[1] != before[1], "the entry did not change"
-            assert after[2] != before[2], "the transcript did not change"
+            run_all(page, url.format(notebook))
+            yield page
         except Exception:
-            page.screenshot(path=str(shots / "jupyterlab_failure.png"), full_page=True)
+            page.screenshot(path=str(shots / failure_png), full_page=True)
             raise
         finally:
             browser.close()
+
+
+def test_run_all_in_jupyterlab_and_move_the_slider(lab):
+    with notebook_page(lab, "03_episodic", "jupyterlab_failure.png") as page:
+        slider = page.locator(".widget-slider").first
+        slider.wait_for(state="visible", timeout=300_000)
+        wait_idle(page, 240_000)
+        frame = page.locator("img.taskmem-frame").first
+        entry = page.locator(".widget-html .taskmem-entry").first
+        transcript = page.locator(".widget-html .taskmem-transcript").first
+        before = (frame.get_attribute("src"), entry.inner_text(), transcript.inner_text())
+        assert frame.get_attribute("data-clip") == "0"
+        slider.scroll_into_view_if_needed()
+        page.locator(".widget-slider .noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_selector("img.taskmem-frame[data-clip='1']", timeout=60_000)
+        after = (frame.get_attribute("src"), entry.inner_text(), transcript.inner_text())
+        assert after[0] != before[0], "the frame did not change"
+        assert after[1] != before[1], "the entry did not change"
+        assert after[2] != before[2], "the transcript did not change"
 
 
 def test_results_browser_filters_in_jupyterlab(lab):
-    url, work = lab
-    shots = Path(os.environ.get("TASKMEM_TEST_ARTIFACTS", work))
-    with sync_api.sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            run_all(page, url.format("04_qa"))
-            details = page.locator(".widget-html .taskmem-result").first
-            details.wait_for(state="visible", timeout=300_000)
-            wait_idle(page, 240_000)
-            outcome, _, error_class, question = (
-                page.locator(".taskmem-filter select").nth(i) for i in range(4)
-            )
-            assert details.locator(".taskmem-question").get_attribute("data-id") == "A1_JAKE_1"
-            # fake:reader on the generated stand-in memories answers the TaskMaster question
-            # right, question 1 wrong and abstains on 2-4; every error is a memorization miss
-            # (nothing the questions ask about was written)
-            outcome.select_option("correct")
-            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_5']", timeout=60_000)
-            assert question.locator("option").all_inner_texts() == ["A1_JAKE_5"]
-            error_class.select_option("memorization_miss")
-            page.wait_for_selector("text=no question matches", timeout=60_000)
-            outcome.select_option("wrong")
-            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_1']", timeout=60_000)
-            assert "memorization miss" in details.inner_text()
-            assert "Context the answerer saw" in details.inner_text()
-            outcome.select_option("abstained")
-            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_2']", timeout=60_000)
-            assert question.locator("option").all_inner_texts() == [
-                "A1_JAKE_2",
-                "A1_JAKE_3",
-                "A1_JAKE_4",
-            ]
-            question.select_option("A1_JAKE_4")
-            page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_4']", timeout=60_000)
-            assert "Replies of fake:reader" in details.inner_text()
-        except Exception:
-            page.screenshot(path=str(shots / "jupyterlab_results_failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with notebook_page(lab, "04_qa", "jupyterlab_results_failure.png") as page:
+        details = page.locator(".widget-html .taskmem-result").first
+        details.wait_for(state="visible", timeout=300_000)
+        wait_idle(page, 240_000)
+        outcome, _, error_class, question = (
+            page.locator(".taskmem-filter select").nth(i) for i in range(4)
+        )
+        assert details.locator(".taskmem-question").get_attribute("data-id") == "A1_JAKE_1"
+        # fake:reader on the generated stand-in memories answers the TaskMaster question
+        # right, question 1 wrong and abstains on 2-4; every error is a memorization miss
+        # (nothing the questions ask about was written)
+        outcome.select_option("correct")
+        page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_5']", timeout=60_000)
+        assert question.locator("option").all_inner_texts() == ["A1_JAKE_5"]
+        error_class.select_option("memorization_miss")
+        page.wait_for_selector("text=no question matches", timeout=60_000)
+        outcome.select_option("wrong")
+        page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_1']", timeout=60_000)
+        assert "memorization miss" in details.inner_text()
+        assert "Context the answerer saw" in details.inner_text()
+        outcome.select_option("abstained")
+        page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_2']", timeout=60_000)
+        assert question.locator("option").all_inner_texts() == [
+            "A1_JAKE_2",
+            "A1_JAKE_3",
+            "A1_JAKE_4",
+        ]
+        question.select_option("A1_JAKE_4")
+        page.wait_for_selector(".taskmem-question[data-id='A1_JAKE_4']", timeout=60_000)
+        assert "Replies of fake:reader" in details.inner_text()
