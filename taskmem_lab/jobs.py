@@ -208,10 +208,13 @@ class ResumableDir:
             self.append(row)
             yield row
 
-    def write_summary(self, summary: Mapping[str, Any], status: str) -> dict[str, Any]:
-        """Write `summary.json` and set the settings file's `status` (`complete`, `partial`)."""
+    def write_summary(
+        self, summary: Mapping[str, Any], status: str, name: str = SUMMARY
+    ) -> dict[str, Any]:
+        """Write the summary (`summary.json` unless `name` says otherwise) and set the settings
+        file's `status` (`complete`, `partial`)."""
         data = dict(summary)
-        atomic_write_json(self.path / SUMMARY, data)
+        atomic_write_json(self.path / name, data)
         atomic_write_json(
             self.settings_path, {**self.settings(), "status": status, "updated": utc_now()}
         )

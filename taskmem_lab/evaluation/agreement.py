@@ -26,13 +26,13 @@ from typing import Any
 
 from taskmem_lab.backends.base import ChatModel, model_identity
 from taskmem_lab.errors import ConfigError, ModelError
-from taskmem_lab.evaluation.evaluate import priced, results_dir, tally_asked
+from taskmem_lab.evaluation.evaluate import fresh_replies, priced, results_dir, tally_asked
 from taskmem_lab.evaluation.judge import judge
 from taskmem_lab.evaluation.judge import prompt_hashes as judge_prompt_hashes
 from taskmem_lab.jobs import Progress, ResumableDir, bounded_map
 from taskmem_lab.params import check_param
 from taskmem_lab.paths import default_tag
-from taskmem_lab.store import FolderLock, atomic_write_json, utc_now
+from taskmem_lab.store import FolderLock, utc_now
 
 AGREEMENT = "agreement.json"
 VERDICTS = "verdicts.jsonl"
@@ -226,7 +226,7 @@ def _run(
         new = outcome.value
         assert new is not None
         store.append(new)
-        calls += sum(not c for c in new["second"].get("cached") or [])
+        calls += fresh_replies(new["second"])
         fresh += 1
         done[new["id"]] = new
     kept_rows = [done[r["id"]] for r in rows if r["id"] in done]
@@ -235,9 +235,10 @@ def _run(
     for r in kept_rows:
         tally_asked(per, "second judge", r["second"])
     complete = not failures and len(kept_rows) == len(rows)
+    settings = store.settings()
     summary = {
-        "results": store.settings()["results"],
-        "first_judge": store.settings()["first_judge"],
+        "results": settings["results"],
+        "first_judge": settings["first_judge"],
         "second_judge": second.model_id,
         "status": "complete" if complete else "partial",
         "judged": len(rows),
@@ -261,10 +262,7 @@ def _run(
         "this_run": {"questions": fresh, "model_calls": calls},
         "updated": utc_now(),
     }
-    atomic_write_json(store.path / AGREEMENT, summary)
-    atomic_write_json(
-        store.settings_path, {**store.settings(), "status": summary["status"], "updated": utc_now()}
-    )
+    store.write_summary(summary, summary["status"], name=AGREEMENT)
     return AgreementResult(store.path, kept_rows, summary, failures)
 
 

@@ -345,7 +345,6 @@ def evaluate_benchmarks(
             fake_model,
             result.out,
         )
-        results[name] = result
     return results
 
 

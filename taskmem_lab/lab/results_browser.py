@@ -348,7 +348,7 @@ class ResultsBrowser:
             if len(shown) < len(order)
             else ""
         )
-        details = "".join(f"<hr/>{self.question_html(q)}" for q in shown)
+        details = "".join(f"<hr/>{self.live_html(q)}" for q in shown)  # cached pages
         return (
             f"<div class='taskmem-results-browser'><h3>Results {_esc(self.path)} "
             f"({len(self.rows)} questions)</h3><p>{self.counts_html()}</p>"
