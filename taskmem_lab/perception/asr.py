@@ -69,7 +69,7 @@ _ABBREVIATIONS = frozenset(
 )
 
 
-def _ends_sentence(text: str) -> bool:
+def ends_sentence(text: str) -> bool:
     word = text.strip()
     if not _SENTENCE_END.search(word):
         return False
@@ -101,7 +101,7 @@ def split_sentences(words: Sequence[Word], pause_s: float = 1.0) -> list[Word]:
         if current and pause_s > 0 and w.start - current[-1].end >= pause_s:
             flush()
         current.append(w)
-        if _ends_sentence(w.text):
+        if ends_sentence(w.text):
             flush()
     if current:
         flush()

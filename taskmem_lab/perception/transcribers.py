@@ -36,6 +36,7 @@ from taskmem_lab.perception.asr import (
     Asr,
     ClipTranscriber,
     Word,
+    ends_sentence,
     segment_span,
     split_sentences,
 )
@@ -174,16 +175,12 @@ def sentence_groups(words: Sequence[Word], pause_s: float) -> list[list[Word]]:
             groups.append(current)
             current = []
         current.append(w)
-        if re.search(r"[.!?]\W*$", w.text.strip()):
+        if ends_sentence(w.text):
             groups.append(current)
             current = []
     if current:
         groups.append(current)
     return groups
-
-
-def _ends(word: Word) -> bool:
-    return re.search(r"[.!?]\W*$", word.text.strip()) is not None
 
 
 def agreed_words(
@@ -197,7 +194,7 @@ def agreed_words(
     n = 0
     groups = sentence_groups(current, pause_s)
     for k, group in enumerate(groups):
-        over = k + 1 < len(groups) or re.search(r"[.!?]\W*$", group[-1].text.strip())
+        over = k + 1 < len(groups) or ends_sentence(group[-1].text)
         same = k < len(before) and len(before[k]) == len(group)
         same = same and agreed_prefix(before[k], group) == len(group)
         if not (over and same and group[-1].end <= t - _EDGE_S):
@@ -263,7 +260,7 @@ class LiveTranscriber:
             self.committed_until = heard[n - 1].end
         self.previous = heard[n:]
         pause_after = n < len(heard) and heard[n].start - heard[n - 1].end >= self.split_pause_s
-        if n and (_ends(heard[n - 1]) or pause_after):
+        if n and (ends_sentence(heard[n - 1].text) or pause_after):
             # Committed up to a sentence end: the next pass starts there, so Whisper hears the
             # speech still open from its beginning and nothing it already wrote down.
             self.buffer_start = min(max(self.buffer_start, heard[n - 1].end), t - self.step_s)
@@ -285,7 +282,7 @@ class LiveTranscriber:
         if not sentences:
             return []
         tail = sentences[-1]
-        complete = last or re.search(r"[.!?]\W*$", tail.text) is not None
+        complete = last or ends_sentence(tail.text)
         complete = complete or clip_end - tail.start > self.max_carry_s
         # Followed by a pause nobody has broken (no word heard since, committed or not).
         heard_since = any(w.start < tail.end + self.split_pause_s for w in self.previous)
