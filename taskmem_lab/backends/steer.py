@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskmem_lab.errors import SteerError
+from taskmem_lab.store import atomic_file, atomic_write_json
 
 if TYPE_CHECKING:
     import torch
@@ -120,21 +121,12 @@ def load_steer(path: str | Path) -> torch.Tensor:
 
 
 def save_steer(matrix: torch.Tensor, path: str | Path) -> Path:
-    """Write `{"matrix": matrix}` (float32, on CPU) atomically: a temp file, then a rename."""
+    """Write `{"matrix": matrix}` (float32, on CPU) atomically (`store.atomic_file`)."""
     torch = _torch()
     check_matrix(matrix)
     p = Path(path).expanduser()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"matrix": matrix.detach().cpu().float().contiguous()}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(p, "wb") as fh:
+        torch.save({"matrix": matrix.detach().cpu().float().contiguous()}, fh)
     return p
 
 
@@ -556,12 +548,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _base_dtype(config: dict[str, Any]) -> str:
     text = text_config_dict(config)
     name = text.get("dtype") or text.get("torch_dtype") or config.get("dtype")
@@ -638,10 +624,10 @@ def export_checkpoint(
             t.numel() * t.element_size() for t in tensors.values()
         )
         weight_map = {**files, **dict.fromkeys(tensors, STEER_SHARD)}
-        _write_json({"metadata": index_meta, "weight_map": weight_map}, staging / INDEX_NAME)
+        atomic_write_json(staging / INDEX_NAME, {"metadata": index_meta, "weight_map": weight_map})
         every = chosen == tuple(range(want[0]))
         text[ADAPTER_LAYERS] = "all" if every else list(chosen)
-        _write_json(config, staging / "config.json")
+        atomic_write_json(staging / "config.json", config)
         out.mkdir(exist_ok=True)
         for item in staging.iterdir():
             os.replace(item, out / item.name)

@@ -31,6 +31,7 @@ from typing import Any
 from taskmem_lab.errors import ConfigError
 from taskmem_lab.params import MemorizeParams, check_param
 from taskmem_lab.schema import ClipRecord, ClipSpec
+from taskmem_lab.store import atomic_write_json
 
 MARKER = "tiny_memorizer.json"
 VAGUE = "Someone is there."  # under 4 words: the fake text judge never flags it as a repeat
@@ -137,7 +138,7 @@ def build_tiny_memorizer(
         "seconds": round(time.perf_counter() - started, 1),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
     }
-    marker.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    atomic_write_json(marker, report)
     return path
 
 
