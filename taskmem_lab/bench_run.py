@@ -57,6 +57,7 @@ from taskmem_lab.paths import default_tag, runs_root
 from taskmem_lab.store import (
     CLIPS,
     MANIFEST,
+    FolderLock,
     RunDir,
     atomic_write_json,
     identity_changes,
@@ -199,7 +200,16 @@ def unchanged(
 ) -> bool:
     """Whether the stored run at `path` was made with the inputs `job` asks for now."""
     planned = planned_manifest(stream, model, job.params, tasks, job.tag, perceiver)
-    return not identity_changes(RunDir(path).manifest(), planned)
+    run = RunDir(path)
+    old = run.manifest()
+    if identity_changes(old, planned):
+        return False
+    if old.get("source") != planned.get("source"):
+        # The same content with new stamps (touched, copied or moved files), as `open_run`
+        # records them: the next open recalls the digests instead of hashing the files again.
+        with FolderLock(path, "memorize run"):
+            run.update_manifest(source=planned["source"])
+    return True
 
 
 def _model(spec: str, cache: bool | str) -> ChatModel:

@@ -367,7 +367,7 @@ def mark_stopped(manifest_path: str | Path, status: str = "failed") -> None:
         data = json.loads(p.read_text(encoding="utf-8"))
         if isinstance(data, dict) and data.get("status") == "running":
             atomic_write_json(p, {**data, "status": status, "updated": utc_now()})
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
 
 
@@ -408,7 +408,7 @@ def recall_source_digests(run_path: str | Path) -> int:
     were taken; a missing or unreadable manifest recalls nothing (the files are then hashed)."""
     try:
         data = json.loads((Path(run_path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return 0
     source = data.get("source") if isinstance(data, dict) else None
     if not isinstance(source, list):

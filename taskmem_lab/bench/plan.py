@@ -150,7 +150,7 @@ class KnownFiles:
         if self.path is not None and self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 data = {}  # a torn or foreign file only costs probing again
             if isinstance(data, dict) and isinstance(data.get("files"), dict):
                 self._known = {k: v for k, v in data["files"].items() if isinstance(v, dict)}
