@@ -32,7 +32,7 @@ from taskmem_lab.backends.base import ChatModel, Request, Sampling, sum_usage
 from taskmem_lab.bench.record import QARecord
 from taskmem_lab.errors import ParseError
 from taskmem_lab.evaluation.judge import reply_object, yes_no
-from taskmem_lab.evaluation.qa import QAParams, asked_at
+from taskmem_lab.evaluation.qa import QAParams, asked_at, overlaps, visible_entries
 from taskmem_lab.memory import Entry, Memory
 from taskmem_lab.prompts import prompt_hash, render
 
@@ -97,17 +97,11 @@ def scope_entries(
     record: QARecord, memory: Memory, mode: str, pad_s: float = 0.0
 ) -> tuple[list[Entry], str]:
     """The entries a verdict is asked over, and the scope in words."""
-    visible = (
-        list(memory.entries)
-        if record.query_time is None
-        else list(memory.until(record.query_time).entries)
-    )
+    visible = visible_entries(memory, record)
     if mode == MEMORY:
         return visible, "everything written before the question"
     chosen = [
-        e
-        for e in visible
-        if any(e.start <= b + pad_s and e.end > a - pad_s for a, b in record.evidence)
+        e for e in visible if any(overlaps(e, a - pad_s, b + pad_s) for a, b in record.evidence)
     ]
     return chosen, "the notes written at the moments the question is about"
 

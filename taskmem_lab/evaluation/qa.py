@@ -108,13 +108,13 @@ def retrieval_query(record: QARecord) -> str:
     return " ".join([record.question, *record.options])
 
 
-def _visible(memory: Memory, record: QARecord) -> list[Entry]:
+def visible_entries(memory: Memory, record: QARecord) -> list[Entry]:
     if record.query_time is None:
         return list(memory.entries)
     return list(memory.until(record.query_time).entries)
 
 
-def _overlaps(e: Entry, a: float, b: float) -> bool:
+def overlaps(e: Entry, a: float, b: float) -> bool:
     """Entry `[start, end)` meets window `[a, b]` (a point window `[t, t]` meets its clip)."""
     return e.start <= b and e.end > a
 
@@ -127,13 +127,13 @@ def select_entries(
     memory_key: str = "",
 ) -> tuple[list[Entry], str]:
     """The entries a question's context shows, and a note on how they were chosen."""
-    visible = _visible(memory, record)
+    visible = visible_entries(memory, record)
     if params.context == "full":
         return visible, "everything written before the question"
     if params.context == "evidence":
         pad = params.evidence_pad_s
         chosen = [
-            e for e in visible if any(_overlaps(e, a - pad, b + pad) for a, b in record.evidence)
+            e for e in visible if any(overlaps(e, a - pad, b + pad) for a, b in record.evidence)
         ]
         if visible and visible[-1] not in chosen:
             chosen.append(visible[-1])  # the clip at query time

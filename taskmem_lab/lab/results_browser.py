@@ -150,10 +150,10 @@ class ResultsBrowser:
         return entries, note
 
     def in_evidence(self, entry: Any, row: Mapping[str, Any]) -> bool:
+        from taskmem_lab.evaluation.qa import overlaps
+
         pad = float(self.settings.get("qa", {}).get("evidence_pad_s", 0.0))
-        return any(
-            entry.start <= b + pad and entry.end > a - pad for a, b in row.get("evidence") or []
-        )
+        return any(overlaps(entry, a - pad, b + pad) for a, b in row.get("evidence") or [])
 
     # ------------------------------------------------------------------ frames
 
